@@ -1,0 +1,290 @@
+"""`spyglass index`: scan, diff, embed and publish, with progress and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+from tqdm import tqdm
+
+from search.catalog import live_generation
+from search.db import create_db_engine, session_factory
+from search.encoder import Encoder, load_encoder, model_identity
+from search.errors import ConfigError, ModelMismatch
+from search.migrate import upgrade
+from search.schema import EmbeddingModel, IndexRun, MediaRoot, SkippedFile, utcnow
+from search.settings import Settings
+from search.vectors import VectorIndex, read_index_file
+
+from .decode import LoadedFile, load_file
+from .pipeline import EmbeddedBatch, embed_files
+from .plan import Plan, plan_run, under
+from .publish import PendingChanges, publish
+from .scan import FoundFile, Skipped, walk
+
+
+@dataclass
+class IndexSummary:
+    """What one run did."""
+
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    embedded: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    generation_id: int | None = None
+
+    def line(self) -> str:
+        """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
+        rate = (f", {self.embedded / self.embed_seconds:.1f} images/s"
+                if self.embedded and self.embed_seconds else "")
+        return (f"{self.added:,} added, {self.updated:,} updated, {self.moved:,} moved, "
+                f"{len(self.skipped):,} skipped, {self.removed:,} removed, "
+                f"{self.unchanged:,} unchanged ({self.seconds:.1f} s{rate})")
+
+
+class IndexJob:
+    """One run over some media roots; call run()."""
+
+    def __init__(self, settings: Settings, roots: list[str], rebuild: bool = False,
+                 encoder: Encoder | None = None, progress: bool = True,
+                 echo: Callable[[str], None] = partial(print, file=sys.stderr)):
+        self.settings = settings
+        self.roots = [_check_root(root) for root in roots]
+        self.rebuild = rebuild
+        self._encoder = encoder
+        self.progress = progress
+        self.echo = echo
+        self.db = create_db_engine(settings.db_url)
+        self.sessions: sessionmaker[Session] = session_factory(self.db)
+        self.identity = model_identity(settings.model, settings.pretrained)
+        self.summary = IndexSummary()
+        self._index: VectorIndex | None = None
+        self._model_id: int | None = None
+
+    def run(self) -> IndexSummary:
+        """Bring the catalog and index in step with the roots."""
+        started = time.monotonic()
+        before, after = upgrade(self.db)
+        if before != after:
+            self.echo(f"Catalog database migrated from {before or 'empty'} to {after}.")
+        self._check_model()
+        run_id = self._start_run()
+        try:
+            self._index_roots()
+        except BaseException as exc:
+            self._finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.summary.seconds = time.monotonic() - started
+        self._finish_run(run_id, "done")
+        return self.summary
+
+    def _check_model(self) -> None:
+        with self.sessions() as session:
+            live = live_generation(session)
+            if self.rebuild:
+                self.roots = sorted(set(self.roots) | set(session.scalars(select(MediaRoot.path))))
+        if live is None or self.rebuild:
+            return
+        if (live.model.architecture, live.model.pretrained) != self.identity:
+            arch, weights = self.identity
+            raise ModelMismatch(
+                f"the index was built with {live.model.describe()}, this run asks for "
+                f"{arch} ({weights or 'random weights'}); one index never mixes two models",
+                "run `spyglass index --rebuild` to re-embed everything with the new model, or "
+                "set SPYGLASS_MODEL / SPYGLASS_PRETRAINED back")
+
+    def _index_roots(self) -> None:
+        found: dict[str, FoundFile] = {}
+        for root in self.roots:
+            for entry in walk(root):
+                if isinstance(entry, Skipped):
+                    self._skip(entry)
+                else:
+                    found.setdefault(entry.path, entry)
+        with self.sessions() as session:
+            plan = plan_run(session, list(found.values()), self.roots, self.rebuild)
+        self.summary.unchanged = plan.unchanged
+        skipped_files = {}
+        for found_file, reason in plan.still_skipped:
+            self._skip(Skipped(found_file.path, reason))
+            skipped_files[found_file.path] = (found_file, reason)
+        pending = PendingChanges()
+        if plan.to_read:
+            self._embed(plan, pending)
+            skipped_files.update((s.path, (found[s.path], s.reason)) for s in self.summary.skipped
+                                 if s.path in found)
+        pending.removed |= set(plan.vanished)
+        self.summary.removed += len(plan.vanished)
+        if pending or self.rebuild:
+            self._publish(pending, force=self.rebuild)
+        self._remember_skips(skipped_files)
+
+    def _remember_skips(self, skipped: dict[str, tuple[FoundFile, str]]) -> None:
+        """Replace the skip records under the roots with this run's."""
+        with self.sessions.begin() as session:
+            for root in self.roots:
+                session.execute(under(delete(SkippedFile), SkippedFile.path, root))
+            session.add_all(SkippedFile(path=f.path, size=f.size, mtime_ns=f.mtime_ns, reason=reason)
+                            for f, reason in skipped.values())
+
+    def _embed(self, plan: Plan, pending: PendingChanges) -> None:
+        encoder = self.encoder()
+        load = partial(load_file, preprocess=encoder.preprocess,
+                       max_pixels=self.settings.max_image_pixels,
+                       draft_size=encoder.image_size, wants_pixels=plan.wants_pixels)
+        bar = tqdm(total=len(plan.to_read), unit="img", desc="Indexing", file=sys.stderr,
+                   disable=not self.progress, dynamic_ncols=True)
+        started = time.monotonic()
+        with bar:
+            for event in embed_files(plan.to_read, load, encoder.encode_pixels,
+                                     self.settings.batch_size, self.settings.decode_workers):
+                if isinstance(event, Skipped):
+                    self._skip(event, bar)
+                    if self.rebuild and event.path in plan.known:
+                        # Its old vector is of the old model: without a new one it must go.
+                        pending.removed.add(plan.known[event.path].id)
+                        self.summary.removed += 1
+                    bar.update(1)
+                elif isinstance(event, EmbeddedBatch):
+                    for loaded, vector in zip(event.files, event.vectors):
+                        self._record_embedded(plan, pending, loaded, vector)
+                    self.summary.embedded += len(event.files)
+                    bar.update(len(event.files))
+                else:
+                    self._record_kept(plan, pending, event)
+                    bar.update(1)
+                # Checkpoints keep a long first run's work if it is killed; a rebuild publishes
+                # once, at the end, so search never sees a half-built index of the new model.
+                if not self.rebuild and pending.vector_count >= self.settings.checkpoint_items:
+                    self._publish(pending)
+                    pending.clear()
+        self.summary.embed_seconds = time.monotonic() - started
+
+    def _record_embedded(self, plan: Plan, pending: PendingChanges, loaded: LoadedFile,
+                         vector) -> None:
+        fields = _item_fields(loaded, self._root_id(loaded.file.root))
+        known = plan.known.get(loaded.file.path)
+        if known is None:
+            pending.new.append((fields, vector))
+            self.summary.added += 1
+        else:
+            pending.reembedded.append((known.id, fields, vector))
+            self.summary.updated += 1
+
+    def _record_kept(self, plan: Plan, pending: PendingChanges, loaded: LoadedFile) -> None:
+        found = loaded.file
+        stat_fields = {"size": found.size, "mtime_ns": found.mtime_ns}
+        if found.path in plan.moves:
+            stat_fields.update(path=found.path, root_id=self._root_id(found.root))
+            pending.touched.append((plan.moves[found.path], stat_fields))
+            self.summary.moved += 1
+        else:
+            pending.touched.append((plan.known[found.path].id, stat_fields))
+            self.summary.unchanged += 1
+
+    def _publish(self, pending: PendingChanges, force: bool = False) -> None:
+        index, model_id = self._target_index()
+        generation = publish(self.sessions, index, self.settings.index_dir, model_id,
+                             self.settings.index_factory, pending, force_generation=force)
+        self.summary.generation_id = generation or self.summary.generation_id
+
+    def _target_index(self) -> tuple[VectorIndex, int]:
+        """The index being built: the live one, or a new one for a first run or a rebuild."""
+        if self._index is None:
+            with self.sessions() as session:
+                live = live_generation(session)
+            if live is not None and not self.rebuild:
+                self._index = read_index_file(self.settings.index_dir / live.filename,
+                                              live.size_bytes, live.checksum)
+                self._model_id = live.model_id
+            else:
+                encoder = self.encoder()
+                self._index = VectorIndex.empty(encoder.dim, self.settings.index_factory)
+                self._model_id = self._model_row(encoder.dim)
+        return self._index, self._model_id
+
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first use: an unchanged folder never loads it."""
+        if self._encoder is None:
+            self.echo(f"Loading model {self.settings.model} ({self.settings.pretrained})...")
+            self._encoder = load_encoder(self.settings.model, self.settings.pretrained,
+                                         self.settings.device, self.settings.model_cache)
+        return self._encoder
+
+    def _model_row(self, dim: int) -> int:
+        arch, weights = self.identity
+        with self.sessions.begin() as session:
+            model = session.scalar(select(EmbeddingModel).where(
+                EmbeddingModel.architecture == arch, EmbeddingModel.pretrained == weights))
+            if model is None:
+                model = EmbeddingModel(architecture=arch, pretrained=weights, dim=dim)
+                session.add(model)
+                session.flush()
+            return model.id
+
+    def _root_id(self, root: str) -> int:
+        return self._root_ids[root]
+
+    def _start_run(self) -> int:
+        with self.sessions.begin() as session:
+            self._root_ids = {}
+            for root in self.roots:
+                row = session.scalar(select(MediaRoot).where(MediaRoot.path == root))
+                if row is None:
+                    row = MediaRoot(path=root)
+                    session.add(row)
+                    session.flush()
+                self._root_ids[root] = row.id
+            run = IndexRun(roots=json.dumps(self.roots))
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def _finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        with self.sessions.begin() as session:
+            run = session.get(IndexRun, run_id)
+            run.status, run.error, run.finished_at = status, error, utcnow()
+            s = self.summary
+            run.added, run.updated, run.removed, run.skipped = s.added, s.updated, s.removed, len(s.skipped)
+            if status == "done":
+                for root in session.scalars(select(MediaRoot).where(MediaRoot.path.in_(self.roots))):
+                    root.last_indexed_at = run.finished_at
+
+    def _skip(self, skipped: Skipped, bar: tqdm | None = None) -> None:
+        self.summary.skipped.append(skipped)
+        message = f"skipping {skipped.path}: {skipped.reason}"
+        (bar.write(message, file=sys.stderr) if bar is not None and not bar.disable else self.echo(message))
+
+
+def _item_fields(loaded: LoadedFile, root_id: int) -> dict:
+    found = loaded.file
+    return {"path": found.path, "root_id": root_id, "size": found.size, "mtime_ns": found.mtime_ns,
+            "content_hash": loaded.content_hash, "kind": "image", "format": loaded.format,
+            "width": loaded.width, "height": loaded.height, "indexed_at": utcnow()}
+
+
+def _check_root(root: str | os.PathLike) -> str:
+    path = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    if not os.path.exists(path):
+        raise ConfigError(f"no such folder: {path}", "check the path you gave to `spyglass index`")
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path} is a file, not a folder", "give the folder that holds it")
+    return path
+
+
+def run_index(settings: Settings, roots: list[str], **options) -> IndexSummary:
+    """Index these folders with these settings (see IndexJob for the options)."""
+    return IndexJob(settings, roots, **options).run()

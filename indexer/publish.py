@@ -1,0 +1,113 @@
+"""Commit a batch of catalog changes and the index generation that matches them, atomically."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from search.catalog import live_generation
+from search.schema import IndexGeneration, MediaItem, utcnow
+from search.vectors import VectorIndex, generation_filename, write_index_file
+
+# Generations kept on disk besides the live one, for readers that loaded it a moment ago.
+KEEP_PREVIOUS_GENERATIONS = 1
+_DELETE_CHUNK = 500
+
+
+@dataclass
+class PendingChanges:
+    """Catalog and vector changes collected since the last publish."""
+
+    new: list[tuple[dict, np.ndarray]] = field(default_factory=list)
+    reembedded: list[tuple[int, dict, np.ndarray]] = field(default_factory=list)
+    touched: list[tuple[int, dict]] = field(default_factory=list)
+    removed: set[int] = field(default_factory=set)
+
+    @property
+    def vector_count(self) -> int:
+        """Vectors waiting to be published."""
+        return len(self.new) + len(self.reembedded)
+
+    def changes_vectors(self) -> bool:
+        """Whether publishing needs a new index generation."""
+        return bool(self.new or self.reembedded or self.removed)
+
+    def clear(self) -> None:
+        """Forget everything, after a publish."""
+        self.new, self.reembedded, self.touched, self.removed = [], [], [], set()
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.reembedded or self.touched or self.removed)
+
+
+def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path, model_id: int,
+            factory: str, changes: PendingChanges, force_generation: bool = False) -> int | None:
+    """Apply changes to the catalog and the index; returns the new live generation id, if any.
+
+    The index file is written and renamed into place inside the SQL transaction, and the
+    generation row that names it commits with the item rows: a crash at any point leaves the
+    previous generation live and consistent with the catalog.
+    """
+    generation_id = None
+    with sessions.begin() as session:
+        rows = [MediaItem(**fields) for fields, _ in changes.new]
+        session.add_all(rows)
+        session.flush()  # assigns the ids that become FAISS ids
+        updates = [{"id": item_id, **fields} for item_id, fields in changes.touched]
+        updates += [{"id": item_id, **fields} for item_id, fields, _ in changes.reembedded]
+        if updates:
+            session.execute(update(MediaItem), updates)
+        removed = sorted(changes.removed)
+        for start in range(0, len(removed), _DELETE_CHUNK):
+            chunk = removed[start:start + _DELETE_CHUNK]
+            session.execute(delete(MediaItem).where(MediaItem.id.in_(chunk)))
+        if changes.changes_vectors() or force_generation:
+            index.remove([item_id for item_id, _, _ in changes.reembedded] + removed)
+            vectors = [v for _, v in changes.new] + [v for _, _, v in changes.reembedded]
+            ids = [row.id for row in rows] + [item_id for item_id, _, _ in changes.reembedded]
+            if ids:
+                index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
+            filename = generation_filename()
+            size, checksum = write_index_file(index, index_dir, filename)
+            generation = IndexGeneration(model_id=model_id, factory=factory, filename=filename,
+                                         vector_count=len(index), size_bytes=size,
+                                         checksum=checksum, created_at=utcnow())
+            session.add(generation)
+            session.flush()
+            generation_id = generation.id
+    if generation_id is not None:
+        remove_unused_files(sessions, index_dir)
+    return generation_id
+
+
+def remove_unused_files(sessions: sessionmaker[Session], index_dir: Path) -> list[str]:
+    """Delete index files no recent generation names, and temp files of dead writers."""
+    with sessions() as session:
+        keep = set(session.scalars(select(IndexGeneration.filename).order_by(
+            IndexGeneration.id.desc()).limit(1 + KEEP_PREVIOUS_GENERATIONS)))
+        if live_generation(session) is None:
+            return []
+    removed = []
+    for path in index_dir.glob("*gen-*"):
+        if path.name in keep or (path.suffix == ".tmp" and _writer_alive(path)):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def _writer_alive(temp: Path) -> bool:
+    # Temp files are named .<final>.<pid>.tmp; a live pid may still be writing it.
+    try:
+        pid = int(temp.name.rsplit(".", 2)[-2])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

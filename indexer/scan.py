@@ -1,0 +1,92 @@
+"""Walk media folders: every supported file once, with its size and mtime; problems as skips."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif",
+                              ".bmp", ".dib", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """A supported file and the stat facts that tell whether it changed."""
+
+    path: str
+    root: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A path that could not be taken, and why, in words for the user."""
+
+    path: str
+    reason: str
+
+
+def walk(root: str | os.PathLike) -> Iterator[FoundFile | Skipped]:
+    """Yield the supported files under root, recursively, following links but never looping.
+
+    A directory reached twice (a symlink loop, or two links to one folder) is walked once.
+    """
+    root_path = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [root_path]
+    while stack:
+        directory = stack.pop()
+        try:
+            info = os.stat(directory)
+        except OSError as exc:
+            yield Skipped(directory, f"cannot open folder: {exc.strerror}")
+            continue
+        if (info.st_dev, info.st_ino) in seen_dirs:
+            continue
+        seen_dirs.add((info.st_dev, info.st_ino))
+        try:
+            with os.scandir(directory) as entries:
+                children = sorted(entries, key=lambda e: e.name)
+        except OSError as exc:
+            yield Skipped(directory, f"cannot read folder: {exc.strerror}")
+            continue
+        subdirs = []
+        for entry in children:
+            found = _visit(entry, root_path)
+            if found == "dir":
+                subdirs.append(entry.path)
+            elif found is not None:
+                yield found
+        # Reversed so that the stack pops folders in name order.
+        stack.extend(reversed(subdirs))
+
+
+def _visit(entry: os.DirEntry, root: str) -> FoundFile | Skipped | str | None:
+    try:
+        info = entry.stat()  # follows symlinks
+    except OSError as exc:
+        if entry.is_symlink():
+            return Skipped(entry.path, "broken symbolic link")
+        return Skipped(entry.path, f"cannot stat: {exc.strerror}")
+    if stat.S_ISDIR(info.st_mode):
+        return "dir"
+    if not stat.S_ISREG(info.st_mode) or Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
+        return None
+    if not _is_utf8(entry.path):
+        return Skipped(entry.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                       "file name is not valid UTF-8")
+    if not os.access(entry.path, os.R_OK):
+        return Skipped(entry.path, "permission denied")
+    return FoundFile(path=entry.path, root=root, size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

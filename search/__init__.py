@@ -1,0 +1,1 @@
+"""Spyglass's query side and the core it reads: settings, encoder, vector index, catalog."""

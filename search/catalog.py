@@ -1,0 +1,71 @@
+"""Read access to the catalog: the live generation, items by id in rank order, status facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .schema import IndexGeneration, IndexRun, MediaItem, MediaRoot
+
+
+@dataclass(frozen=True)
+class CatalogStatus:
+    """What `spyglass status` reports."""
+
+    items: int
+    roots: list[str]
+    generation: IndexGeneration | None
+    last_run: IndexRun | None
+
+
+class Catalog:
+    """Queries the query side needs; each is one short transaction."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self.sessions = sessions
+
+    def live_generation(self) -> IndexGeneration | None:
+        """The newest published generation, with its model."""
+        with self.sessions() as session:
+            return live_generation(session)
+
+    def items_by_id(self, ids: Sequence[int]) -> dict[int, MediaItem]:
+        """The items with these ids, in one round trip."""
+        if not ids:
+            return {}
+        with self.sessions() as session:
+            rows = session.scalars(select(MediaItem).where(MediaItem.id.in_([int(i) for i in ids])))
+            return {row.id: row for row in rows}
+
+    def item_by_path(self, path: str) -> MediaItem | None:
+        """The item stored under this absolute path."""
+        with self.sessions() as session:
+            return session.scalar(select(MediaItem).where(MediaItem.path == path))
+
+    def status(self) -> CatalogStatus:
+        """Counts and the newest generation and run."""
+        with self.sessions() as session:
+            return CatalogStatus(
+                items=session.scalar(select(func.count(MediaItem.id))) or 0,
+                roots=list(session.scalars(select(MediaRoot.path).order_by(MediaRoot.path))),
+                generation=live_generation(session),
+                last_run=session.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1)),
+            )
+
+
+def live_generation(session: Session) -> IndexGeneration | None:
+    """The generation row with the highest id: rows are only ever added by a publish."""
+    return session.scalar(select(IndexGeneration).order_by(IndexGeneration.id.desc()).limit(1))
+
+
+def format_time(moment: datetime | None) -> str:
+    """A catalog timestamp as local ISO time to the second."""
+    if moment is None:
+        return "never"
+    if moment.tzinfo is None:  # SQLite hands back the UTC we stored, without its zone
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone().isoformat(timespec="seconds")

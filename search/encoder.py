@@ -1,0 +1,239 @@
+"""The dual encoder: open_clip images and texts into one L2-normalised float32 space."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .errors import ModelUnavailable
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
+# The names open_clip and the Hugging Face hub give a model's weights, best first.
+_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                     "model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin")
+OFFLINE_HINT = ("offline? fetch the weights on a machine that is online, copy them here and set "
+                "SPYGLASS_PRETRAINED=/path/to/open_clip_model.safetensors")
+
+
+class Encoder(Protocol):
+    """What the indexer and the query engine need from a model."""
+
+    architecture: str
+    pretrained: str | None
+    dim: int
+    image_size: int
+
+    def preprocess(self, image) -> "torch.Tensor":  # noqa: F821 - torch is imported lazily
+        """Turn one RGB Pillow image into the model's input tensor (safe to call from threads)."""
+
+    def encode_pixels(self, pixels) -> np.ndarray:
+        """Embed a batch of preprocessed images: (n, dim) float32, unit length."""
+
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        """Embed Pillow images: (n, dim) float32, unit length."""
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts, truncated to the context length: (n, dim) float32, unit length."""
+
+
+class OpenClipEncoder:
+    """An open_clip model with its eval transform and tokenizer."""
+
+    def __init__(self, model, preprocess, tokenizer, device: str, architecture: str,
+                 pretrained: str | None):
+        self.model = model.eval()
+        self._preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.architecture = architecture
+        self.pretrained = pretrained
+        size = getattr(model.visual, "image_size", 224)
+        self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
+        self.dim = int(self.encode_texts(["a photo"]).shape[1])
+
+    def preprocess(self, image):
+        """Resize, crop and normalise one RGB image the way the model was trained."""
+        return self._preprocess(image)
+
+    def encode_pixels(self, pixels) -> np.ndarray:
+        """Embed a batch of preprocessed images."""
+        import torch
+
+        with torch.inference_mode():
+            features = self.model.encode_image(pixels.to(self.device), normalize=True)
+        return _as_float32(features)
+
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        """Embed Pillow images."""
+        import torch
+
+        return self.encode_pixels(torch.stack([self.preprocess(image) for image in images]))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts; open_clip's tokenizers truncate past the context length."""
+        import torch
+
+        tokens = self.tokenizer(list(texts))
+        with torch.inference_mode():
+            features = self.model.encode_text(tokens.to(self.device), normalize=True)
+        return _as_float32(features)
+
+
+def _as_float32(features) -> np.ndarray:
+    array = features.float().cpu().numpy()
+    # Renormalise in float32: half-precision models leave norms slightly off one.
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return np.ascontiguousarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' means cuda when torch sees a GPU, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_identity(architecture: str, pretrained: str | None) -> tuple[str, str]:
+    """The (architecture, weights) pair recorded with an index; local paths made absolute."""
+    arch = _absolute_if_path(architecture)
+    weights = "" if pretrained is None else _absolute_if_path(pretrained)
+    return arch, weights
+
+
+def _absolute_if_path(value: str) -> str:
+    return str(Path(value).expanduser().resolve()) if _looks_like_path(value) else value
+
+
+def _looks_like_path(value: str) -> bool:
+    return (os.sep in value or value.startswith(("~", "."))
+            or value.endswith(CHECKPOINT_SUFFIXES + (".json",)) or os.path.exists(value))
+
+
+def load_encoder(architecture: str, pretrained: str | None, device: str = "auto",
+                 cache_dir: str | os.PathLike | None = None) -> OpenClipEncoder:
+    """Build the open_clip model and load its weights; pretrained=None means random weights.
+
+    Random weights are for tests and benchmarks only: their embeddings mean nothing.
+    """
+    import open_clip
+
+    name = _register_architecture(open_clip, architecture)
+    checkpoint = _resolve_weights(open_clip, name, pretrained)
+    if checkpoint and checkpoint.startswith("local-dir:"):
+        name, checkpoint = checkpoint, None
+    device = resolve_device(device)
+    hub_check = _offline_unless_hub_reachable if _is_tag(checkpoint) else contextlib.nullcontext
+    try:
+        with hub_check():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=checkpoint, device=device, weights_only=True,
+                cache_dir=str(cache_dir) if cache_dir else None)
+        tokenizer = open_clip.get_tokenizer(name)
+    except ModelUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - open_clip signals every failure as a bare exception
+        raise _explain_load_failure(architecture, pretrained, exc) from None
+    return OpenClipEncoder(model, preprocess, tokenizer, device, architecture, pretrained)
+
+
+def _is_tag(checkpoint: str | None) -> bool:
+    return bool(checkpoint) and not os.path.exists(checkpoint) and not checkpoint.startswith("local-dir:")
+
+
+@contextlib.contextmanager
+def _offline_unless_hub_reachable(timeout: float = 3.0):
+    """Use only the local weights cache when the hub cannot be reached.
+
+    Without this, huggingface_hub retries each file for about a minute before it gives up.
+    """
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    if constants.HF_HUB_OFFLINE:
+        yield
+        return
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, not reachable
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _register_architecture(open_clip, architecture: str) -> str:
+    """Accept a built-in name, an hf-hub:/local-dir: name, or a path to a model-config JSON."""
+    if architecture.startswith(("hf-hub:", "local-dir:")):
+        return architecture
+    if architecture.endswith(".json"):
+        path = Path(architecture).expanduser()
+        if not path.is_file():
+            raise ModelUnavailable(f"model config {path} does not exist",
+                                   "set SPYGLASS_MODEL to an open_clip architecture name or config file")
+        open_clip.add_model_config(str(path))
+        return path.stem
+    if architecture not in open_clip.list_models():
+        close = [m for m in open_clip.list_models() if architecture.lower()[:5] in m.lower()][:8]
+        raise ModelUnavailable(
+            f"{architecture!r} is not an open_clip architecture",
+            "set SPYGLASS_MODEL to one of open_clip.list_models()"
+            + (f", e.g. {', '.join(close)}" if close else ", e.g. ViT-B-32"))
+    return architecture
+
+
+def _resolve_weights(open_clip, name: str, pretrained: str | None) -> str | None:
+    """A checkpoint file, a local-dir: model name, or an open_clip pretrained tag."""
+    if pretrained is None or name.startswith(("hf-hub:", "local-dir:")):
+        return None
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        if (path / "open_clip_config.json").is_file():
+            return f"local-dir:{path.resolve()}"
+        found = [path / n for n in _CHECKPOINT_NAMES if (path / n).is_file()]
+        found += sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
+        if not found:
+            raise ModelUnavailable(f"no checkpoint file in folder {path}",
+                                   f"expected one of {', '.join(_CHECKPOINT_NAMES)}")
+        return str(found[0])
+    if path.is_file():
+        return str(path)
+    if _looks_like_path(pretrained):
+        raise ModelUnavailable(f"checkpoint {path} does not exist",
+                               "set SPYGLASS_PRETRAINED to an existing open_clip checkpoint file")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        raise ModelUnavailable(
+            f"{pretrained!r} is not a pretrained tag of {name}",
+            f"known tags: {', '.join(tags) or 'none'}; or set SPYGLASS_PRETRAINED to a checkpoint file")
+    return pretrained
+
+
+def _explain_load_failure(architecture: str, pretrained: str | None, exc: Exception) -> ModelUnavailable:
+    text = str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if "Error(s) in loading state_dict" in text or "size mismatch" in text:
+        return ModelUnavailable(
+            f"checkpoint {pretrained} does not fit architecture {architecture}: {first[:300]}",
+            "set SPYGLASS_MODEL to the architecture the checkpoint was trained as")
+    if "Weights only load failed" in text or "weights_only" in text:
+        return ModelUnavailable(
+            f"refused to load {pretrained}: it is not a plain weights file and pickled code is never run",
+            "convert the checkpoint to .safetensors or a plain state_dict")
+    if "download" in text.lower() or "connect" in text.lower() or "offline" in text.lower():
+        return ModelUnavailable(
+            f"could not download the {pretrained!r} weights for {architecture}, and they are not "
+            "in the local weights cache",
+            OFFLINE_HINT)
+    return ModelUnavailable(f"could not load model {architecture} with weights {pretrained}: "
+                            f"{first[:300]}", "check SPYGLASS_MODEL and SPYGLASS_PRETRAINED")

@@ -1,0 +1,49 @@
+"""Domain errors: each says what is wrong and, where there is one, the fix."""
+
+
+class SpyglassError(Exception):
+    """An error a user can act on; the CLI shows it as one line, never a traceback."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(SpyglassError):
+    """A setting has a value that cannot work."""
+
+
+class ModelUnavailable(SpyglassError):
+    """The encoder's architecture or weights cannot be had."""
+
+
+class ModelMismatch(SpyglassError):
+    """The live index was built with another model than the one asked for."""
+
+
+class NoIndex(SpyglassError):
+    """Nothing has been indexed yet."""
+
+
+class DatabaseNotReady(SpyglassError):
+    """The catalog's schema is missing or behind the code."""
+
+
+class EmptyDatabase(DatabaseNotReady):
+    """The catalog has no tables yet: nothing was ever indexed into it."""
+
+
+class IndexFileError(SpyglassError):
+    """An index file is missing, truncated or not what the catalog says."""
+
+
+class InvalidImage(SpyglassError):
+    """Bytes or a file that do not decode as a supported image."""
+
+
+class ImageTooLarge(InvalidImage):
+    """An image over the decompression-bomb pixel limit."""

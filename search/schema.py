@@ -1,0 +1,113 @@
+"""The catalog's tables as typed SQLAlchemy 2.0 models."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the only clock the catalog uses."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every catalog table."""
+
+
+class MediaRoot(Base):
+    """A folder a user asked to index."""
+
+    __tablename__ = "media_roots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MediaItem(Base):
+    """One indexed file; its id is also its id in the FAISS index."""
+
+    __tablename__ = "media_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    root_id: Mapped[int | None] = mapped_column(ForeignKey("media_roots.id", ondelete="SET NULL"),
+                                                index=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="image")
+    format: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    root: Mapped[MediaRoot | None] = relationship()
+
+
+class SkippedFile(Base):
+    """A file that could not be indexed, remembered so an unchanged one is not retried."""
+
+    __tablename__ = "skipped_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EmbeddingModel(Base):
+    """An encoder whose vectors an index holds: architecture, weights and dimension."""
+
+    __tablename__ = "embedding_models"
+    __table_args__ = (UniqueConstraint("architecture", "pretrained", name="uq_embedding_models_arch_weights"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    architecture: Mapped[str] = mapped_column(String(1024))
+    pretrained: Mapped[str] = mapped_column(String(1024))
+    dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def describe(self) -> str:
+        """'ViT-B-32 (laion2b_s34b_b79k)' style label."""
+        return f"{self.architecture} ({self.pretrained or 'random weights'})"
+
+
+class IndexGeneration(Base):
+    """A published FAISS index file; the row with the highest id is the live one."""
+
+    __tablename__ = "index_generations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id"), index=True)
+    factory: Mapped[str] = mapped_column(String(256))
+    filename: Mapped[str] = mapped_column(String(256), unique=True)
+    vector_count: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    model: Mapped[EmbeddingModel] = relationship(lazy="joined")
+
+
+class IndexRun(Base):
+    """One `spyglass index` run and what it changed."""
+
+    __tablename__ = "index_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    roots: Mapped[str] = mapped_column(Text, default="")
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    removed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)

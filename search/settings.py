@@ -1,0 +1,115 @@
+"""One settings object, read from SPYGLASS_* environment variables; CLI flags override it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented setting: its field, environment variable, default and help."""
+
+    field: str
+    help: str
+    parse: Callable[[str], Any] = str
+
+    @property
+    def env(self) -> str:
+        return "SPYGLASS_" + self.field.upper()
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "spyglass"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", "Data folder: the SQLite catalog, index files and model cache live here "
+            "(default: $XDG_DATA_HOME/spyglass, i.e. ~/.local/share/spyglass).", _path),
+    Setting("database_url", "SQLAlchemy URL of the catalog, e.g. postgresql://user@host/db "
+            "(default: sqlite:///$SPYGLASS_HOME/spyglass.db)."),
+    Setting("model", "open_clip architecture name (see `open_clip.list_models()`), "
+            "or a path to an open_clip model-config JSON file for a custom architecture."),
+    Setting("pretrained", "Weights: an open_clip pretrained tag (downloaded "
+            "once, needs the network), or a path to a local checkpoint file (.safetensors, .bin, "
+            ".pt) or to a folder holding one (with open_clip_config.json for an hf-hub style folder)."),
+    Setting("device", "Torch device for the encoder: auto (cuda when present, else cpu), "
+            "cpu, cuda, cuda:1, ..."),
+    Setting("index_factory", "FAISS index factory string for the vectors (inner product on "
+            "normalised vectors). Flat is exact search."),
+    Setting("batch_size", "Images per encoder batch while indexing.", _positive_int),
+    Setting("decode_workers", "Threads that read, hash, "
+            "decode and resize images while the encoder runs.", _positive_int),
+    Setting("max_image_pixels", "Images with more pixels than this are refused as "
+            "decompression bombs (Pillow's default limit).", _positive_int),
+    Setting("checkpoint_items", "An index run publishes a new generation after this many "
+            "embedded items, so a killed run keeps what it had done.", _positive_int),
+    Setting("model_cache", "Where downloaded pretrained weights are cached (default: the "
+            "Hugging Face cache, ~/.cache/huggingface).", _path),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob Spyglass has; build with from_env() or directly in tests."""
+
+    home: Path = dataclasses.field(default_factory=_default_home)
+    database_url: str | None = None
+    model: str = "ViT-B-32"
+    pretrained: str = "laion2b_s34b_b79k"
+    device: str = "auto"
+    index_factory: str = "Flat"
+    batch_size: int = 32
+    decode_workers: int = max(1, min(4, os.cpu_count() or 1))
+    max_image_pixels: int = 89_478_485
+    checkpoint_items: int = 20_000
+    model_cache: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read SPYGLASS_* variables; keyword overrides that are not None win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[setting.field] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.env}={raw!r} is not valid: {exc}") from None
+        return cls(**values).override(**overrides)
+
+    def override(self, **overrides: Any) -> "Settings":
+        """A copy with the given fields replaced, ignoring those that are None."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "home" in given:
+            given["home"] = Path(given["home"]).expanduser()
+        return dataclasses.replace(self, **given)
+
+    @property
+    def db_url(self) -> str:
+        """The catalog URL: the one set, or a SQLite file under home."""
+        return self.database_url or f"sqlite:///{self.home / 'spyglass.db'}"
+
+    @property
+    def index_dir(self) -> Path:
+        """Folder of the published FAISS index generations."""
+        return self.home / "index"

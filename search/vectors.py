@@ -1,0 +1,151 @@
+"""FAISS indexes keyed by catalog ids, and their files, published atomically, never rewritten."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, IndexFileError
+
+
+class VectorIndex:
+    """Inner-product search over unit vectors whose ids are MediaItem primary keys."""
+
+    def __init__(self, index):
+        self.index = index
+
+    @classmethod
+    def empty(cls, dim: int, factory: str) -> "VectorIndex":
+        """A new index of `factory` type wrapped in an id map."""
+        import faiss
+
+        try:
+            index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ConfigError(f"SPYGLASS_INDEX_FACTORY={factory!r} is not a FAISS index factory "
+                              f"string: {_faiss_reason(exc)}", "e.g. Flat") from None
+        if not index.is_trained:
+            raise ConfigError(f"index type {factory!r} needs training, which Spyglass does not do yet",
+                              "use SPYGLASS_INDEX_FACTORY=Flat")
+        return cls(index)
+
+    @property
+    def dim(self) -> int:
+        return self.index.d
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index (int64)."""
+        import faiss
+
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under the given ids (ids must not be present yet)."""
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                    np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove(self, ids) -> int:
+        """Remove these ids; returns how many were present."""
+        ids = np.ascontiguousarray(np.asarray(list(ids), dtype=np.int64))
+        return int(self.index.remove_ids(ids)) if len(ids) else 0
+
+    def vector(self, item_id: int) -> np.ndarray:
+        """The stored vector of one id."""
+        try:
+            return self.index.reconstruct(int(item_id))
+        except RuntimeError:
+            raise KeyError(item_id) from None
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row; missing slots are dropped by the caller (id -1)."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        return self.index.search(queries, min(k, max(len(self), 1)))
+
+    def on_search_device(self) -> "VectorIndex":
+        """A copy on the GPUs when FAISS sees any, else this same index."""
+        import faiss
+
+        if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
+            return VectorIndex(faiss.index_cpu_to_all_gpus(self.index))
+        return self
+
+
+def generation_filename() -> str:
+    """A fresh, never reused file name for the next generation."""
+    return f"gen-{uuid.uuid4().hex}.faiss"
+
+
+def write_index_file(index: VectorIndex, directory: Path, filename: str) -> tuple[int, str]:
+    """Write to a temp file, fsync, then rename into place; returns (size, sha256).
+
+    faiss.write_index truncates its target first, so it never writes a name a reader might open.
+    """
+    import faiss
+
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / filename
+    temp = directory / f".{filename}.{os.getpid()}.tmp"
+    try:
+        faiss.write_index(index.index, str(temp))
+        checksum = file_sha256(temp)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(directory)
+    return final.stat().st_size, checksum
+
+
+def read_index_file(path: Path, size: int | None = None, checksum: str | None = None) -> VectorIndex:
+    """Load a generation, refusing a file whose size or checksum is not the recorded one."""
+    import faiss
+
+    try:
+        actual_size = path.stat().st_size
+    except FileNotFoundError:
+        raise IndexFileError(f"index file {path} is missing",
+                             "run `spyglass index --rebuild` to rebuild it") from None
+    if size is not None and actual_size != size:
+        raise IndexFileError(f"index file {path} is {actual_size} bytes, the catalog says {size}",
+                             "it is truncated or was replaced; run `spyglass index --rebuild`")
+    if checksum is not None and file_sha256(path) != checksum:
+        raise IndexFileError(f"index file {path} does not match its checksum",
+                             "it is corrupted; run `spyglass index --rebuild`")
+    try:
+        return VectorIndex(faiss.read_index(str(path)))
+    except RuntimeError as exc:
+        raise IndexFileError(f"index file {path} could not be read: {_faiss_reason(exc)}",
+                             "run `spyglass index --rebuild`") from None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _faiss_reason(exc: Exception) -> str:
+    # FAISS prefixes its messages with the C++ function and source line; users need the rest.
+    return re.sub(r"^Error in .*? at \S+:\d+: ", "", str(exc).strip())[:300]
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself is only durable once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

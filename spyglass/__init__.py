@@ -1,0 +1,1 @@
+"""The `spyglass` command: wires the indexer, the query engine and (later) the web app."""

@@ -1,0 +1,163 @@
+"""`spyglass`: index folders, search them, and report on the index."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from search.errors import SpyglassError
+from search.settings import Settings
+
+
+class SpyglassGroup(click.Group):
+    """A click group that shows domain errors as one line with the fix, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        try:
+            return super().invoke(ctx)
+        except SpyglassError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (OperationalError, ProgrammingError) as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise click.ClickException(
+                f"the catalog database failed: {reason} (check SPYGLASS_DATABASE_URL, and that "
+                "the server is running)") from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; everything published before this is kept") from None
+
+
+@click.group(cls=SpyglassGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), help="Data folder [SPYGLASS_HOME].")
+@click.option("--database-url", help="Catalog database URL [SPYGLASS_DATABASE_URL].")
+@click.option("--model", help="open_clip architecture, or a model-config JSON [SPYGLASS_MODEL].")
+@click.option("--pretrained", help="Pretrained tag, or local checkpoint file/folder [SPYGLASS_PRETRAINED].")
+@click.option("--device", help="auto, cpu, cuda, cuda:N [SPYGLASS_DEVICE].")
+@click.option("-v", "--verbose", is_flag=True, help="Show the libraries' log messages.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, **overrides) -> None:
+    """Spyglass: search your images by text or by example.
+
+    \b
+    Index a folder, then search it:
+      spyglass index ~/Pictures
+      spyglass search "a red bicycle leaning on a wall"
+      spyglass search --image ./query.jpg -k 20 --json
+      spyglass status
+
+    Every option here can also be set as a SPYGLASS_* environment variable (shown in
+    brackets); an option given on the command line wins. Offline, point --pretrained at a
+    local open_clip checkpoint: SPYGLASS_PRETRAINED=/path/to/open_clip_model.safetensors.
+    """
+    # open_clip and huggingface_hub log freely to the root logger; users want our one line.
+    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, force=True)
+    try:
+        ctx.obj = Settings.from_env(**overrides)
+    except SpyglassError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--rebuild", is_flag=True,
+              help="Re-embed every item of every indexed folder (needed after changing the model).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per encoder batch [SPYGLASS_BATCH_SIZE].")
+@click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [SPYGLASS_DECODE_WORKERS].")
+@click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
+@click.pass_obj
+def index(settings: Settings, paths, rebuild, batch_size, workers, no_progress) -> None:
+    """Index the images under PATHS (recursively), or bring the index up to date.
+
+    New files are embedded, changed ones re-embedded, moved ones keep their vector, and
+    files that are gone leave the index. A file that cannot be read is skipped with its
+    reason; the run goes on. Running it again on an unchanged folder does nothing.
+    """
+    from indexer.jobs import run_index
+
+    settings = settings.override(batch_size=batch_size, decode_workers=workers)
+    summary = run_index(settings, list(paths), rebuild=rebuild, progress=not no_progress)
+    click.echo(summary.line())
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--image", "image", type=click.Path(dir_okay=False), help="Find images like this one.")
+@click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many results.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@click.pass_obj
+def search(settings: Settings, query, image, k, as_json) -> None:
+    """Search by text (QUERY) or by example (--image); prints score and path, best first."""
+    from search.engine import SearchEngine
+
+    if bool(query) == bool(image):
+        raise click.UsageError("give either a QUERY text or --image PATH (one of them)")
+    engine = SearchEngine(settings)
+    try:
+        result = engine.search_image(image, k) if image else engine.search_text(query, k)
+    finally:
+        engine.close()
+    if as_json:
+        click.echo(json.dumps({"query": query, "image": image, "generation": result.generation_id,
+                               "total": result.total, "results": [h.as_dict() for h in result.hits]},
+                              indent=2, ensure_ascii=False))
+        return
+    if not result.hits:
+        click.echo("no results", err=True)
+    for hit in result.hits:
+        click.echo(f"{hit.score:.4f}  {hit.item.path}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_obj
+def status(settings: Settings, as_json) -> None:
+    """Show what is indexed: items, model, index type and size, and the last run."""
+    from spyglass.report import status_report
+
+    report = status_report(settings)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        for label, value in report.items():
+            click.echo(f"{label.replace('_', ' ').capitalize() + ':':<12} {_plain(value)}")
+
+
+def _plain(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+@cli.group()
+def db() -> None:
+    """Manage the catalog database's schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Apply pending migrations (`spyglass index` does this by itself)."""
+    from search.db import create_db_engine, redacted
+    from search.migrate import upgrade
+
+    before, after = upgrade(create_db_engine(settings.db_url))
+    if before == after:
+        click.echo(f"{redacted(settings.db_url)} is up to date (revision {after}).")
+    else:
+        click.echo(f"{redacted(settings.db_url)} upgraded from {before or 'empty'} to {after}.")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="spyglass")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

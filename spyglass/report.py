@@ -1,0 +1,39 @@
+"""The facts `spyglass status` prints, as one JSON-ready dict."""
+
+from __future__ import annotations
+
+from search.catalog import Catalog, format_time
+from search.db import create_db_engine, redacted, session_factory
+from search.errors import EmptyDatabase
+from search.migrate import require_current
+from search.settings import Settings
+
+
+def status_report(settings: Settings) -> dict:
+    """Items, model, index and last run; an empty catalog reports zeros, not an error."""
+    engine = create_db_engine(settings.db_url)
+    report: dict = {"home": str(settings.home), "database": redacted(settings.db_url)}
+    try:
+        require_current(engine)
+    except EmptyDatabase:
+        report.update(items=0, roots=[], model=None, index=None, last_run=None,
+                      hint="nothing indexed yet: run `spyglass index <folder>`")
+        return report
+    try:
+        status = Catalog(session_factory(engine)).status()
+    finally:
+        engine.dispose()
+    generation, run = status.generation, status.last_run
+    report.update(items=status.items, roots=status.roots)
+    report["model"] = None if generation is None else {
+        "architecture": generation.model.architecture,
+        "pretrained": generation.model.pretrained or "random weights",
+        "dim": generation.model.dim}
+    report["index"] = None if generation is None else {
+        "type": generation.factory, "generation": generation.id, "vectors": generation.vector_count,
+        "bytes": generation.size_bytes, "published": format_time(generation.created_at)}
+    report["last_run"] = None if run is None else {
+        "status": run.status, "started": format_time(run.started_at),
+        "finished": format_time(run.finished_at), "added": run.added, "updated": run.updated,
+        "removed": run.removed, "skipped": run.skipped}
+    return report

@@ -1,0 +1,140 @@
+"""Shared fixtures: a tiny open_clip model with a real checkpoint, media copies, databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from search.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+MEDIA = DATA / "media"
+POSTGRES_URL = os.environ.get("SPYGLASS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The committed images that decode; corrupt.jpg is the one that does not.
+GOOD_IMAGES = sorted(p.relative_to(MEDIA).as_posix() for p in MEDIA.rglob("*")
+                     if p.is_file() and p.name not in ("corrupt.jpg", "notes.txt"))
+
+# A tiny CLIP, so the real open_clip code path runs in well under a second per call.
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+# Another architecture of another dimension, for the model-mismatch tests.
+OTHER_CONFIG = {
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 48, "patch_size": 16, "head_width": 24},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 48, "heads": 2, "layers": 1},
+}
+
+
+def write_tiny_model(folder: Path, name: str, config: dict, seed: int) -> tuple[Path, Path]:
+    """Write an open_clip config and a random-weights checkpoint (a stand-in for real weights)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from search.encoder import load_encoder
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / f"{name}.json"
+    config_path.write_text(json.dumps(config))
+    torch.manual_seed(seed)
+    encoder = load_encoder(str(config_path), None, device="cpu")
+    checkpoint = folder / f"{name}.safetensors"
+    save_file(encoder.model.state_dict(), str(checkpoint))
+    return config_path, checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(config JSON, checkpoint) of the tiny test model."""
+    return write_tiny_model(tmp_path_factory.mktemp("models"), "tiny-clip", TINY_CONFIG, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(config JSON, checkpoint) of a second tiny model with 24-d vectors."""
+    return write_tiny_model(tmp_path_factory.mktemp("models"), "other-clip", OTHER_CONFIG, seed=1)
+
+
+@pytest.fixture(scope="session")
+def encoder(tiny_model):
+    """The tiny model loaded once from its checkpoint, through the real loading path."""
+    from search.encoder import load_encoder
+
+    return load_encoder(str(tiny_model[0]), str(tiny_model[1]), device="cpu")
+
+
+@pytest.fixture
+def media(tmp_path) -> Path:
+    """A private copy of the committed test images, safe to change."""
+    target = tmp_path / "media"
+    shutil.copytree(MEDIA, target)
+    return target
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A fresh empty catalog database: a SQLite file, or a new database on the local server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    yield from _postgres_database()
+
+
+def _postgres_database():
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"spyglass_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server
+        admin.dispose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_model, database_url) -> Settings:
+    """Settings for a test: its own home and database, the tiny model, small batches."""
+    return Settings(home=tmp_path / "home", database_url=database_url, model=str(tiny_model[0]),
+                    pretrained=str(tiny_model[1]), device="cpu", batch_size=3, decode_workers=2)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path, tiny_model) -> Settings:
+    """Settings on SQLite only, for tests whose subject is not the database."""
+    return Settings(home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+                    device="cpu", batch_size=3, decode_workers=2)
+
+
+def spyglass_env(settings: Settings) -> dict[str, str]:
+    """The environment that hands these settings to a `spyglass` subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
+    env.update(SPYGLASS_HOME=str(settings.home), SPYGLASS_DATABASE_URL=settings.db_url,
+               SPYGLASS_MODEL=settings.model, SPYGLASS_PRETRAINED=settings.pretrained,
+               SPYGLASS_DEVICE=settings.device, SPYGLASS_BATCH_SIZE=str(settings.batch_size))
+    return env
+
+
+def run_spyglass(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real `spyglass` command in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "spyglass.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)
