@@ -1,0 +1,136 @@
+"""FAISS generations: ids, files published atomically, damaged files refused, killed publishes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from conftest import GOOD_IMAGES, spyglass_env
+from indexer.jobs import run_index
+from search.engine import SearchEngine
+from search.errors import ConfigError, IndexFileError
+from search.vectors import VectorIndex, read_index_file, write_index_file
+
+
+def unit_vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_ids_are_the_given_keys_and_search_is_inner_product():
+    index = VectorIndex.empty(8, "Flat")
+    vectors = unit_vectors(5)
+    index.add(np.array([11, 22, 33, 44, 55]), vectors)
+    assert index.remove([22, 999]) == 1
+    scores, ids = index.search(vectors[2], 2)
+    assert ids[0][0] == 33 and scores[0][0] == pytest.approx(1.0, abs=1e-5)
+    assert sorted(index.ids().tolist()) == [11, 33, 44, 55]
+    assert np.allclose(index.vector(44), vectors[3])
+
+
+def test_bad_or_untrained_factory_strings_are_config_errors():
+    with pytest.raises(ConfigError, match="SPYGLASS_INDEX_FACTORY"):
+        VectorIndex.empty(8, "NoSuchIndex")
+    with pytest.raises(ConfigError, match="training"):
+        VectorIndex.empty(8, "IVF16,Flat")
+
+
+def test_written_file_reads_back_and_leaves_no_temp(tmp_path):
+    index = VectorIndex.empty(8, "Flat")
+    index.add(np.arange(10), unit_vectors(10))
+    size, checksum = write_index_file(index, tmp_path, "gen-a.faiss")
+    loaded = read_index_file(tmp_path / "gen-a.faiss", size, checksum)
+    assert sorted(loaded.ids().tolist()) == list(range(10))
+    assert [p.name for p in tmp_path.iterdir()] == ["gen-a.faiss"]
+
+
+def test_truncated_and_corrupted_files_are_refused_before_faiss_reads_them(tmp_path):
+    index = VectorIndex.empty(8, "Flat")
+    index.add(np.arange(10), unit_vectors(10))
+    size, checksum = write_index_file(index, tmp_path, "gen-a.faiss")
+    path = tmp_path / "gen-a.faiss"
+    data = path.read_bytes()
+
+    path.write_bytes(data[: size // 2])
+    with pytest.raises(IndexFileError, match="truncated"):
+        read_index_file(path, size, checksum)
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    with pytest.raises(IndexFileError, match="checksum"):
+        read_index_file(path, size, checksum)
+    path.unlink()
+    with pytest.raises(IndexFileError, match="missing"):
+        read_index_file(path, size, checksum)
+
+
+def test_failed_write_keeps_the_existing_file(tmp_path, monkeypatch):
+    import faiss
+
+    index = VectorIndex.empty(8, "Flat")
+    index.add(np.arange(3), unit_vectors(3))
+    size, checksum = write_index_file(index, tmp_path, "gen-a.faiss")
+
+    def half_write(_index, path):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index", half_write)
+    with pytest.raises(OSError):
+        write_index_file(index, tmp_path, "gen-a.faiss")
+    assert len(read_index_file(tmp_path / "gen-a.faiss", size, checksum)) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["gen-a.faiss"]
+
+
+KILLED_PUBLISH = textwrap.dedent("""
+    import os, sys, time
+    import search.vectors as vectors
+    from indexer.jobs import run_index
+    from search.settings import Settings
+
+    real_replace = os.replace
+    def replace_then_hang(src, dst):
+        real_replace(src, dst)          # the new file is in place; its SQL row is not committed
+        open(sys.argv[2], "w").close()  # tell the test we are at the worst moment
+        time.sleep(600)
+    vectors.os.replace = replace_then_hang
+    run_index(Settings.from_env(), [sys.argv[1]], progress=False)
+""")
+
+
+def test_killed_publish_leaves_the_previous_generation_live(sqlite_settings, media, encoder, tmp_path):
+    first = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
+    (media / "red.jpg").unlink()
+    (media / "nested" / "yellow.bmp").rename(media / "yellow moved.bmp")
+    from PIL import Image
+    Image.new("RGB", (40, 40), (1, 2, 3)).save(media / "added.png")
+
+    ready = tmp_path / "ready"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_PUBLISH, str(media), str(ready)],
+                               env=spyglass_env(sqlite_settings), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "the child never reached its publish"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+
+    engine = SearchEngine(sqlite_settings, encoder_loader=lambda a, p: encoder)
+    assert engine.live().generation.id == first.generation_id
+    assert len(engine.live().index) == len(GOOD_IMAGES)
+    assert engine.catalog.item_by_path(str(media / "red.jpg")) is not None  # deletion not committed
+    assert engine.catalog.item_by_path(str(media / "added.png")) is None
+    # The next run completes the work and removes the orphan file of the killed one.
+    summary = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
+    assert (summary.added, summary.removed, summary.moved) == (1, 1, 1)
+    assert len(list(sqlite_settings.index_dir.glob("gen-*.faiss"))) == 2
+    assert len(engine.live().index) == len(GOOD_IMAGES)
