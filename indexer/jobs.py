@@ -59,13 +59,13 @@ class IndexJob:
 
     def __init__(self, settings: Settings, roots: list[str], rebuild: bool = False,
                  encoder: Encoder | None = None, progress: bool = True,
-                 echo: Callable[[str], None] = partial(print, file=sys.stderr)):
+                 echo: Callable[[str], None] | None = None):
         self.settings = settings
         self.roots = [_check_root(root) for root in roots]
         self.rebuild = rebuild
         self._encoder = encoder
         self.progress = progress
-        self.echo = echo
+        self.echo = echo or _to_stderr
         self.db = create_db_engine(settings.db_url)
         self.sessions: sessionmaker[Session] = session_factory(self.db)
         self.identity = model_identity(settings.model, settings.pretrained)
@@ -267,6 +267,10 @@ class IndexJob:
         self.summary.skipped.append(skipped)
         message = f"skipping {skipped.path}: {skipped.reason}"
         (bar.write(message, file=sys.stderr) if bar is not None and not bar.disable else self.echo(message))
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)  # sys.stderr looked up now: it may have been replaced
 
 
 def _item_fields(loaded: LoadedFile, root_id: int) -> dict:

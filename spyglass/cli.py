@@ -79,7 +79,8 @@ def index(settings: Settings, paths, rebuild, batch_size, workers, no_progress) 
     from indexer.jobs import run_index
 
     settings = settings.override(batch_size=batch_size, decode_workers=workers)
-    summary = run_index(settings, list(paths), rebuild=rebuild, progress=not no_progress)
+    summary = run_index(settings, list(paths), rebuild=rebuild, progress=not no_progress,
+                        echo=lambda message: click.echo(message, err=True))
     click.echo(summary.line())
 
 

@@ -1,0 +1,18 @@
+# One image for every Spyglass service; each service picks its `spyglass` command.
+FROM python:3.11-slim
+
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+RUN pip install torch==2.14.1 torchvision==0.29.1
+COPY pyproject.toml README.md alembic.ini ./
+COPY search search
+COPY indexer indexer
+COPY web web
+COPY spyglass spyglass
+COPY migrations migrations
+RUN pip install .
+
+ENV SPYGLASS_HOME=/data
+VOLUME ["/data"]
+ENTRYPOINT []
+CMD ["spyglass", "--help"]

@@ -1,0 +1,89 @@
+"""Settings from the environment, the package layout rule, and the docs covering everything."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from search.errors import ConfigError
+from search.settings import SETTINGS, Settings
+from spyglass.cli import cli
+from web import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_environment_is_read_and_overrides_win(tmp_path):
+    env = {"SPYGLASS_HOME": str(tmp_path), "SPYGLASS_MODEL": "ViT-L-14", "SPYGLASS_BATCH_SIZE": "7",
+           "SPYGLASS_DEVICE": ""}
+    settings = Settings.from_env(env, model="RN50", device=None)
+    assert settings.home == tmp_path and settings.batch_size == 7
+    assert settings.model == "RN50"  # the flag wins
+    assert settings.device == "auto"  # empty means unset
+    assert settings.db_url == f"sqlite:///{tmp_path / 'spyglass.db'}"
+    assert Settings.from_env({"SPYGLASS_DATABASE_URL": "postgresql://x@y/z"}).db_url == "postgresql://x@y/z"
+
+
+def test_bad_values_name_the_variable():
+    with pytest.raises(ConfigError, match="SPYGLASS_DECODE_WORKERS"):
+        Settings.from_env({"SPYGLASS_DECODE_WORKERS": "0"})
+
+
+def test_every_field_is_a_documented_setting():
+    assert [s.field for s in SETTINGS] == [f.name for f in dataclasses.fields(Settings)]
+    for setting in SETTINGS:
+        assert f"`{setting.env}`" in README, f"{setting.env} is not in the README"
+
+
+def test_every_command_is_in_the_readme():
+    def walk(group, prefix):
+        for name, command in group.commands.items():
+            yield f"{prefix} {name}"
+            if hasattr(command, "commands"):
+                yield from walk(command, f"{prefix} {name}")
+
+    for command in walk(cli, "spyglass"):
+        assert f"`{command}" in README, f"{command} is not in the README"
+
+
+def _imports(package: str) -> set[str]:
+    names = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_indexer_and_web_never_import_each_other_and_search_neither():
+    assert "web" not in _imports("indexer")
+    assert "indexer" not in _imports("web")
+    assert not {"web", "indexer", "spyglass"} & _imports("search")
+
+
+def test_compose_services_run_real_commands():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"db", "indexer"} <= set(services)
+    command = services["indexer"]["command"]
+    words = command if isinstance(command, list) else command.split()
+    assert words[0] == "spyglass"
+    subcommand = [w for w in words[1:] if not w.startswith("-")][0]
+    assert CliRunner().invoke(cli, [subcommand, "--help"]).exit_code == 0
+    env = services["indexer"]["environment"]
+    assert env["SPYGLASS_DATABASE_URL"].startswith("postgresql://")
+    assert set(k for k in env if k.startswith("SPYGLASS_")) <= {s.env for s in SETTINGS}
+
+
+def test_app_factory_builds_without_touching_anything(tmp_path):
+    app = create_app(Settings(home=tmp_path / "never-created"))
+    assert app.test_client().get("/healthz").json == {"status": "ok"}
+    assert not (tmp_path / "never-created").exists()

@@ -1,0 +1,45 @@
+"""The full-size ViT-B-32 architecture, from a local checkpoint this test writes itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import GOOD_IMAGES, run_spyglass, spyglass_env
+from search.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def vit_b32_checkpoint(tmp_path_factory):
+    """Random ViT-B-32 weights saved as open_clip_model.safetensors: a stand-in for real weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    from search.encoder import load_encoder
+
+    torch.manual_seed(0)
+    encoder = load_encoder("ViT-B-32", None, device="cpu")
+    path = tmp_path_factory.mktemp("vit-b-32") / "open_clip_model.safetensors"
+    save_file(encoder.model.state_dict(), str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_vit_b32_from_local_checkpoint_indexes_and_searches(vit_b32_checkpoint, media, tmp_path):
+    settings = Settings(home=tmp_path / "home", model="ViT-B-32", pretrained=str(vit_b32_checkpoint),
+                        device="cpu")
+    env = spyglass_env(settings)
+
+    indexed = run_spyglass("index", "--no-progress", str(media), env=env, timeout=600)
+    assert indexed.returncode == 0, indexed.stderr
+    assert f"{len(GOOD_IMAGES)} added" in indexed.stdout
+
+    found = run_spyglass("search", "--image", str(media / "red.jpg"), "-k", "3", "--json",
+                         env=env, timeout=600)
+    assert found.returncode == 0, found.stderr
+    import json
+
+    result = json.loads(found.stdout)
+    assert result["results"][0]["path"] == str(media / "red.jpg")
+    status = run_spyglass("status", "--json", env=env)
+    assert json.loads(status.stdout)["model"] == {
+        "architecture": "ViT-B-32", "pretrained": str(vit_b32_checkpoint), "dim": 512}
