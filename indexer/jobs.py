@@ -159,7 +159,7 @@ class IndexJob:
                         self.summary.removed += 1
                     bar.update(1)
                 elif isinstance(event, EmbeddedBatch):
-                    for loaded, vector in zip(event.files, event.vectors):
+                    for loaded, vector in zip(event.files, event.vectors, strict=True):
                         self._record_embedded(plan, pending, loaded, vector)
                     self.summary.embedded += len(event.files)
                     bar.update(len(event.files))

@@ -40,14 +40,16 @@ def embed_files(files: Iterable[FoundFile], load: Callable[[FoundFile], LoadedFi
     remaining = iter(files)
     pending: deque[Future] = deque()
     batch: list[LoadedFile] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spyglass-decode") as pool:
-        def refill() -> None:
-            while len(pending) < limit:
-                found = next(remaining, None)
-                if found is None:
-                    return
-                pending.append(pool.submit(_load_or_skip, load, found))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spyglass-decode")
 
+    def refill() -> None:
+        while len(pending) < limit:
+            found = next(remaining, None)
+            if found is None:
+                return
+            pending.append(pool.submit(_load_or_skip, load, found))
+
+    try:
         refill()
         while pending:
             result = pending.popleft().result()
@@ -61,6 +63,9 @@ def embed_files(files: Iterable[FoundFile], load: Callable[[FoundFile], LoadedFi
                 yield result
         if batch:
             yield EmbeddedBatch(batch, encode(torch.stack([f.pixels for f in batch])))
+    finally:
+        # On an interrupt, drop the queued files instead of decoding them all first.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _load_or_skip(load: Callable[[FoundFile], LoadedFile], found: FoundFile) -> LoadedFile | Skipped:

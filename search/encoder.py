@@ -226,10 +226,14 @@ def _explain_load_failure(architecture: str, pretrained: str | None, exc: Except
         return ModelUnavailable(
             f"checkpoint {pretrained} does not fit architecture {architecture}: {first[:300]}",
             "set SPYGLASS_MODEL to the architecture the checkpoint was trained as")
-    if "Weights only load failed" in text or "weights_only" in text:
+    if "Unsupported global" in text:
         return ModelUnavailable(
             f"refused to load {pretrained}: it is not a plain weights file and pickled code is never run",
             "convert the checkpoint to .safetensors or a plain state_dict")
+    if any(sign in text for sign in ("Weights only load failed", "deserializing header",
+                                     "invalid load key", "unpickl", "failed finding central directory")):
+        return ModelUnavailable(f"checkpoint {pretrained} is not a readable checkpoint file "
+                                "(truncated or corrupt?)", "download it again")
     if "download" in text.lower() or "connect" in text.lower() or "offline" in text.lower():
         return ModelUnavailable(
             f"could not download the {pretrained!r} weights for {architecture}, and they are not "

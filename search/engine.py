@@ -126,7 +126,7 @@ class SearchEngine:
             raise SpyglassError(f"the query vector has shape {vector.shape}, the index holds "
                                 f"{live.index.dim}-dimensional vectors")
         scores, ids = live.index.search(vector, k)
-        ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         items = self.catalog.items_by_id([i for i, _ in ranked])
         # An id without a row can only be an item deleted after this generation was loaded.
         hits = [Hit(rank, score, items[i]) for rank, (i, score) in

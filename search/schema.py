@@ -66,7 +66,8 @@ class EmbeddingModel(Base):
     """An encoder whose vectors an index holds: architecture, weights and dimension."""
 
     __tablename__ = "embedding_models"
-    __table_args__ = (UniqueConstraint("architecture", "pretrained", name="uq_embedding_models_arch_weights"),)
+    __table_args__ = (
+        UniqueConstraint("architecture", "pretrained", name="uq_embedding_models_arch_weights"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     architecture: Mapped[str] = mapped_column(String(1024))

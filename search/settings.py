@@ -41,7 +41,7 @@ def _path(text: str) -> Path:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("home", "Data folder: the SQLite catalog, index files and model cache live here "
+    Setting("home", "Data folder: the SQLite catalog and the index files live here "
             "(default: $XDG_DATA_HOME/spyglass, i.e. ~/.local/share/spyglass).", _path),
     Setting("database_url", "SQLAlchemy URL of the catalog, e.g. postgresql://user@host/db "
             "(default: sqlite:///$SPYGLASS_HOME/spyglass.db)."),

@@ -65,7 +65,8 @@ def cli(ctx: click.Context, verbose: bool, **overrides) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--rebuild", is_flag=True,
               help="Re-embed every item of every indexed folder (needed after changing the model).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per encoder batch [SPYGLASS_BATCH_SIZE].")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per encoder batch [SPYGLASS_BATCH_SIZE].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [SPYGLASS_DECODE_WORKERS].")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
 @click.pass_obj

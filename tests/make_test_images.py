@@ -16,7 +16,8 @@ def pattern(color: tuple[int, int, int], size=(64, 48), stripes: int = 4, mode: 
     draw = ImageDraw.Draw(image)
     for i in range(stripes):
         x = i * size[0] // stripes
-        draw.line([(x, 0), (x + size[1], size[1])], fill=(255 - color[0], 255 - color[1], 255 - color[2]), width=3)
+        inverse = (255 - color[0], 255 - color[1], 255 - color[2])
+        draw.line([(x, 0), (x + size[1], size[1])], fill=inverse, width=3)
     return image
 
 

@@ -105,6 +105,14 @@ def test_pickled_code_in_a_checkpoint_is_never_run(tiny_model, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("name", ["garbage.pt", "garbage.safetensors"])
+def test_corrupt_checkpoint_is_reported_as_such(tiny_model, tmp_path, name):
+    checkpoint = tmp_path / name
+    checkpoint.write_bytes(tiny_model[1].read_bytes()[:100] if name.endswith("tensors") else b"junk")
+    with pytest.raises(ModelUnavailable, match="not a readable checkpoint"):
+        load_encoder(str(tiny_model[0]), str(checkpoint))
+
+
 def test_model_identity_makes_local_paths_absolute(tiny_model, monkeypatch):
     monkeypatch.chdir(tiny_model[0].parent)
     assert model_identity(tiny_model[0].name, tiny_model[1].name) == (

@@ -1,7 +1,7 @@
 """initial catalog
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-12-01 09:11:55.190221
 """
 from alembic import op
