@@ -222,7 +222,7 @@ def _resolve_weights(open_clip, name: str, pretrained: str | None) -> str | None
 def _explain_load_failure(architecture: str, pretrained: str | None, exc: Exception) -> ModelUnavailable:
     text = str(exc)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    if "Error(s) in loading state_dict" in text or "size mismatch" in text:
+    if any(sign in text for sign in ("Error(s) in loading state_dict", "size mismatch", "width changed")):
         return ModelUnavailable(
             f"checkpoint {pretrained} does not fit architecture {architecture}: {first[:300]}",
             "set SPYGLASS_MODEL to the architecture the checkpoint was trained as")
@@ -230,8 +230,7 @@ def _explain_load_failure(architecture: str, pretrained: str | None, exc: Except
         return ModelUnavailable(
             f"refused to load {pretrained}: it is not a plain weights file and pickled code is never run",
             "convert the checkpoint to .safetensors or a plain state_dict")
-    if any(sign in text for sign in ("Weights only load failed", "deserializing header",
-                                     "invalid load key", "unpickl", "failed finding central directory")):
+    if pretrained and os.path.isfile(os.path.expanduser(pretrained)):
         return ModelUnavailable(f"checkpoint {pretrained} is not a readable checkpoint file "
                                 "(truncated or corrupt?)", "download it again")
     if "download" in text.lower() or "connect" in text.lower() or "offline" in text.lower():
