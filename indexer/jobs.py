@@ -108,12 +108,15 @@ class IndexJob:
 
     def _index_roots(self) -> None:
         found: dict[str, FoundFile] = {}
-        for root in self.roots:
-            for entry in walk(root):
-                if isinstance(entry, Skipped):
-                    self._skip(entry)
-                else:
-                    found.setdefault(entry.path, entry)
+        with tqdm(unit=" files", desc="Scanning", file=sys.stderr, disable=not self.progress,
+                  leave=False) as bar:
+            for root in self.roots:
+                for entry in walk(root):
+                    if isinstance(entry, Skipped):
+                        self._skip(entry, bar)
+                    else:
+                        found.setdefault(entry.path, entry)
+                        bar.update(1)
         with self.sessions() as session:
             plan = plan_run(session, list(found.values()), self.roots, self.rebuild)
         self.summary.unchanged = plan.unchanged
