@@ -33,6 +33,16 @@ def test_checkpoint_round_trip_gives_the_same_vectors(tiny_model, encoder):
     assert np.allclose(again.encode_texts(["x"]), encoder.encode_texts(["x"]), atol=1e-6)
 
 
+def test_plain_torch_state_dict_checkpoint_loads(tiny_model, tmp_path, encoder):
+    import torch
+    from safetensors.torch import load_file
+
+    checkpoint = tmp_path / "weights.pt"
+    torch.save({"state_dict": load_file(str(tiny_model[1]))}, checkpoint)
+    loaded = load_encoder(str(tiny_model[0]), str(checkpoint), device="cpu")
+    assert np.allclose(loaded.encode_texts(["x"]), encoder.encode_texts(["x"]), atol=1e-6)
+
+
 def test_folder_holding_a_checkpoint_is_accepted(tiny_model, tmp_path, encoder):
     folder = tmp_path / "weights"
     folder.mkdir()

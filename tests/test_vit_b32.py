@@ -10,16 +10,15 @@ from search.settings import Settings
 
 @pytest.fixture(scope="module")
 def vit_b32_checkpoint(tmp_path_factory):
-    """Random ViT-B-32 weights saved as open_clip_model.safetensors: a stand-in for real weights."""
+    """Random ViT-B-32 weights saved as a plain .pt state_dict: a stand-in for real weights."""
     import torch
-    from safetensors.torch import save_file
 
     from search.encoder import load_encoder
 
     torch.manual_seed(0)
     encoder = load_encoder("ViT-B-32", None, device="cpu")
-    path = tmp_path_factory.mktemp("vit-b-32") / "open_clip_model.safetensors"
-    save_file(encoder.model.state_dict(), str(path))
+    path = tmp_path_factory.mktemp("vit-b-32") / "checkpoint.pt"
+    torch.save(encoder.model.state_dict(), path)
     return path
 
 
