@@ -1,4 +1,4 @@
-# The two commands: `make run MEDIA=~/Pictures` (set up, then index) and `make test`.
+# The two commands: `make run MEDIA=~/Pictures` (set up, index, serve on :8000) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e '.[test]'
+	# Only for its ClipClient in the compatibility test: its own dependencies clash with ours.
+	$(BIN)/pip install --quiet --no-deps clip-retrieval==2.45.0
 	touch $(STAMP)
 
+PORT ?= 8000
+
 run: setup
-	@test -n "$(MEDIA)" || { echo "usage: make run MEDIA=/path/to/pictures"; exit 2; }
+	@test -n "$(MEDIA)" || { echo "usage: make run MEDIA=/path/to/pictures [PORT=8000]"; exit 2; }
 	$(BIN)/spyglass index "$(MEDIA)"
+	$(BIN)/spyglass serve --port "$(PORT)"
 
 test: setup
 	$(BIN)/python -m pytest

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from .schema import IndexGeneration, IndexRun, MediaItem, MediaRoot
 
@@ -33,13 +33,19 @@ class Catalog:
         with self.sessions() as session:
             return live_generation(session)
 
-    def items_by_id(self, ids: Sequence[int]) -> dict[int, MediaItem]:
-        """The items with these ids, in one round trip."""
+    def items_by_id(self, ids: Sequence[int], conditions: Sequence = ()) -> dict[int, MediaItem]:
+        """The items with these ids (and meeting the conditions), with their roots, in one round trip."""
         if not ids:
             return {}
+        query = (select(MediaItem).options(joinedload(MediaItem.root))
+                 .where(MediaItem.id.in_([int(i) for i in ids]), *conditions))
         with self.sessions() as session:
-            rows = session.scalars(select(MediaItem).where(MediaItem.id.in_([int(i) for i in ids])))
-            return {row.id: row for row in rows}
+            return {row.id: row for row in session.scalars(query)}
+
+    def root_paths(self) -> list[str]:
+        """Every media root folder."""
+        with self.sessions() as session:
+            return list(session.scalars(select(MediaRoot.path).order_by(MediaRoot.path)))
 
     def item_by_path(self, path: str) -> MediaItem | None:
         """The item stored under this absolute path."""

@@ -1,34 +1,44 @@
-"""The query engine: text, image or vector in; ranked hits with metadata out."""
+"""The query engine: text, images, items or vectors in; ranked hits with metadata out."""
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .catalog import Catalog
 from .db import create_db_engine, session_factory
 from .encoder import Encoder, load_encoder
-from .errors import EmptyDatabase, InvalidImage, NoIndex, SpyglassError
+from .errors import BadQuery, EmptyDatabase, InvalidImage, NoIndex, UnknownItem
 from .images import decode_image
 from .migrate import require_current
+from .query import Filters, QueryPart
 from .schema import IndexGeneration, MediaItem
 from .settings import Settings
 from .vectors import VectorIndex, read_index_file
 
 EncoderLoader = Callable[[str, str | None], Encoder]
+# A filtered search widens its candidate list by this factor until it has enough matches.
+_WIDEN = 4
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: the item, its score and its rank (1-based)."""
+    """One result: the item, its score and its rank (1-based, counting from the first page)."""
 
     rank: int
     score: float
     item: MediaItem
+
+    @property
+    def relative_path(self) -> str:
+        """The path inside its media root (the absolute path when it has none)."""
+        root = self.item.root.path if self.item.root is not None else None
+        return os.path.relpath(self.item.path, root) if root else self.item.path
 
     def as_dict(self) -> dict:
         """JSON-ready form."""
@@ -41,21 +51,25 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Hits in rank order, and which generation answered."""
+    """Hits in rank order, which generation answered, and how to get the next page."""
 
     hits: list[Hit]
     generation_id: int
-    total: int
+    total: int  # vectors in the index: a flat index scores every one
+    next_offset: int | None = None
 
 
-@dataclass
-class _Live:
+@dataclass(frozen=True)
+class Snapshot:
+    """One loaded generation; a request uses one snapshot from start to end."""
+
     generation: IndexGeneration
-    index: VectorIndex
+    index: VectorIndex  # on the search device
+    stored: VectorIndex  # on the CPU, for reading stored vectors back
 
 
 class SearchEngine:
-    """Answers queries from the live generation; reloads when a newer one is published."""
+    """Answers queries from the live generation; switches when a newer one is published."""
 
     def __init__(self, settings: Settings, encoder_loader: EncoderLoader | None = None):
         self.settings = settings
@@ -63,24 +77,29 @@ class SearchEngine:
         self.catalog = Catalog(session_factory(self.db))
         self._encoder_loader = encoder_loader or self._load_encoder
         self._encoders: dict[tuple[str, str], Encoder] = {}
-        self._live: _Live | None = None
+        self._snapshot: Snapshot | None = None
         self._schema_checked = False
         self._lock = threading.Lock()
+        self._encoder_lock = threading.Lock()
 
     def _load_encoder(self, architecture: str, pretrained: str | None) -> Encoder:
         return load_encoder(architecture, pretrained, self.settings.device, self.settings.model_cache)
 
-    def live(self) -> _Live:
-        """The loaded live generation, reloaded if the catalog names a newer one."""
+    def live(self) -> Snapshot:
+        """The live generation, loaded; reloaded when the catalog names a newer one."""
+        generation = self.catalog.live_generation() if self._schema_ready() else None
+        if generation is None:
+            raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
         with self._lock:
-            generation = self.catalog.live_generation() if self._schema_ready() else None
-            if generation is None:
-                raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
-            if self._live is None or self._live.generation.id != generation.id:
-                index = read_index_file(self.settings.index_dir / generation.filename,
-                                        generation.size_bytes, generation.checksum)
-                self._live = _Live(generation, index.on_search_device())
-            return self._live
+            current = self._snapshot
+            if current is not None and current.generation.id == generation.id:
+                return current
+            if current is not None and current.generation.id > generation.id:
+                return current  # a reader that raced a publish; never step back
+            stored = read_index_file(self.settings.index_dir / generation.filename,
+                                     generation.size_bytes, generation.checksum)
+            self._snapshot = Snapshot(generation, stored.on_search_device(), stored)
+            return self._snapshot
 
     def _schema_ready(self) -> bool:
         # Checked until it passes once: a running engine does not see its schema go backwards.
@@ -92,19 +111,24 @@ class SearchEngine:
             self._schema_checked = True
         return True
 
-    def encoder(self) -> Encoder:
-        """The encoder of the model the live index was built with, loaded once."""
-        model = self.live().generation.model
+    def encoder(self, snapshot: Snapshot | None = None) -> Encoder:
+        """The encoder of the model a generation was built with, loaded once."""
+        model = (snapshot or self.live()).generation.model
         key = (model.architecture, model.pretrained)
-        if key not in self._encoders:
-            self._encoders[key] = self._encoder_loader(model.architecture, model.pretrained or None)
-        return self._encoders[key]
+        with self._encoder_lock:
+            if key not in self._encoders:
+                self._encoders[key] = self._encoder_loader(model.architecture, model.pretrained or None)
+            return self._encoders[key]
+
+    def search(self, parts: Sequence[QueryPart], k: int = 10, offset: int = 0,
+               min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
+        """The weighted sum of the parts' unit embeddings, renormalised, searched in one snapshot."""
+        snapshot = self.live()
+        return self.search_in(snapshot, self.embed(parts, snapshot), k, offset, min_score, filters)
 
     def search_text(self, text: str, k: int = 10) -> SearchResult:
         """Items that best match a text."""
-        if not text.strip():
-            raise SpyglassError("the query text is empty", "type what you are looking for")
-        return self.search_vector(self.encoder().encode_texts([text])[0], k)
+        return self.search([QueryPart(text=text)], k)
 
     def search_image(self, image: bytes | str | Path, k: int = 10) -> SearchResult:
         """Items that look most like an image, given as bytes or a file path."""
@@ -114,24 +138,83 @@ class SearchEngine:
                 image = path.read_bytes()
             except OSError as exc:
                 raise InvalidImage(f"cannot read {path}: {exc.strerror or exc}") from None
-        decoded = decode_image(image, self.settings.max_image_pixels)
-        return self.search_vector(self.encoder().encode_images([decoded.image])[0], k)
+        return self.search([QueryPart(image=image)], k)
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> SearchResult:
-        """Items nearest to a unit vector in the model's space."""
-        if k <= 0:
-            raise SpyglassError(f"k must be a positive number, not {k}")
-        live = self.live()
-        if vector.shape != (live.index.dim,):
-            raise SpyglassError(f"the query vector has shape {vector.shape}, the index holds "
-                                f"{live.index.dim}-dimensional vectors")
-        scores, ids = live.index.search(vector, k)
-        ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        items = self.catalog.items_by_id([i for i, _ in ranked])
-        # An id without a row can only be an item deleted after this generation was loaded.
-        hits = [Hit(rank, score, items[i]) for rank, (i, score) in
-                enumerate(((i, s) for i, s in ranked if i in items), start=1)]
-        return SearchResult(hits=hits, generation_id=live.generation.id, total=len(live.index))
+        """Items nearest to a vector in the model's space."""
+        return self.search([QueryPart(embedding=vector)], k)
+
+    def embed(self, parts: Sequence[QueryPart], snapshot: Snapshot) -> np.ndarray:
+        """One unit query vector from weighted parts."""
+        if not parts:
+            raise BadQuery("the query has no parts", "give a text, an image, an image_id or an embedding")
+        total = np.zeros(snapshot.index.dim, dtype=np.float32)
+        for part in parts:
+            total += np.float32(part.weight) * self._embed_part(part, snapshot)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise BadQuery("the weighted query parts cancel out", "change the weights")
+        return total / norm
+
+    def _embed_part(self, part: QueryPart, snapshot: Snapshot) -> np.ndarray:
+        if part.embedding is not None:
+            vector = np.asarray(part.embedding, dtype=np.float32)
+            if vector.shape != (snapshot.index.dim,) or not np.all(np.isfinite(vector)):
+                raise BadQuery(f"the embedding must be {snapshot.index.dim} finite numbers, "
+                               f"got shape {vector.shape}")
+            norm = float(np.linalg.norm(vector))
+            if norm == 0:
+                raise BadQuery("the embedding is all zeros")
+            return vector / norm
+        if part.item_id is not None:
+            try:
+                return snapshot.stored.vector(part.item_id)
+            except KeyError:
+                raise UnknownItem(f"item {part.item_id} is not in the index") from None
+        encoder = self.encoder(snapshot)
+        if part.text is not None:
+            return encoder.encode_texts([part.text])[0]
+        decoded = decode_image(part.image, self.settings.max_image_pixels, draft_size=encoder.image_size)
+        return encoder.encode_images([decoded.image])[0]
+
+    def search_in(self, snapshot: Snapshot, vector: np.ndarray, k: int = 10, offset: int = 0,
+                  min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
+        """Search one snapshot with a unit vector: a page of hits that meet the filters."""
+        if k <= 0 or offset < 0:
+            raise BadQuery(f"k must be positive and offset not negative (k={k}, offset={offset})")
+        total = len(snapshot.index)
+        wanted = offset + k + 1  # one more than the page, to know whether a next page exists
+        filters = filters if filters is not None and filters.active() else None
+        conditions = filters.conditions(self.catalog.root_paths()) if filters else []
+        n = min(total, wanted if filters is None else max(wanted * _WIDEN, 64))
+        while True:
+            scores, ids = snapshot.index.search(vector, n)
+            ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
+                      if i >= 0 and (min_score is None or s >= min_score)]
+            exhausted = n >= total or len(ranked) < n  # every vector seen, or the rest score too low
+            if filters is None:
+                page = ranked[offset:offset + k]
+                rows = self.catalog.items_by_id([i for i, _ in page])
+                # An id without a row can only be an item deleted after this snapshot was loaded.
+                matched = [(i, s) for i, s in page if i in rows]
+                more = len(ranked) > offset + k
+                break
+            rows = self.catalog.items_by_id([i for i, _ in ranked], conditions)
+            matched_all = [(i, s) for i, s in ranked if i in rows]
+            if len(matched_all) >= wanted or exhausted:
+                matched, more = matched_all[offset:offset + k], len(matched_all) > offset + k
+                break
+            n = min(total, n * _WIDEN)
+        hits = [Hit(offset + rank, score, rows[i]) for rank, (i, score) in enumerate(matched, start=1)]
+        return SearchResult(hits=hits, generation_id=snapshot.generation.id, total=total,
+                            next_offset=offset + k if more else None)
+
+    def item(self, item_id: int) -> MediaItem:
+        """One item's catalog row."""
+        row = self.catalog.items_by_id([item_id]).get(item_id)
+        if row is None:
+            raise UnknownItem(f"item {item_id} does not exist")
+        return row
 
     def close(self) -> None:
         """Release the database connections."""

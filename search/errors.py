@@ -45,5 +45,17 @@ class InvalidImage(SpyglassError):
     """Bytes or a file that do not decode as a supported image."""
 
 
+class NotAnImage(InvalidImage):
+    """Bytes in no image format Spyglass reads."""
+
+
+class BadQuery(SpyglassError):
+    """A search request that cannot be answered as asked."""
+
+
+class UnknownItem(SpyglassError):
+    """An item id the catalog does not hold."""
+
+
 class ImageTooLarge(InvalidImage):
     """An image over the decompression-bomb pixel limit."""

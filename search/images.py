@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageTooLarge, InvalidImage
+from .errors import ImageTooLarge, InvalidImage, NotAnImage
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 # EXIF orientations 5-8 swap width and height.
@@ -42,13 +42,13 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) ->
         raise ImageTooLarge(f"image is too large to decode safely: {exc}",
                             "raise SPYGLASS_MAX_IMAGE_PIXELS if you trust it") from None
     except UnidentifiedImageError:
-        raise InvalidImage("not a readable image: unknown format or corrupt data") from None
+        raise NotAnImage("not a readable image: unknown format or corrupt data") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidImage(f"not a readable image: {_reason(exc)}") from None
 
     image_format = image.format
     if image_format not in SUPPORTED_FORMATS:
-        raise InvalidImage(f"unsupported image format {image_format}")
+        raise NotAnImage(f"unsupported image format {image_format}")
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(

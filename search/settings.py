@@ -63,6 +63,14 @@ SETTINGS: tuple[Setting, ...] = (
             "embedded items, so a killed run keeps what it had done.", _positive_int),
     Setting("model_cache", "Where downloaded pretrained weights are cached (default: the "
             "Hugging Face cache, ~/.cache/huggingface).", _path),
+    Setting("host", "Address `spyglass serve` listens on."),
+    Setting("port", "Port `spyglass serve` listens on.", _positive_int),
+    Setting("web_workers", "Worker processes of `spyglass serve` (each loads the model once).",
+            _positive_int),
+    Setting("web_threads", "Threads per worker, so one slow query does not hold up the rest.",
+            _positive_int),
+    Setting("max_upload_bytes", "Largest request body the web API accepts (an uploaded image, "
+            "base64 included); larger ones get 413.", _positive_int),
 )
 
 
@@ -81,6 +89,11 @@ class Settings:
     max_image_pixels: int = 89_478_485
     checkpoint_items: int = 20_000
     model_cache: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_workers: int = 1
+    web_threads: int = 8
+    max_upload_bytes: int = 20 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -119,7 +119,7 @@ def search(settings: Settings, query, image, k, as_json) -> None:
 @click.pass_obj
 def status(settings: Settings, as_json) -> None:
     """Show what is indexed: items, model, index type and size, and the last run."""
-    from spyglass.report import status_report
+    from search.status import status_report
 
     report = status_report(settings)
     if as_json:
@@ -135,6 +135,28 @@ def _plain(value) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "none"
     return "none" if value is None else str(value)
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on [SPYGLASS_HOST, default 127.0.0.1].")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port [SPYGLASS_PORT, default 8000].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes, each with its own model [SPYGLASS_WEB_WORKERS, default 1].")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads per worker [SPYGLASS_WEB_THREADS, default 8].")
+@click.option("--dev", is_flag=True, help="Flask's development server with the reloader, not gunicorn.")
+@click.pass_obj
+def serve(settings: Settings, host, port, workers, threads, dev) -> None:
+    """Serve the search page and the JSON API (http://127.0.0.1:8000 by default).
+
+    A production server (gunicorn, threaded). Each worker loads the index and the model once,
+    and switches to a newly published index generation between requests, without a restart.
+    """
+    from web.serve import serve as run_server
+
+    settings = settings.override(host=host, port=port, web_workers=workers, web_threads=threads)
+    click.echo(f"Serving on http://{settings.host}:{settings.port}", err=True)
+    run_server(settings, dev=dev)
 
 
 @cli.group()

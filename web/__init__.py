@@ -1,36 +1,30 @@
-"""The web front door: a Flask application factory (the search page and API build on it)."""
+"""The web front door: the search page, the JSON API and clip-retrieval's endpoints."""
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask
 
-from search.engine import SearchEngine
 from search.settings import Settings
+
+from . import api, compat, errors, metrics, pages
+from .state import WebState
+
+MAX_FORM_PARTS = 50
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app; the search engine is created on first use, never at import."""
+    """Build the app; the search engine is created on first use, never at import or here."""
     app = Flask(__name__)
     settings = settings or Settings.from_env()
-    app.extensions["spyglass"] = _LazyEngine(settings)
-
-    @app.get("/healthz")
-    def healthz():
-        """Liveness: the process answers."""
-        return jsonify(status="ok")
-
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
+        MAX_FORM_PARTS=MAX_FORM_PARTS,
+    )
+    app.extensions["spyglass"] = WebState(settings)
+    errors.init_app(app)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(compat.blueprint)
+    app.register_blueprint(metrics.blueprint)
+    app.register_blueprint(pages.blueprint)
     return app
-
-
-class _LazyEngine:
-    """Holds the settings and builds the SearchEngine when a request first needs it."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._engine: SearchEngine | None = None
-
-    def get(self) -> SearchEngine:
-        """The engine of this worker, created once."""
-        if self._engine is None:
-            self._engine = SearchEngine(self.settings)
-        return self._engine

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-from search.catalog import Catalog, format_time
-from search.db import create_db_engine, redacted, session_factory
-from search.errors import EmptyDatabase
-from search.migrate import require_current
-from search.settings import Settings
+from sqlalchemy import Engine
+
+from .catalog import Catalog, format_time
+from .db import create_db_engine, redacted, session_factory
+from .errors import EmptyDatabase
+from .migrate import require_current
+from .settings import Settings
 
 
-def status_report(settings: Settings) -> dict:
-    """Items, model, index and last run; an empty catalog reports zeros, not an error."""
-    engine = create_db_engine(settings.db_url)
+def status_report(settings: Settings, db: Engine | None = None) -> dict:
+    """Items, model, index and last run; an empty catalog reports zeros, not an error.
+
+    Uses the given database engine, or makes (and disposes of) one from the settings.
+    """
+    engine = db or create_db_engine(settings.db_url)
     report: dict = {"home": str(settings.home), "database": redacted(settings.db_url)}
     try:
         require_current(engine)
+        status = Catalog(session_factory(engine)).status()
     except EmptyDatabase:
         report.update(items=0, roots=[], model=None, index=None, last_run=None,
                       hint="nothing indexed yet: run `spyglass index <folder>`")
         return report
-    try:
-        status = Catalog(session_factory(engine)).status()
     finally:
-        engine.dispose()
+        if db is None:
+            engine.dispose()
     generation, run = status.generation, status.last_run
     report.update(items=status.items, roots=status.roots)
     report["model"] = None if generation is None else {

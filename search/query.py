@@ -1,0 +1,61 @@
+"""What a search asks for: weighted query parts, and metadata filters."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from sqlalchemy import or_
+
+from .errors import BadQuery
+from .schema import MediaItem
+
+
+@dataclass(frozen=True)
+class QueryPart:
+    """One thing to search for, with a weight; a negative weight pushes results away from it."""
+
+    text: str | None = None
+    image: bytes | None = None
+    item_id: int | None = None
+    embedding: Sequence[float] | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.text, self.image, self.item_id, self.embedding) if v is not None]
+        if len(given) != 1:
+            raise BadQuery("each query part needs exactly one of text, image, image_id or embedding")
+        if self.text is not None and not self.text.strip():
+            raise BadQuery("the query text is empty", "type what you are looking for")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Metadata conditions every result must meet."""
+
+    folder: str | None = None  # relative to a media root, or an absolute folder
+    kind: str | None = None
+    mtime_from_ns: int | None = None
+    mtime_to_ns: int | None = None
+
+    def active(self) -> bool:
+        """Whether any condition is set."""
+        return any(v is not None for v in (self.folder, self.kind, self.mtime_from_ns, self.mtime_to_ns))
+
+    def conditions(self, roots: Sequence[str]) -> list:
+        """SQLAlchemy conditions on MediaItem."""
+        conditions = []
+        if self.folder:
+            folder = self.folder.strip("/")
+            prefixes = (["/" + folder + "/"] if os.path.isabs(self.folder)
+                        else [f"{root.rstrip('/')}/{folder}/" for root in roots])
+            conditions.append(or_(*[MediaItem.path.startswith(p, autoescape=True) for p in prefixes])
+                              if prefixes else MediaItem.id.is_(None))
+        if self.kind:
+            conditions.append(MediaItem.kind == self.kind)
+        if self.mtime_from_ns is not None:
+            conditions.append(MediaItem.mtime_ns >= self.mtime_from_ns)
+        if self.mtime_to_ns is not None:
+            conditions.append(MediaItem.mtime_ns <= self.mtime_to_ns)
+        return conditions

@@ -1,0 +1,106 @@
+"""clip-retrieval's back-end endpoints, so its ClipClient and front end work against Spyglass.
+
+Spyglass serves one index of images under any `indice_name`. Their safety, violence, aesthetic
+and mclip options have no meaning here and are accepted and ignored; `image_url` is refused,
+because the server fetching URLs it is given would let any client make it reach any host.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Blueprint, jsonify, request
+
+from search.errors import BadQuery
+from search.query import QueryPart
+
+from .present import item_json
+from .search_request import MAX_K, decode_base64
+from .state import state
+
+INDEX_NAME = "spyglass"
+DUPLICATE_SIMILARITY = 0.94  # clip-retrieval's own deduplication threshold
+
+blueprint = Blueprint("compat", __name__)
+
+
+@blueprint.get("/indices-list")
+def indices_list():
+    """The names of the indices: just one."""
+    return jsonify([INDEX_NAME])
+
+
+@blueprint.post("/knn-service")
+def knn_service():
+    """Nearest neighbours as clip-retrieval answers them: [{id, similarity, url, caption, ...}]."""
+    web = state()
+    with web.metrics.timed("knn-service"):
+        body = _json_body()
+        part = _query_part(body)
+        num_images = _count(body.get("num_images", 40), "num_images")
+        engine = web.engine()
+        snapshot = engine.live()
+        vector = engine.embed([part], snapshot)
+        deduplicate = bool(body.get("deduplicate", False))
+        fetch = min(MAX_K, num_images * 2 if deduplicate else num_images)
+        result = engine.search_in(snapshot, vector, k=fetch)
+        hits = _deduplicated(snapshot, result.hits) if deduplicate else result.hits
+    return jsonify([_knn_result(hit.item, hit.score) for hit in hits[:num_images]])
+
+
+@blueprint.post("/metadata")
+def metadata():
+    """[{id, metadata: {url, caption, ...}}] for the given ids, in their order."""
+    body = _json_body()
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise BadQuery("ids must be a list of whole numbers")
+    rows = state().engine().catalog.items_by_id(ids)
+    return jsonify([{"id": i, "metadata": _metadata(rows[i])} for i in ids if i in rows])
+
+
+def _json_body() -> dict:
+    # clip-retrieval's client posts JSON without a content type, so the body is parsed regardless.
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise BadQuery("the body is not a JSON object")
+    return body
+
+
+def _query_part(body: dict) -> QueryPart:
+    if body.get("image_url"):
+        raise BadQuery("image_url is not supported: Spyglass does not fetch URLs",
+                       "send the image itself, base64-encoded, as `image`")
+    if body.get("text"):
+        return QueryPart(text=str(body["text"]))
+    if body.get("image"):
+        return QueryPart(image=decode_base64(body["image"], "image"))
+    if body.get("embedding_input"):
+        return QueryPart(embedding=body["embedding_input"])
+    raise BadQuery("must fill one of text, image and embedding_input")
+
+
+def _count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_K:
+        raise BadQuery(f"{name} must be a whole number from 1 to {MAX_K}")
+    return value
+
+
+def _deduplicated(snapshot, hits):
+    """Drop results nearly identical to a better one, as clip-retrieval's deduplicate does."""
+    kept, vectors = [], []
+    for hit in hits:
+        vector = snapshot.stored.vector(hit.item.id)
+        if all(float(np.dot(vector, v)) < DUPLICATE_SIMILARITY for v in vectors):
+            kept.append(hit)
+            vectors.append(vector)
+    return kept
+
+
+def _metadata(item) -> dict:
+    meta = item_json(item)
+    return {"url": meta["file_url"], "caption": meta["path"], "thumbnail_url": meta["thumbnail_url"],
+            "width": meta["width"], "height": meta["height"], "mtime": meta["mtime"]}
+
+
+def _knn_result(item, score: float) -> dict:
+    return {**_metadata(item), "id": item.id, "similarity": round(score, 6)}

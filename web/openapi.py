@@ -1,0 +1,126 @@
+"""The OpenAPI 3.1 document of the HTTP API (a test checks it names every route)."""
+
+from __future__ import annotations
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _errors(*codes: int) -> dict:
+    words = {400: "Bad query", 404: "Unknown item", 413: "Request too large", 415: "Not an image",
+             422: "Image does not decode", 503: "No index loaded, or the model is unavailable"}
+    return {str(c): {"description": words[c], "content": {"application/json": {"schema": ERROR}}}
+            for c in codes}
+
+
+def _ok(description: str, schema: dict | None = None, media: str = "application/json") -> dict:
+    content = {media: {"schema": schema or {"type": "object"}}}
+    return {"200": {"description": description, "content": content}}
+
+
+SEARCH_FIELDS = [
+    ("q", "string", "Text to search for."),
+    ("image_id", "integer", "Find items like this item (more like this)."),
+    ("k", "integer", "Results per page, 1-1000 (default 20)."),
+    ("offset", "integer", "Skip this many results (pagination)."),
+    ("min_score", "number", "Only results with at least this cosine similarity."),
+    ("folder", "string", "Only items under this folder, relative to a media root (or absolute)."),
+    ("kind", "string", "Only items of this kind (image)."),
+    ("mtime_from", "string", "Only files modified at or after this ISO date or epoch second."),
+    ("mtime_to", "string", "Only files modified at or before this ISO date or epoch second."),
+]
+
+PART = {"type": "object", "properties": {
+    "text": {"type": "string"}, "image_base64": {"type": "string", "contentEncoding": "base64"},
+    "image_id": {"type": "integer"}, "embedding": {"type": "array", "items": {"type": "number"}},
+    "weight": {"type": "number", "default": 1}},
+    "description": "Exactly one of text, image_base64, image_id, embedding; negative weights push away."}
+
+SEARCH_BODY = {"type": "object", "properties": {
+    **{k: v for k, v in PART["properties"].items() if k != "weight"},
+    "query": {"type": "array", "items": {"$ref": "#/components/schemas/QueryPart"},
+              "description": "Weighted parts: their unit embeddings are summed and renormalised."},
+    "k": {"type": "integer"}, "offset": {"type": "integer"}, "min_score": {"type": "number"},
+    "filters": {"type": "object", "properties": {
+        "folder": {"type": "string"}, "kind": {"type": "string"},
+        "mtime_from": {"type": ["string", "number"]}, "mtime_to": {"type": ["string", "number"]}}}}}
+
+SEARCH_RESPONSE = {"type": "object", "properties": {
+    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+    "k": {"type": "integer"}, "offset": {"type": "integer"},
+    "next_offset": {"type": ["integer", "null"]}, "total_considered": {"type": "integer"},
+    "generation": {"type": "integer"}, "took_ms": {"type": "number"}}}
+
+ITEM = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "path": {"type": "string", "description": "Relative to its media root."},
+    "name": {"type": "string"}, "root": {"type": ["string", "null"]}, "kind": {"type": "string"},
+    "format": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
+    "size": {"type": "integer"}, "mtime": {"type": "string"}, "indexed_at": {"type": "string"},
+    "url": {"type": "string"}, "thumbnail_url": {"type": "string"}, "file_url": {"type": "string"}}}
+
+
+def openapi_document() -> dict:
+    """The whole document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Spyglass", "version": "1",
+                 "description": "Cross-modal search over a media library."},
+        "paths": {
+            "/": {"get": {"summary": "The search page (HTML).", "responses": _ok("The page", media="text/html")}},
+            "/api/v1/search": {
+                "get": {"summary": "Search by text or by item.",
+                        "parameters": [{"name": n, "in": "query", "schema": {"type": t}, "description": d}
+                                       for n, t, d in SEARCH_FIELDS],
+                        "responses": {**_ok("Ranked results", SEARCH_RESPONSE), **_errors(400, 404, 503)}},
+                "post": {"summary": "Search by text, image, item, embedding, or a weighted mix.",
+                         "requestBody": {"content": {
+                             "application/json": {"schema": SEARCH_BODY},
+                             "multipart/form-data": {"schema": {"type": "object", "properties": {
+                                 "image": {"type": "string", "format": "binary"},
+                                 **{n: {"type": t} for n, t, _ in SEARCH_FIELDS}}}}}},
+                         "responses": {**_ok("Ranked results", SEARCH_RESPONSE),
+                                       **_errors(400, 404, 413, 415, 422, 503)}}},
+            "/api/v1/items/{item_id}": {"get": {
+                "summary": "An item's metadata.", "parameters": [ITEM_ID],
+                "responses": {**_ok("The item", {"$ref": "#/components/schemas/Item"}), **_errors(404, 503)}}},
+            "/api/v1/items/{item_id}/thumbnail": {"get": {
+                "summary": "A JPEG thumbnail of the item.", "parameters": [ITEM_ID],
+                "responses": {**_ok("JPEG", {"type": "string", "format": "binary"}, "image/jpeg"),
+                              **_errors(404, 422, 503)}}},
+            "/api/v1/items/{item_id}/file": {"get": {
+                "summary": "The original file (only from inside a media root).", "parameters": [ITEM_ID],
+                "responses": {**_ok("The file", {"type": "string", "format": "binary"}, "image/*"),
+                              **_errors(404, 503)}}},
+            "/api/v1/status": {"get": {"summary": "Items, model, index and last run.",
+                                       "responses": _ok("Status")}},
+            "/api/v1/healthz": {"get": {"summary": "Liveness, and the loaded generation.",
+                                        "responses": _ok("Alive")}},
+            "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": _ok("OpenAPI")}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of this worker.",
+                                 "responses": _ok("Metrics", {"type": "string"}, "text/plain")}},
+            "/knn-service": {"post": {
+                "summary": "clip-retrieval compatible nearest-neighbour search.",
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "text": {"type": "string"}, "image": {"type": "string", "contentEncoding": "base64"},
+                    "embedding_input": {"type": "array", "items": {"type": "number"}},
+                    "num_images": {"type": "integer"}, "deduplicate": {"type": "boolean"},
+                    "indice_name": {"type": "string"}, "modality": {"type": "string"}}}}}},
+                "responses": {**_ok("[{id, similarity, url, caption}]", {"type": "array"}),
+                              **_errors(400, 415, 422, 503)}}},
+            "/metadata": {"post": {
+                "summary": "clip-retrieval compatible metadata by ids.",
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "ids": {"type": "array", "items": {"type": "integer"}}, "indice_name": {"type": "string"}}}}}},
+                "responses": {**_ok("[{id, metadata}]", {"type": "array"}), **_errors(400, 503)}}},
+            "/indices-list": {"get": {"summary": "clip-retrieval compatible list of index names.",
+                                      "responses": _ok("Names", {"type": "array", "items": {"type": "string"}})}},
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error", "message"],
+                      "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+            "QueryPart": PART,
+            "Item": ITEM,
+            "Hit": {"allOf": [{"$ref": "#/components/schemas/Item"}, {"type": "object", "properties": {
+                "rank": {"type": "integer"}, "score": {"type": "number"}}}]},
+        }},
+    }

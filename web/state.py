@@ -1,0 +1,34 @@
+"""What one worker keeps: its settings, its search engine (made once) and its metrics."""
+
+from __future__ import annotations
+
+import threading
+
+from flask import current_app
+
+from search.engine import SearchEngine
+from search.settings import Settings
+
+from .metrics import Metrics
+
+
+class WebState:
+    """Per-app state, stored in app.extensions["spyglass"]."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self._engine: SearchEngine | None = None
+        self._lock = threading.Lock()
+
+    def engine(self) -> SearchEngine:
+        """The worker's engine, created on first use."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = SearchEngine(self.settings)
+            return self._engine
+
+
+def state() -> WebState:
+    """The state of the app handling this request."""
+    return current_app.extensions["spyglass"]

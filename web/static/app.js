@@ -1,0 +1,151 @@
+// The Spyglass search page: plain JS over the JSON API. The URL carries text (?q=) and
+// "more like this" (?like=<id>) searches, so results can be bookmarked and Back works.
+(() => {
+  "use strict";
+  const PAGE = 30;
+  const $ = (id) => document.getElementById(id);
+  const form = $("search-form"), input = $("q"), fileInput = $("file"), results = $("results");
+  const message = $("message"), more = $("more"), viewer = $("viewer"), overlay = $("drop-overlay");
+  const queryImage = $("query-image");
+  let current = null;      // {params | file} of the search on screen
+  let nextOffset = null, loading = false, viewing = null;
+
+  function say(text, isError = false) {
+    message.textContent = text;
+    message.classList.toggle("error", isError);
+  }
+
+  async function request(query, offset) {
+    let response;
+    if (query.file) {
+      const body = new FormData();
+      body.append("image", query.file);
+      body.append("k", PAGE);
+      body.append("offset", offset);
+      response = await fetch("/api/v1/search", { method: "POST", body });
+    } else {
+      const params = new URLSearchParams({ ...query.params, k: PAGE, offset });
+      response = await fetch("/api/v1/search?" + params);
+    }
+    const data = await response.json().catch(() => ({ message: `the server answered ${response.status}` }));
+    if (!response.ok) throw new Error(data.message || data.error);
+    return data;
+  }
+
+  async function run(query, offset = 0) {
+    if (loading) return;
+    loading = true;
+    if (offset === 0) { results.replaceChildren(); current = query; say("Searching…"); }
+    try {
+      const data = await request(query, offset);
+      data.results.forEach(addResult);
+      nextOffset = data.next_offset;
+      more.hidden = nextOffset === null;
+      const shown = results.children.length;
+      say(shown ? `${shown} result${shown === 1 ? "" : "s"} of ${data.total_considered} items`
+                : "No results. Try other words, or lower the bar.");
+    } catch (error) {
+      more.hidden = true;
+      say(error.message, true);
+    } finally {
+      loading = false;
+    }
+  }
+
+  function addResult(hit) {
+    const li = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = hit.file_url;
+    link.className = "result";
+    link.dataset.id = hit.id;
+    link.title = hit.path;
+    const img = document.createElement("img");
+    img.src = hit.thumbnail_url;
+    img.loading = "lazy";
+    img.alt = hit.name;
+    const caption = document.createElement("span");
+    caption.className = "caption";
+    caption.innerHTML = '<span class="name"></span><span class="score"></span>';
+    caption.firstChild.textContent = hit.name;
+    caption.lastChild.textContent = hit.score.toFixed(3);
+    link.append(img, caption);
+    link.addEventListener("click", (event) => { event.preventDefault(); open(hit); });
+    li.append(link);
+    results.append(li);
+  }
+
+  function open(hit) {
+    viewing = hit;
+    $("viewer-image").src = hit.file_url;
+    $("viewer-image").alt = hit.name;
+    $("viewer-caption").textContent = `${hit.path} · ${hit.width}×${hit.height} · score ${hit.score.toFixed(3)}`;
+    $("viewer-open").href = hit.file_url;
+    viewer.showModal();
+    $("more-like-this").focus();
+  }
+
+  function fromUrl() {
+    const url = new URL(location.href);
+    const q = url.searchParams.get("q"), like = url.searchParams.get("like");
+    queryImage.hidden = true;
+    input.value = q || "";
+    if (like) return run({ params: { image_id: like } });
+    if (q) return run({ params: { q } });
+    results.replaceChildren();
+    more.hidden = true;
+    fetch("/api/v1/status").then((r) => r.json()).then((status) => {
+      say(status.items ? `${status.items} items indexed. Type what you are looking for.`
+                       : "Nothing is indexed yet: run `spyglass index <folder>`, then reload.");
+    }).catch(() => say(""));
+  }
+
+  function navigate(params) {
+    history.pushState(null, "", "?" + new URLSearchParams(params));
+    fromUrl();
+  }
+
+  function searchFile(file) {
+    if (!file) return;
+    if (!file.type.startsWith("image/")) { say(`${file.name || "That file"} is not an image.`, true); return; }
+    history.pushState(null, "", location.pathname);
+    input.value = "";
+    queryImage.querySelector("img").src = URL.createObjectURL(file);
+    queryImage.hidden = false;
+    run({ file });
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = input.value.trim();
+    if (q) navigate({ q });
+  });
+  fileInput.addEventListener("change", () => searchFile(fileInput.files[0]));
+  document.querySelector(".file-button").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") { event.preventDefault(); fileInput.click(); }
+  });
+  more.addEventListener("click", () => nextOffset !== null && run(current, nextOffset));
+  $("more-like-this").addEventListener("click", () => { viewer.close(); navigate({ like: viewing.id }); });
+  $("viewer-close").addEventListener("click", () => viewer.close());
+  window.addEventListener("popstate", fromUrl);
+
+  let dragDepth = 0;
+  document.addEventListener("dragenter", (e) => { e.preventDefault(); dragDepth++; overlay.hidden = false; });
+  document.addEventListener("dragleave", () => { if (--dragDepth <= 0) { dragDepth = 0; overlay.hidden = true; } });
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    dragDepth = 0;
+    overlay.hidden = true;
+    searchFile(event.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...event.clipboardData.files].find((f) => f.type.startsWith("image/"));
+    if (file) { event.preventDefault(); searchFile(file); }
+  });
+  if ("IntersectionObserver" in window) {
+    new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting) && nextOffset !== null) run(current, nextOffset);
+    }).observe(more);
+  }
+  fromUrl();
+})();
