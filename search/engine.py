@@ -211,6 +211,7 @@ class SearchEngine:
 
     def item(self, item_id: int) -> MediaItem:
         """One item's catalog row."""
+        self.live()  # an empty catalog is "nothing indexed yet", not a missing table
         row = self.catalog.items_by_id([item_id]).get(item_id)
         if row is None:
             raise UnknownItem(f"item {item_id} does not exist")

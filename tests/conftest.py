@@ -134,6 +134,51 @@ def spyglass_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, tiny_model, encoder):
+    """`spyglass serve` (gunicorn) on 127.0.0.1 over an indexed copy of the test images."""
+    import time
+    import urllib.request
+
+    from indexer.jobs import run_index
+
+    base = tmp_path_factory.mktemp("served")
+    media = base / "media"
+    shutil.copytree(MEDIA, media)
+    shutil.copy(media / "red.jpg", media / "nested" / "red copy.jpg")  # a duplicate, for deduplication
+    settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+                        device="cpu", port=free_port())
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    log = open(base / "server.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "serve", "--port", str(settings.port),
+                                "--threads", "4"], env=spyglass_env(settings), stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{settings.port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/api/v1/healthz", timeout=2).read()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("spyglass serve did not start: " + (base / "server.log").read_text())
+                time.sleep(0.2)
+        yield {"url": url, "media": media, "settings": settings, "process": process}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
 def run_spyglass(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the real `spyglass` command in a subprocess."""
     return subprocess.run([sys.executable, "-m", "spyglass.cli", *args], env=env, text=True,

@@ -54,7 +54,9 @@ def metadata():
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise BadQuery("ids must be a list of whole numbers")
-    rows = state().engine().catalog.items_by_id(ids)
+    engine = state().engine()
+    engine.live()  # 503 while nothing is indexed
+    rows = engine.catalog.items_by_id(ids)
     return jsonify([{"id": i, "metadata": _metadata(rows[i])} for i in ids if i in rows])
 
 

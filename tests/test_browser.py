@@ -1,0 +1,115 @@
+"""The search page in a real headless Chromium, against `spyglass serve`."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = os.environ.get("SPYGLASS_TEST_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+def result_names(page) -> list[str]:
+    return page.locator("#results .name").all_inner_texts()
+
+
+def test_search_drop_and_more_like_this(page, live_server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(live_server["url"])
+    page.wait_for_function("document.getElementById('message').textContent.includes('indexed')")
+
+    page.fill("#q", "a red bicycle")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results li img")
+    assert "q=a+red+bicycle" in page.url
+    assert len(result_names(page)) == 9  # every indexed image, with the duplicate red
+    page.wait_for_function("[...document.querySelectorAll('#results img')]"
+                           ".every((img) => img.complete && img.naturalWidth > 0)")
+    page.screenshot(path=str(ARTIFACTS / "search-results.png"), full_page=True)
+
+    red = (live_server["media"] / "red.jpg").read_bytes()
+    page.evaluate("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "query.jpg", { type: "image/jpeg" }));
+        document.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+    }""", base64.b64encode(red).decode())
+    page.wait_for_function("!document.getElementById('query-image').hidden")
+    page.wait_for_function("document.querySelector('#results .score')?.textContent === '1.000'")
+    assert result_names(page)[0] in ("red.jpg", "red copy.jpg")
+    page.screenshot(path=str(ARTIFACTS / "search-by-dropped-image.png"), full_page=True)
+
+    page.click("#results li:nth-child(3) a")
+    page.wait_for_selector("#viewer[open]")
+    clicked = page.locator("#viewer-caption").inner_text().split(" · ")[0]
+    page.click("#more-like-this")
+    page.wait_for_url("**like=*")
+    page.wait_for_function("document.querySelector('#results .score')?.textContent === '1.000'")
+    assert page.locator("#results a").first.get_attribute("title") == clicked
+
+    page.go_back()  # to the dropped-image search, which the URL cannot carry
+    page.wait_for_function("!location.search")
+    page.go_back()
+    page.wait_for_function("location.search === '?q=a+red+bicycle'")
+    page.wait_for_function("document.querySelectorAll('#results li').length === 9")
+    assert page.input_value("#q") == "a red bicycle"
+
+
+def test_file_picker_keyboard_and_paging(page, live_server):
+    page.goto(live_server["url"] + "/?q=anything")
+    page.wait_for_selector("#results li")
+    page.set_input_files("#file", str(live_server["media"] / "photo.TIFF"))
+    page.wait_for_function("document.querySelector('#results .name')?.textContent === 'photo.TIFF'")
+
+    page.locator("#results a").first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#viewer[open]")
+    page.keyboard.press("Escape")
+    page.wait_for_function("!document.getElementById('viewer').open")
+
+    # 30 per page and 9 items: one page, no "more" button.
+    assert page.locator("#more").is_hidden()
+
+
+def test_errors_and_phone_width(page, live_server):
+    page.goto(live_server["url"] + "/?like=99999")
+    page.wait_for_selector("#message.error")
+    assert "99999" in page.inner_text("#message")
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.goto(live_server["url"] + "/?q=phone")
+    page.wait_for_selector("#results li img")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.evaluate("Promise.all([...document.querySelectorAll('#results img')].map((img) => "
+                  "{ img.loading = 'eager'; return img.decode().catch(() => null); }))")
+    page.screenshot(path=str(ARTIFACTS / "phone-width.png"), full_page=True)
