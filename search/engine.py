@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,6 +25,8 @@ from .vectors import VectorIndex, read_index_file
 EncoderLoader = Callable[[str, str | None], Encoder]
 # A filtered search widens its candidate list by this factor until it has enough matches.
 _WIDEN = 4
+# Text embeddings kept per engine: paging through results repeats the same query text.
+TEXT_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class SearchEngine:
         self._schema_checked = False
         self._lock = threading.Lock()
         self._encoder_lock = threading.Lock()
+        self._text_cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
 
     def _load_encoder(self, architecture: str, pretrained: str | None) -> Encoder:
         return load_encoder(architecture, pretrained, self.settings.device, self.settings.model_cache)
@@ -173,9 +177,24 @@ class SearchEngine:
                 raise UnknownItem(f"item {part.item_id} is not in the index") from None
         encoder = self.encoder(snapshot)
         if part.text is not None:
-            return encoder.encode_texts([part.text])[0]
+            return self._text_vector(encoder, part.text)
         decoded = decode_image(part.image, self.settings.max_image_pixels, draft_size=encoder.image_size)
         return encoder.encode_images([decoded.image])[0]
+
+    def _text_vector(self, encoder: Encoder, text: str) -> np.ndarray:
+        key = (id(encoder), text)
+        with self._encoder_lock:
+            cached = self._text_cache.get(key)
+            if cached is not None:
+                self._text_cache.move_to_end(key)
+                return cached
+        vector = encoder.encode_texts([text])[0]
+        vector.setflags(write=False)  # shared between requests
+        with self._encoder_lock:
+            self._text_cache[key] = vector
+            if len(self._text_cache) > TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
+        return vector
 
     def search_in(self, snapshot: Snapshot, vector: np.ndarray, k: int = 10, offset: int = 0,
                   min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
