@@ -24,10 +24,12 @@ from search.settings import Settings
 from search.vectors import VectorIndex, read_index_file
 
 from .decode import LoadedFile, load_file
+from .lock import indexer_lock
 from .pipeline import EmbeddedBatch, embed_files
 from .plan import Plan, plan_run, under
 from .publish import PendingChanges, publish
 from .scan import FoundFile, Skipped, walk
+from .staging import drop_staged, model_key, stage, staged_vectors
 
 
 @dataclass
@@ -41,6 +43,7 @@ class IndexSummary:
     unchanged: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     embedded: int = 0
+    resumed: int = 0
     seconds: float = 0.0
     embed_seconds: float = 0.0
     generation_id: int | None = None
@@ -49,9 +52,10 @@ class IndexSummary:
         """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
         rate = (f", {self.embedded / self.embed_seconds:.1f} images/s"
                 if self.embedded and self.embed_seconds else "")
+        resumed = f", {self.resumed:,} taken from an interrupted run" if self.resumed else ""
         return (f"{self.added:,} added, {self.updated:,} updated, {self.moved:,} moved, "
                 f"{len(self.skipped):,} skipped, {self.removed:,} removed, "
-                f"{self.unchanged:,} unchanged ({self.seconds:.1f} s{rate})")
+                f"{self.unchanged:,} unchanged ({self.seconds:.1f} s{rate}{resumed})")
 
 
 class IndexJob:
@@ -59,16 +63,20 @@ class IndexJob:
 
     def __init__(self, settings: Settings, roots: list[str], rebuild: bool = False,
                  encoder: Encoder | None = None, progress: bool = True,
-                 echo: Callable[[str], None] | None = None):
+                 echo: Callable[[str], None] | None = None, rebuild_on_model_change: bool = False,
+                 missing_roots_ok: bool = False):
         self.settings = settings
-        self.roots = [_check_root(root) for root in roots]
+        self.echo = echo or _to_stderr
+        self.roots = [_check_root(root, missing_roots_ok, self.echo) for root in roots]
+        self.roots = [root for root in self.roots if root is not None]
         self.rebuild = rebuild
+        self.rebuild_on_model_change = rebuild_on_model_change
         self._encoder = encoder
         self.progress = progress
-        self.echo = echo or _to_stderr
-        self.db = create_db_engine(settings.db_url)
+        self.db = create_db_engine(settings.db_url, writer=True)
         self.sessions: sessionmaker[Session] = session_factory(self.db)
         self.identity = model_identity(settings.model, settings.pretrained)
+        self.model_key = model_key(self.identity)
         self.summary = IndexSummary()
         self._index: VectorIndex | None = None
         self._model_id: int | None = None
@@ -79,6 +87,10 @@ class IndexJob:
         before, after = upgrade(self.db)
         if before != after:
             self.echo(f"Catalog database migrated from {before or 'empty'} to {after}.")
+        with indexer_lock(self.db, self.settings.home):
+            return self._run_locked(started)
+
+    def _run_locked(self, started: float) -> IndexSummary:
         self._check_model()
         run_id = self._start_run()
         try:
@@ -100,6 +112,12 @@ class IndexJob:
             return
         if (live.model.architecture, live.model.pretrained) != self.identity:
             arch, weights = self.identity
+            if self.rebuild_on_model_change:
+                self.echo(f"The model changed from {live.model.describe()} to {arch} "
+                          f"({weights or 'random weights'}): building a new index beside the live one.")
+                self.rebuild = True
+                self._check_model()  # again, as a rebuild: it covers every recorded root
+                return
             raise ModelMismatch(
                 f"the index was built with {live.model.describe()}, this run asks for "
                 f"{arch} ({weights or 'random weights'}); one index never mixes two models",
@@ -124,7 +142,8 @@ class IndexJob:
         for found_file, reason in plan.still_skipped:
             self._skip(Skipped(found_file.path, reason))
             skipped_files[found_file.path] = (found_file, reason)
-        pending = PendingChanges()
+        pending = PendingChanges(staged_model=self.model_key)
+        self._resume_staged(plan, pending)
         if plan.to_read:
             self._embed(plan, pending)
             skipped_files.update((s.path, (found[s.path], s.reason)) for s in self.summary.skipped
@@ -134,6 +153,23 @@ class IndexJob:
         if pending or self.rebuild:
             self._publish(pending, force=self.rebuild)
         self._remember_skips(skipped_files)
+        drop_staged(self.sessions, self.roots)
+
+    def _resume_staged(self, plan: Plan, pending: PendingChanges) -> None:
+        """Take the vectors an interrupted run embedded (and staged) instead of embedding again."""
+        with self.sessions() as session:
+            staged = staged_vectors(session, self.model_key, self.roots)
+        if not staged:
+            return
+        still_to_read = []
+        for found in plan.to_read:
+            entry = staged.get(found.path)
+            if entry is not None and entry.matches(found):
+                self._record_embedded(plan, pending, entry.as_loaded(found), entry.vector)
+                self.summary.resumed += 1
+            else:
+                still_to_read.append(found)
+        plan.to_read = still_to_read
 
     def _remember_skips(self, skipped: dict[str, tuple[FoundFile, str]]) -> None:
         """Replace the skip records under the roots with this run's."""
@@ -162,6 +198,8 @@ class IndexJob:
                         self.summary.removed += 1
                     bar.update(1)
                 elif isinstance(event, EmbeddedBatch):
+                    # Committed before it counts: a kill from here on costs no more than this batch.
+                    stage(self.sessions, self.model_key, event.files, event.vectors)
                     for loaded, vector in zip(event.files, event.vectors, strict=True):
                         self._record_embedded(plan, pending, loaded, vector)
                     self.summary.embedded += len(event.files)
@@ -283,8 +321,13 @@ def _item_fields(loaded: LoadedFile, root_id: int) -> dict:
             "width": loaded.width, "height": loaded.height, "indexed_at": utcnow()}
 
 
-def _check_root(root: str | os.PathLike) -> str:
+def _check_root(root: str | os.PathLike, missing_ok: bool = False,
+                echo: Callable[[str], None] = _to_stderr) -> str | None:
     path = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    if not os.path.exists(path) and missing_ok:
+        # An unmounted disk must not look like a library whose every file was deleted.
+        echo(f"skipping folder {path}: it is missing; its items stay in the index")
+        return None
     if not os.path.exists(path):
         raise ConfigError(f"no such folder: {path}", "check the path you gave to `spyglass index`")
     if not os.path.isdir(path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from search.catalog import live_generation
-from search.schema import IndexGeneration, MediaItem, utcnow
+from search.engine import LEASE_SECONDS
+from search.schema import IndexGeneration, IndexReader, MediaItem, utcnow
 from search.vectors import VectorIndex, generation_filename, write_index_file
+
+from .staging import unstage
 
 # Generations kept on disk besides the live one, for readers that loaded it a moment ago.
 KEEP_PREVIOUS_GENERATIONS = 1
@@ -27,6 +31,7 @@ class PendingChanges:
     reembedded: list[tuple[int, dict, np.ndarray]] = field(default_factory=list)
     touched: list[tuple[int, dict]] = field(default_factory=list)
     removed: set[int] = field(default_factory=set)
+    staged_model: str = ""  # whose staged vectors these new vectors are
 
     @property
     def vector_count(self) -> int:
@@ -40,6 +45,10 @@ class PendingChanges:
     def clear(self) -> None:
         """Forget everything, after a publish."""
         self.new, self.reembedded, self.touched, self.removed = [], [], [], set()
+
+    def embedded_paths(self) -> list[str]:
+        """Paths whose new vectors this holds."""
+        return [f["path"] for f, _ in self.new] + [f["path"] for _, f, _ in self.reembedded]
 
     def __bool__(self) -> bool:
         return bool(self.new or self.reembedded or self.touched or self.removed)
@@ -66,6 +75,8 @@ def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path
         for start in range(0, len(removed), _DELETE_CHUNK):
             chunk = removed[start:start + _DELETE_CHUNK]
             session.execute(delete(MediaItem).where(MediaItem.id.in_(chunk)))
+        if changes.staged_model:
+            unstage(session, changes.staged_model, changes.embedded_paths())
         if changes.changes_vectors() or force_generation:
             index.remove([item_id for item_id, _, _ in changes.reembedded] + removed)
             vectors = [v for _, v in changes.new] + [v for _, _, v in changes.reembedded]
@@ -86,10 +97,18 @@ def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path
 
 
 def remove_unused_files(sessions: sessionmaker[Session], index_dir: Path) -> list[str]:
-    """Delete index files no recent generation names, and temp files of dead writers."""
-    with sessions() as session:
+    """Delete index files no search worker may still need, and temp files of dead writers.
+
+    Kept: the live generation, the one before it, and every generation a worker has announced
+    within LEASE_SECONDS. Leases older than that are dropped (their worker is gone).
+    """
+    stale = utcnow() - timedelta(seconds=LEASE_SECONDS)
+    with sessions.begin() as session:
+        session.execute(delete(IndexReader).where(IndexReader.seen_at < stale))
         keep = set(session.scalars(select(IndexGeneration.filename).order_by(
             IndexGeneration.id.desc()).limit(1 + KEEP_PREVIOUS_GENERATIONS)))
+        keep |= set(session.scalars(select(IndexGeneration.filename).join(
+            IndexReader, IndexReader.generation_id == IndexGeneration.id)))
         if live_generation(session) is None:
             return []
     removed = []

@@ -33,6 +33,11 @@ class Catalog:
         with self.sessions() as session:
             return live_generation(session)
 
+    def recent_generations(self, limit: int) -> list[IndexGeneration]:
+        """The newest generations, newest first."""
+        with self.sessions() as session:
+            return list(session.scalars(select(IndexGeneration).order_by(IndexGeneration.id.desc()).limit(limit)))
+
     def items_by_id(self, ids: Sequence[int], conditions: Sequence = ()) -> dict[int, MediaItem]:
         """The items with these ids (and meeting the conditions), with their roots, in one round trip."""
         if not ids:

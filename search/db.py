@@ -14,8 +14,12 @@ from .errors import ConfigError
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for the catalog URL; a SQLite file's folder is created if missing."""
+def create_db_engine(url: str, writer: bool = False) -> Engine:
+    """An engine for the catalog URL; a SQLite file's folder is created if missing.
+
+    On SQLite a writer's transactions start with BEGIN IMMEDIATE: they take the write lock up
+    front and wait for it (busy timeout), instead of failing when a read turns into a write.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -27,11 +31,15 @@ def create_db_engine(url: str) -> Engine:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _configure_sqlite)
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+    # pysqlite's own transaction handling is switched off in _configure_sqlite; we begin here.
+    event.listen(engine, "begin", lambda connection: connection.exec_driver_sql(begin))
     return engine
 
 
 def _configure_sqlite(dbapi_connection, _record) -> None:
     # WAL lets searches read while an indexer writes; foreign keys are off by default in SQLite.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +17,22 @@ import numpy as np
 from .catalog import Catalog
 from .db import create_db_engine, session_factory
 from .encoder import Encoder, load_encoder
-from .errors import BadQuery, EmptyDatabase, InvalidImage, NoIndex, UnknownItem
+from .errors import BadQuery, EmptyDatabase, IndexFileError, InvalidImage, NoIndex, UnknownItem
 from .images import decode_image
 from .migrate import require_current
 from .query import Filters, QueryPart
-from .schema import IndexGeneration, MediaItem
+from .schema import IndexGeneration, IndexReader, MediaItem, utcnow
 from .settings import Settings
 from .vectors import VectorIndex, read_index_file
 
+log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str, str | None], Encoder]
+# A worker re-announces the generation it holds this often; the indexer keeps the files of
+# generations announced within LEASE_SECONDS.
+LEASE_REFRESH_SECONDS = 60
+LEASE_SECONDS = 600
+# When the newest generation's file is damaged, a starting worker tries this many older ones.
+FALLBACK_GENERATIONS = 3
 # A filtered search widens its candidate list by this factor until it has enough matches.
 _WIDEN = 4
 # Text embeddings kept per engine: paging through results repeats the same query text.
@@ -85,6 +95,11 @@ class SearchEngine:
         self._lock = threading.Lock()
         self._encoder_lock = threading.Lock()
         self._text_cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._bad_generations: set[int] = set()
+        self.reader_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._lease_db = None
+        self._lease_written = 0.0
+        self._leased: int | None = None
 
     def _load_encoder(self, architecture: str, pretrained: str | None) -> Encoder:
         return load_encoder(architecture, pretrained, self.settings.device, self.settings.model_cache)
@@ -96,14 +111,49 @@ class SearchEngine:
             raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
         with self._lock:
             current = self._snapshot
-            if current is not None and current.generation.id == generation.id:
-                return current
-            if current is not None and current.generation.id > generation.id:
-                return current  # a reader that raced a publish; never step back
-            stored = read_index_file(self.settings.index_dir / generation.filename,
-                                     generation.size_bytes, generation.checksum)
-            self._snapshot = Snapshot(generation, stored.on_search_device(), stored)
+            stay = current is not None and (current.generation.id >= generation.id
+                                            or generation.id in self._bad_generations)
+            if not stay:
+                current = self._load(generation, current)
+            self._announce(current.generation.id)
+            return current
+
+    def _load(self, generation: IndexGeneration, current: Snapshot | None) -> Snapshot:
+        """Load a newer generation; on a damaged file keep serving what is loaded."""
+        candidates = [generation] if current is not None else \
+            self.catalog.recent_generations(FALLBACK_GENERATIONS + 1)
+        error: IndexFileError | None = None
+        for candidate in candidates:
+            if candidate.id in self._bad_generations:
+                continue
+            try:
+                stored = read_index_file(self.settings.index_dir / candidate.filename,
+                                         candidate.size_bytes, candidate.checksum)
+            except IndexFileError as exc:
+                log.error("not loading index generation %s: %s", candidate.id, exc)
+                self._bad_generations.add(candidate.id)
+                error = error or exc
+                continue
+            self._snapshot = Snapshot(candidate, stored.on_search_device(), stored)
             return self._snapshot
+        if current is not None:
+            return current
+        raise error or NoIndex("no index generation could be loaded")
+
+    def _announce(self, generation_id: int) -> None:
+        """Record which generation this engine holds, so the indexer keeps its file."""
+        now = time.monotonic()
+        if now - self._lease_written < LEASE_REFRESH_SECONDS and self._leased == generation_id:
+            return
+        try:
+            if self._lease_db is None:
+                self._lease_db = create_db_engine(self.settings.db_url, writer=True)
+            with session_factory(self._lease_db).begin() as session:
+                session.merge(IndexReader(reader=self.reader_id, generation_id=generation_id,
+                                          seen_at=utcnow()))
+            self._lease_written, self._leased = now, generation_id
+        except Exception:  # noqa: BLE001 - a lease is advice to the indexer, never worth a failed query
+            log.warning("could not record the index lease of %s", self.reader_id, exc_info=True)
 
     def _schema_ready(self) -> bool:
         # Checked until it passes once: a running engine does not see its schema go backwards.
@@ -237,5 +287,14 @@ class SearchEngine:
         return row
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Withdraw this engine's lease and release the database connections."""
+        if self._lease_db is not None:
+            try:
+                with session_factory(self._lease_db).begin() as session:
+                    reader = session.get(IndexReader, self.reader_id)
+                    if reader is not None:
+                        session.delete(reader)
+            except Exception:  # noqa: BLE001 - closing must not fail
+                log.warning("could not withdraw the index lease", exc_info=True)
+            self._lease_db.dispose()
         self.db.dispose()

@@ -1,0 +1,79 @@
+"""Embedded but unpublished vectors, committed batch by batch, so a killed run loses one batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from search.schema import StagedVector
+
+from .decode import LoadedFile
+from .plan import under
+from .scan import FoundFile
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A staged vector and the file facts it was embedded from."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    format: str
+    width: int
+    height: int
+    vector: np.ndarray
+
+    def matches(self, found: FoundFile) -> bool:
+        """Whether the file is still the one that was embedded."""
+        return (self.size, self.mtime_ns) == (found.size, found.mtime_ns)
+
+    def as_loaded(self, found: FoundFile) -> LoadedFile:
+        """The LoadedFile this vector came from, without reading the file again."""
+        return LoadedFile(found, self.content_hash, None, self.format, self.width, self.height)
+
+
+def model_key(identity: tuple[str, str]) -> str:
+    """The model column value for an (architecture, weights) pair."""
+    return "\n".join(identity)
+
+
+def stage(sessions: sessionmaker[Session], model: str, files: list[LoadedFile], vectors: np.ndarray) -> None:
+    """Commit one embedded batch."""
+    with sessions.begin() as session:
+        unstage(session, model, [f.file.path for f in files])
+        session.add_all(StagedVector(
+            model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
+            content_hash=f.content_hash, format=f.format, width=f.width, height=f.height,
+            vector=np.ascontiguousarray(v, dtype="<f4").tobytes()) for f, v in zip(files, vectors, strict=True))
+
+
+def staged_vectors(session: Session, model: str, roots: list[str]) -> dict[str, Staged]:
+    """What earlier, unfinished runs of this model embedded under the roots."""
+    found: dict[str, Staged] = {}
+    query = select(StagedVector).where(StagedVector.model == model)
+    for root in roots:
+        for row in session.scalars(under(query, StagedVector.path, root)):
+            found[row.path] = Staged(row.path, row.size, row.mtime_ns, row.content_hash, row.format,
+                                     row.width, row.height, np.frombuffer(row.vector, dtype="<f4"))
+    return found
+
+
+def unstage(session: Session, model: str, paths: list[str]) -> None:
+    """Forget staged vectors of these paths (they were published, or re-embedded)."""
+    for start in range(0, len(paths), _CHUNK):
+        session.execute(delete(StagedVector).where(StagedVector.model == model,
+                                                   StagedVector.path.in_(paths[start:start + _CHUNK])))
+
+
+def drop_staged(sessions: sessionmaker[Session], roots: list[str]) -> None:
+    """Forget every staged vector under the roots, after a run finished."""
+    with sessions.begin() as session:
+        for root in roots:
+            session.execute(under(delete(StagedVector), StagedVector.path, root))
