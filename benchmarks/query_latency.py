@@ -146,7 +146,7 @@ def main() -> None:
     for c in levels:
         runs = results[c]
 
-        def pair(key, best=min):
+        def pair(key, best=min, runs=runs):
             values = [r[key] for r in runs]
             return f"{best(values):.0f} / {statistics.median(values):.0f}"
 

@@ -338,3 +338,31 @@ def _check_root(root: str | os.PathLike, missing_ok: bool = False,
 def run_index(settings: Settings, roots: list[str], **options) -> IndexSummary:
     """Index these folders with these settings (see IndexJob for the options)."""
     return IndexJob(settings, roots, **options).run()
+
+
+def recorded_roots(settings: Settings) -> list[str]:
+    """The folders earlier runs indexed."""
+    engine = create_db_engine(settings.db_url, writer=True)
+    try:
+        upgrade(engine)
+        with session_factory(engine)() as session:
+            return list(session.scalars(select(MediaRoot.path).order_by(MediaRoot.path)))
+    finally:
+        engine.dispose()
+
+
+def run_reindex(settings: Settings, roots: list[str] | None = None, **options) -> IndexSummary:
+    """Bring the index in step with these folders, or with every recorded one and SPYGLASS_MEDIA.
+
+    A changed model rebuilds the whole index beside the live one, then swaps. Recorded
+    folders that are missing (an unmounted disk) are skipped, and their items kept.
+    """
+    explicit = bool(roots)
+    if not explicit:
+        roots = list(dict.fromkeys(recorded_roots(settings) +
+                                   [os.path.abspath(os.path.expanduser(r)) for r in settings.media_roots]))
+    if not roots:
+        raise ConfigError("no folders to reindex",
+                          "give the folders, run `spyglass index <folder>` first, or set SPYGLASS_MEDIA")
+    return IndexJob(settings, roots, rebuild_on_model_change=True, missing_roots_ok=not explicit,
+                    **options).run()

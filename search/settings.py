@@ -63,6 +63,8 @@ SETTINGS: tuple[Setting, ...] = (
             "embedded items, so a killed run keeps what it had done.", _positive_int),
     Setting("model_cache", "Where downloaded pretrained weights are cached (default: the "
             "Hugging Face cache, ~/.cache/huggingface).", _path),
+    Setting("media", "Folders `spyglass reindex` always covers, colon-separated, besides those "
+            "earlier `spyglass index` runs recorded."),
     Setting("host", "Address `spyglass serve` listens on."),
     Setting("port", "Port `spyglass serve` listens on.", _positive_int),
     Setting("web_workers", "Worker processes of `spyglass serve` (each loads the model once).",
@@ -89,6 +91,7 @@ class Settings:
     max_image_pixels: int = 89_478_485
     checkpoint_items: int = 20_000
     model_cache: Path | None = None
+    media: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     web_workers: int = 1
@@ -121,6 +124,11 @@ class Settings:
     def db_url(self) -> str:
         """The catalog URL: the one set, or a SQLite file under home."""
         return self.database_url or f"sqlite:///{self.home / 'spyglass.db'}"
+
+    @property
+    def media_roots(self) -> list[str]:
+        """SPYGLASS_MEDIA as a list of folders."""
+        return [part for part in self.media.split(":") if part]
 
     @property
     def index_dir(self) -> Path:

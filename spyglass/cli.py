@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 
 import click
 
@@ -83,6 +84,76 @@ def index(settings: Settings, paths, rebuild, batch_size, workers, no_progress) 
     summary = run_index(settings, list(paths), rebuild=rebuild, progress=not no_progress,
                         echo=lambda message: click.echo(message, err=True))
     click.echo(summary.line())
+
+
+def _interval(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r} is not an interval such as 30m, 24h or 3600") from None
+    if seconds <= 0:
+        raise click.BadParameter("the interval must be positive")
+    return seconds
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--rebuild", is_flag=True, help="Re-embed everything, even with an unchanged model.")
+@click.option("--every", help="Keep running: start a run this often (e.g. 24h, 30m, 3600 seconds).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
+@click.pass_obj
+def reindex(settings: Settings, paths, rebuild, every, no_progress) -> None:
+    """Bring the index in step with the media folders: the nightly job.
+
+    With no PATHS: every folder an earlier `spyglass index` recorded, plus SPYGLASS_MEDIA
+    (colon-separated). Adds new files, re-embeds changed ones, removes deleted ones; a second
+    run changes nothing. Killed at any moment, it loses at most the batch in flight and the
+    next run carries on. After a change of SPYGLASS_MODEL / SPYGLASS_PRETRAINED it builds a
+    whole new index beside the live one, and search swaps to it when it is complete. Only one
+    indexer runs at a time; a second one exits at once.
+    """
+    from indexer.jobs import run_reindex
+
+    interval = _interval(every)
+    echo = lambda message: click.echo(message, err=True)  # noqa: E731
+    while True:
+        started = time.monotonic()
+        try:
+            summary = run_reindex(settings, list(paths) or None, rebuild=rebuild,
+                                  progress=not no_progress, echo=echo)
+            click.echo(summary.line())
+        except SpyglassError as exc:
+            if interval is None:
+                raise
+            click.echo(f"Error: {exc}", err=True)  # a scheduled loop keeps going
+        if interval is None:
+            return
+        wait = max(0.0, interval - (time.monotonic() - started))
+        click.echo(f"next run in {wait / 3600:.2f} h", err=True)
+        time.sleep(wait)
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Publish a generation that fixes what can be fixed.")
+@click.pass_obj
+def check(settings: Settings, repair) -> None:
+    """Verify the live index against the catalog and the files on disk.
+
+    Checks the index file's size and checksum, vectors without a catalog row, rows without a
+    vector, and items whose file is gone. Exits 1 when something is wrong. --repair drops
+    what is orphaned or gone (falling back to the newest intact generation if the live file is
+    damaged); `spyglass reindex` then embeds again what was dropped but still exists.
+    """
+    from indexer.check import check_index
+
+    report = check_index(settings, repair=repair)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        raise click.ClickException("the index has problems; `spyglass check --repair` fixes what it can")
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -143,22 +144,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory, tiny_model, encoder):
-    """`spyglass serve` (gunicorn) on 127.0.0.1 over an indexed copy of the test images."""
+@contextlib.contextmanager
+def serving(settings: Settings, log_path: Path):
+    """`spyglass serve` (gunicorn) on settings.port until the block ends; yields its base URL."""
     import time
     import urllib.request
 
-    from indexer.jobs import run_index
-
-    base = tmp_path_factory.mktemp("served")
-    media = base / "media"
-    shutil.copytree(MEDIA, media)
-    shutil.copy(media / "red.jpg", media / "nested" / "red copy.jpg")  # a duplicate, for deduplication
-    settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
-                        device="cpu", port=free_port())
-    run_index(settings, [str(media)], encoder=encoder, progress=False)
-    log = open(base / "server.log", "w")
+    log = open(log_path, "w")
     process = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "serve", "--port", str(settings.port),
                                 "--threads", "4"], env=spyglass_env(settings), stdout=log, stderr=log)
     url = f"http://127.0.0.1:{settings.port}"
@@ -168,15 +160,31 @@ def live_server(tmp_path_factory, tiny_model, encoder):
             try:
                 urllib.request.urlopen(url + "/api/v1/healthz", timeout=2).read()
                 break
-            except OSError:
+            except OSError as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("spyglass serve did not start: " + (base / "server.log").read_text())
+                    raise RuntimeError("spyglass serve did not start: " + log_path.read_text()) from exc
                 time.sleep(0.2)
-        yield {"url": url, "media": media, "settings": settings, "process": process}
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, tiny_model, encoder):
+    """`spyglass serve` over an indexed copy of the test images (plus a duplicate of red.jpg)."""
+    from indexer.jobs import run_index
+
+    base = tmp_path_factory.mktemp("served")
+    media = base / "media"
+    shutil.copytree(MEDIA, media)
+    shutil.copy(media / "red.jpg", media / "nested" / "red copy.jpg")  # a duplicate, for deduplication
+    settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+                        device="cpu", port=free_port())
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    with serving(settings, base / "server.log") as url:
+        yield {"url": url, "media": media, "settings": settings}
 
 
 def run_spyglass(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

@@ -1,0 +1,119 @@
+"""`spyglass check`: the live generation against the catalog and the files on disk; --repair."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from search.catalog import Catalog
+from search.db import create_db_engine, session_factory
+from search.errors import IndexFileError, NoIndex
+from search.migrate import require_current
+from search.schema import MediaItem
+from search.settings import Settings
+from search.vectors import VectorIndex, read_index_file
+
+from .lock import indexer_lock
+from .publish import PendingChanges, publish
+
+
+@dataclass
+class CheckReport:
+    """What a check found, and what a repair did."""
+
+    generation_id: int | None = None
+    vectors: int = 0
+    rows: int = 0
+    file_problem: str | None = None
+    orphan_vectors: list[int] = field(default_factory=list)
+    rows_without_vectors: list[int] = field(default_factory=list)
+    missing_files: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing wrong (or everything wrong was repaired)."""
+        return bool(self.repaired) or not (self.file_problem or self.orphan_vectors
+                                           or self.rows_without_vectors or self.missing_files)
+
+    def lines(self) -> list[str]:
+        """The report for people."""
+        lines = [f"generation {self.generation_id}: {self.vectors:,} vectors, {self.rows:,} catalog rows"]
+        if self.file_problem:
+            lines.append(f"index file: {self.file_problem}")
+        else:
+            lines.append("index file: size and checksum match the catalog")
+        lines.append(f"vectors without a catalog row: {len(self.orphan_vectors):,}")
+        lines.append(f"catalog rows without a vector: {len(self.rows_without_vectors):,}")
+        lines.append(f"items whose file is gone: {len(self.missing_files):,}")
+        lines += [f"  {path}" for path in self.missing_files[:10]]
+        if len(self.missing_files) > 10:
+            lines.append(f"  ... and {len(self.missing_files) - 10:,} more")
+        lines += [f"repaired: {what}" for what in self.repaired]
+        return lines
+
+
+def check_index(settings: Settings, repair: bool = False) -> CheckReport:
+    """Verify the live generation; with repair, publish a generation that fixes what it can."""
+    engine = create_db_engine(settings.db_url, writer=True)
+    try:
+        require_current(engine)
+        sessions = session_factory(engine)
+        catalog = Catalog(sessions)
+        generations = catalog.recent_generations(4)
+        if not generations:
+            raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
+        report = CheckReport(generation_id=generations[0].id)
+        index = _first_readable(settings, generations, report)
+        with sessions() as session:
+            rows = {row.id: row.path for row in session.execute(select(MediaItem.id, MediaItem.path))}
+        report.rows = len(rows)
+        ids = set(index.ids().tolist()) if index is not None else set()
+        report.vectors = len(ids)
+        report.orphan_vectors = sorted(ids - rows.keys())
+        report.rows_without_vectors = sorted(rows.keys() - ids) if index is not None else []
+        gone = {item_id for item_id, path in rows.items() if not os.path.isfile(path)}
+        report.missing_files = sorted(rows[i] for i in gone)
+        if repair and not report.ok:
+            if index is None:
+                raise IndexFileError("no readable index generation is left to repair from",
+                                     "run `spyglass reindex --rebuild`")
+            with indexer_lock(engine, settings.home):
+                _repair(settings, sessions, index, generations[0].model_id, report, gone)
+        return report
+    finally:
+        engine.dispose()
+
+
+def _first_readable(settings: Settings, generations, report: CheckReport) -> VectorIndex | None:
+    """The live generation's index or, if its file is damaged, the newest intact older one."""
+    for generation in generations:
+        try:
+            index = read_index_file(settings.index_dir / generation.filename, generation.size_bytes,
+                                    generation.checksum)
+        except IndexFileError as exc:
+            if generation is generations[0]:
+                report.file_problem = str(exc)
+            continue
+        if generation is not generations[0]:
+            report.file_problem += f"; generation {generation.id} is intact and is used instead"
+        return index
+    return None
+
+
+def _repair(settings, sessions, index: VectorIndex, model_id: int, report: CheckReport,
+            gone: set[int]) -> None:
+    index.remove(report.orphan_vectors)
+    removed = set(report.rows_without_vectors) | gone
+    changes = PendingChanges(removed=removed)
+    generation = publish(sessions, index, settings.index_dir, model_id, settings.index_factory,
+                         changes, force_generation=True)
+    report.repaired.append(f"published generation {generation}: dropped {len(report.orphan_vectors):,} "
+                           f"orphan vectors, {len(report.rows_without_vectors):,} rows without a vector "
+                           f"and {len(gone):,} items whose file is gone")
+    if report.rows_without_vectors:
+        report.repaired.append("run `spyglass reindex` to embed the files of the dropped rows again")
+
+

@@ -1,0 +1,231 @@
+"""The nightly job: recorded roots, resuming, the lock, model swaps, damaged files, check/repair."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from conftest import GOOD_IMAGES, run_spyglass, spyglass_env
+from indexer.check import check_index
+from indexer.jobs import run_index, run_reindex
+from indexer.lock import IndexerBusy, indexer_lock
+from search.db import create_db_engine
+from search.engine import SearchEngine
+from search.errors import ConfigError
+from search.schema import IndexGeneration, MediaItem, StagedVector
+
+
+def consistent(settings) -> SearchEngine:
+    """The live index loads and its ids are exactly the catalog's rows."""
+    engine = SearchEngine(settings)
+    snapshot = engine.live()
+    with engine.catalog.sessions() as session:
+        rows = set(session.scalars(select(MediaItem.id)))
+    ids = snapshot.stored.ids().tolist()
+    assert len(ids) == len(set(ids)) and set(ids) == rows
+    return engine
+
+
+def count(settings, model) -> int:
+    engine = SearchEngine(settings)
+    with engine.catalog.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_reindex_covers_recorded_roots_and_spyglass_media(settings, media, tmp_path, encoder):
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    Image.new("RGB", (40, 30), (9, 99, 199)).save(extra / "new.png")
+    (media / "photo.TIFF").unlink()
+    with_media = settings.override(media=f"{extra}:{tmp_path / 'also-missing'}")
+
+    summary = run_reindex(with_media, encoder=encoder, progress=False)
+    assert (summary.added, summary.removed) == (1, 1)
+    again = run_reindex(with_media, encoder=encoder, progress=False)
+    assert (again.added, again.updated, again.removed, again.embedded) == (0, 0, 0, 0)
+    assert len(consistent(settings).live().index) == len(GOOD_IMAGES)
+
+
+def test_reindex_without_any_folder_says_what_to_do(settings):
+    with pytest.raises(ConfigError, match="SPYGLASS_MEDIA"):
+        run_reindex(settings, progress=False)
+
+
+def test_a_missing_recorded_folder_keeps_its_items(settings, media, tmp_path, encoder):
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    os.rename(media, tmp_path / "unmounted")
+    messages = []
+    summary = run_reindex(settings, encoder=encoder, progress=False, echo=messages.append)
+    assert summary.removed == 0
+    assert any("missing" in m and "stay in the index" in m for m in messages)
+    assert len(consistent(settings).live().index) == len(GOOD_IMAGES)
+
+
+class Interrupted(Exception):
+    """Raised by the test encoder to stop a run part way, as a kill would."""
+
+
+def test_an_interrupted_run_resumes_from_its_staged_batches(settings, media, encoder, tmp_path):
+    for i in range(12):
+        Image.new("RGB", (32, 32), (i * 20, 255 - i * 20, 7)).save(media / f"extra-{i:02d}.png")
+    batches = []
+
+    class StopsAfterTwoBatches:
+        def __getattr__(self, name):
+            return getattr(encoder, name)
+
+        def encode_pixels(self, pixels):
+            if len(batches) == 2:
+                raise Interrupted()
+            batches.append(len(pixels))
+            return encoder.encode_pixels(pixels)
+
+    with pytest.raises(Interrupted):
+        run_index(settings, [str(media)], encoder=StopsAfterTwoBatches(), progress=False)
+    assert count(settings, StagedVector) == sum(batches) == 6  # batch size 3
+    assert count(settings, MediaItem) == 0  # nothing was published
+
+    summary = run_index(settings, [str(media)], encoder=encoder, progress=False)
+    assert summary.resumed == 6 and summary.embedded == len(GOOD_IMAGES) + 12 - 6
+    assert summary.added == len(GOOD_IMAGES) + 12
+    assert count(settings, StagedVector) == 0
+    assert len(consistent(settings).live().index) == len(GOOD_IMAGES) + 12
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from indexer.lock import indexer_lock
+    from search.db import create_db_engine
+    from search.settings import Settings
+    settings = Settings.from_env()
+    with indexer_lock(create_db_engine(settings.db_url), settings.home):
+        open(sys.argv[1], "w").close()
+        time.sleep(600)
+""")
+
+
+def test_second_indexer_exits_at_once_and_a_killed_holder_frees_the_lock(settings, media, tmp_path):
+    ready = tmp_path / "holding"
+    env = spyglass_env(settings)
+    run_spyglass("db", "upgrade", env=env)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(ready)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        refused = run_spyglass("reindex", str(media), env=env)
+        assert refused.returncode == 1
+        assert f"another indexer is running (pid {holder.pid}" in refused.stderr
+        assert time.monotonic() - started < 30  # it did not wait for the holder
+        with pytest.raises(IndexerBusy):
+            with indexer_lock(create_db_engine(settings.db_url), settings.home):
+                pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    # The kernel (flock) or the server (advisory lock) dropped the dead holder's lock.
+    accepted = run_spyglass("reindex", "--no-progress", str(media), env=env)
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_model_swap_builds_beside_the_live_index_then_swaps(settings, media, encoder, other_model):
+    first = run_index(settings, [str(media)], encoder=encoder, progress=False)
+    other = settings.override(model=str(other_model[0]), pretrained=str(other_model[1]))
+    from search.encoder import load_encoder
+
+    other_encoder = load_encoder(str(other_model[0]), str(other_model[1]), device="cpu")
+    answered_during = []
+
+    class Watching:
+        """The new model, checking what search answers from while the new index is built."""
+
+        def __getattr__(self, name):
+            return getattr(other_encoder, name)
+
+        def encode_pixels(self, pixels):
+            live = SearchEngine(settings).live()
+            answered_during.append((live.generation.id, live.index.dim))
+            return other_encoder.encode_pixels(pixels)
+
+    summary = run_reindex(other, [str(media)], encoder=Watching(), progress=False)
+    assert summary.updated == len(GOOD_IMAGES)
+    assert set(answered_during) == {(first.generation_id, 32)}  # the old index, all along
+    engine = consistent(other)
+    assert engine.live().index.dim == 24 and engine.live().generation.id == first.generation_id + 1
+    assert count(settings, IndexGeneration) == 2  # one publish: never a half-built new index
+
+
+def test_damaged_new_generation_is_refused_and_the_previous_keeps_serving(settings, media, encoder):
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    engine = SearchEngine(settings, encoder_loader=lambda a, p: encoder)
+    good = engine.search_text("x").generation_id
+    Image.new("RGB", (20, 20), (1, 1, 1)).save(media / "added.png")
+    newer = run_index(settings, [str(media)], encoder=encoder, progress=False).generation_id
+    with engine.catalog.sessions() as session:
+        filename = session.get(IndexGeneration, newer).filename
+    path = settings.index_dir / filename
+    path.write_bytes(path.read_bytes()[:-40])  # truncated
+
+    assert engine.search_text("x").generation_id == good  # kept serving
+    fresh = SearchEngine(settings, encoder_loader=lambda a, p: encoder)
+    assert fresh.search_text("x").generation_id == good  # a new worker falls back too
+
+    report = check_index(settings)
+    assert not report.ok and "truncated" in report.file_problem
+    repaired = check_index(settings, repair=True)
+    assert repaired.rows_without_vectors  # added.png had only the damaged generation's vector
+    assert check_index(settings).ok
+    run_reindex(settings, encoder=encoder, progress=False)
+    assert consistent(settings).catalog.item_by_path(str(media / "added.png")) is not None
+
+
+def test_check_finds_gone_files_and_repair_drops_them(settings, media, encoder):
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    assert check_index(settings).ok
+    (media / "red.jpg").unlink()
+    report = check_index(settings)
+    assert report.missing_files == [str(media / "red.jpg")] and not report.ok
+    check_index(settings, repair=True)
+    assert check_index(settings).ok
+    assert len(consistent(settings).live().index) == len(GOOD_IMAGES) - 1
+
+
+def test_check_command_exit_codes(settings, media, encoder):
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    env = spyglass_env(settings)
+    assert run_spyglass("check", env=env).returncode == 0
+    (media / "red.jpg").unlink()
+    failing = run_spyglass("check", env=env)
+    assert failing.returncode == 1 and "items whose file is gone: 1" in failing.stdout
+    repaired = run_spyglass("check", "--repair", env=env)
+    assert repaired.returncode == 0 and "repaired:" in repaired.stdout
+
+
+def test_writer_connections_take_the_sqlite_lock_up_front(tmp_path):
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    writer, other = create_db_engine(url, writer=True), create_db_engine(url, writer=True)
+    with writer.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    with writer.connect() as held:
+        held.execute(text("SELECT 1"))  # only a read, but BEGIN IMMEDIATE took the write lock
+        with other.connect() as blocked:
+            blocked.connection.dbapi_connection.execute("PRAGMA busy_timeout=100")
+            with pytest.raises(OperationalError, match="locked"):
+                blocked.execute(text("SELECT 1"))  # its own BEGIN IMMEDIATE waits, then gives up
+        held.rollback()
+    with create_db_engine(url).connect() as reader:  # plain readers are never blocked (WAL)
+        assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 0
