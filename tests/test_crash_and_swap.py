@@ -1,0 +1,157 @@
+"""Real processes, real kills: kill -9 a reindex at random moments; swap indexes under live search."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+from PIL import Image, ImageDraw
+from sqlalchemy import select
+
+from conftest import free_port, run_spyglass, serving, spyglass_env
+from search.engine import SearchEngine
+from search.schema import IndexGeneration, MediaItem, StagedVector
+
+KILLS = int(os.environ.get("SPYGLASS_TEST_KILLS", "20"))
+
+
+def make_image(path, seed: int) -> None:
+    """A small PNG, different for every seed."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", (48, 40), tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x, y = rng.randrange(40), rng.randrange(32)
+        draw.rectangle([x, y, x + 8, y + 8], fill=tuple(rng.randrange(256) for _ in range(3)))
+    image.save(path)
+
+
+def assert_consistent(settings, media) -> int:
+    """Index loads; its ids are the catalog rows; the rows are the files on disk; nothing staged."""
+    engine = SearchEngine(settings)
+    try:
+        snapshot = engine.live()
+        with engine.catalog.sessions() as session:
+            rows = dict(session.execute(select(MediaItem.id, MediaItem.path)).all())
+        ids = snapshot.stored.ids().tolist()
+        assert len(ids) == len(set(ids)), "duplicate vectors"
+        assert set(ids) == set(rows), "index ids differ from the catalog rows"
+        assert snapshot.generation.vector_count == len(ids)
+        return len(rows)
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_reindex_survives_kill_9_at_random_moments(settings, tmp_path):
+    media = tmp_path / "library"
+    (media / "sub").mkdir(parents=True)
+    seed = 0
+    for seed in range(240):
+        make_image(media / ("sub" if seed % 3 else ".") / f"img-{seed:04d}.png", seed)
+    env = {**spyglass_env(settings), "SPYGLASS_BATCH_SIZE": "4", "SPYGLASS_CHECKPOINT_ITEMS": "24",
+           "SPYGLASS_DECODE_WORKERS": "1"}
+    rng = random.Random(20261201)
+    killed, phases, attempts = 0, {}, 0
+    log = tmp_path / "run.log"
+    while killed < KILLS and attempts < KILLS * 4:
+        attempts += 1
+        # The library changes between runs, so every run has work: new, changed and deleted files.
+        for _ in range(6):
+            seed += 1
+            make_image(media / f"new-{seed:05d}.png", seed)
+        files = sorted(p for p in media.rglob("*.png"))
+        for path in rng.sample(files, 2):
+            make_image(path, seed + 10_000)
+        rng.choice(files).unlink()
+        with open(log, "w") as out:
+            process = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "reindex", "--no-progress",
+                                        str(media)], env=env, stdout=out, stderr=out)
+            time.sleep(rng.uniform(1.0, 6.0))
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                killed += 1
+                text = log.read_text()
+                phase = "embedding" if "Loading model" in text else "starting"
+                phases[phase] = phases.get(phase, 0) + 1
+            process.wait()
+        if (settings.index_dir).exists() and any(settings.index_dir.glob("gen-*.faiss")):
+            assert_consistent(settings, media)  # after every kill, not just at the end
+    print(f"\nkill -9 points survived: {killed} ({phases}) in {attempts} runs")
+    assert killed >= KILLS
+
+    final = run_spyglass("reindex", "--no-progress", str(media), env=env, timeout=300)
+    assert final.returncode == 0, final.stderr
+    on_disk = {str(p) for p in media.rglob("*.png")}
+    assert assert_consistent(settings, media) == len(on_disk)
+    engine = SearchEngine(settings)
+    with engine.catalog.sessions() as session:
+        assert set(session.scalars(select(MediaItem.path))) == on_disk  # nothing missing, nothing extra
+        assert session.scalars(select(StagedVector)).first() is None
+    again = run_spyglass("reindex", "--no-progress", str(media), env=env)
+    assert "0 added, 0 updated, 0 moved" in again.stdout and "0 removed" in again.stdout
+    assert run_spyglass("check", env=env).returncode == 0
+
+
+@pytest.mark.slow
+def test_live_swap_never_fails_a_query(sqlite_settings, tmp_path, other_model):
+    settings = sqlite_settings.override(port=free_port())
+    media = tmp_path / "library"
+    media.mkdir()
+    for seed in range(30):
+        make_image(media / f"img-{seed:03d}.png", seed)
+    env = spyglass_env(settings)
+    assert run_spyglass("index", "--no-progress", str(media), env=env).returncode == 0
+
+    answers: list[tuple[int, int]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def ask(url: str) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/search?q=thing+{i % 7}&k=5", timeout=30) as r:
+                    body = json.loads(r.read())
+                answers.append((body["generation"], body["total_considered"]))
+            except Exception as exc:  # noqa: BLE001 - every failure is what this test counts
+                failures.append(repr(exc))
+
+    with serving(settings, tmp_path / "server.log") as url:
+        client = threading.Thread(target=ask, args=(url,))
+        client.start()
+        try:
+            for round_no in range(4):
+                for seed in range(100 + round_no * 5, 105 + round_no * 5):
+                    make_image(media / f"img-{seed:03d}.png", seed)
+                (media / f"img-{round_no:03d}.png").unlink()
+                result = run_spyglass("reindex", "--no-progress", str(media), env=env)
+                assert result.returncode == 0, result.stderr
+                time.sleep(1.0)
+            swapped = {**env, "SPYGLASS_MODEL": str(other_model[0]), "SPYGLASS_PRETRAINED": str(other_model[1])}
+            result = run_spyglass("reindex", "--no-progress", env=swapped)  # a model swap, no paths
+            assert result.returncode == 0 and "building a new index" in result.stderr, result.stderr
+            time.sleep(2.0)
+        finally:
+            stop.set()
+            client.join()
+
+    engine = SearchEngine(settings)
+    with engine.catalog.sessions() as session:
+        sizes = dict(session.execute(select(IndexGeneration.id, IndexGeneration.vector_count)).all())
+    print(f"\nlive swap: {len(answers)} queries, {len(failures)} failed, "
+          f"{len({g for g, _ in answers})} generations answered")
+    assert failures == []
+    assert all(total == sizes[generation] for generation, total in answers), "a mixed answer"
+    assert len({g for g, _ in answers}) >= 3
+    assert answers[-1][0] == max(sizes)  # the swapped-in model answers at the end
+    assert engine.live().index.dim == 24
