@@ -49,9 +49,8 @@ class Hit:
 
     @property
     def relative_path(self) -> str:
-        """The path inside its media root (the absolute path when it has none)."""
-        root = self.item.root.path if self.item.root is not None else None
-        return os.path.relpath(self.item.path, root) if root else self.item.path
+        """The path inside its media root."""
+        return self.item.relative_path
 
     def as_dict(self) -> dict:
         """JSON-ready form."""

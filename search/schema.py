@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 from sqlalchemy import (BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text,
@@ -48,6 +49,13 @@ class MediaItem(Base):
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     root: Mapped[MediaRoot | None] = relationship()
+
+    @property
+    def relative_path(self) -> str:
+        """The path inside its media root (needs the root loaded); the file name without one."""
+        if self.root is None:
+            return os.path.basename(self.path)
+        return os.path.relpath(self.path, self.root.path)
 
 
 class SkippedFile(Base):

@@ -13,12 +13,11 @@ from search.schema import MediaItem
 
 def item_json(item: MediaItem) -> dict:
     """An item's metadata; its path is relative to its media root."""
-    root = item.root.path if item.root is not None else None
     return {
         "id": item.id,
-        "path": os.path.relpath(item.path, root) if root else os.path.basename(item.path),
+        "path": item.relative_path,
         "name": os.path.basename(item.path),
-        "root": root,
+        "root": item.root.path if item.root is not None else None,
         "kind": item.kind,
         "format": item.format,
         "width": item.width,
