@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 # Most specific first: the first class an error is an instance of gives its status.
 STATUS_BY_ERROR: tuple[tuple[type[SpyglassError], int, str], ...] = (
     (NoIndex, 503, "no_index"),
-    (DatabaseNotReady, 503, "no_index"),
+    (DatabaseNotReady, 503, "database_not_ready"),
     (IndexFileError, 503, "index_unavailable"),
     (ModelUnavailable, 503, "model_unavailable"),
     (UnknownItem, 404, "not_found"),
