@@ -12,8 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from search.catalog import live_generation
-from search.engine import LEASE_SECONDS
-from search.schema import IndexGeneration, IndexReader, MediaItem, utcnow
+from search.schema import LEASE_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
 from search.vectors import VectorIndex, generation_filename, write_index_file
 
 from .staging import unstage

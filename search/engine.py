@@ -21,16 +21,12 @@ from .errors import BadQuery, EmptyDatabase, IndexFileError, InvalidImage, NoInd
 from .images import decode_image
 from .migrate import require_current
 from .query import Filters, QueryPart
-from .schema import IndexGeneration, IndexReader, MediaItem, utcnow
+from .schema import LEASE_REFRESH_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
 from .settings import Settings
 from .vectors import VectorIndex, read_index_file
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str, str | None], Encoder]
-# A worker re-announces the generation it holds this often; the indexer keeps the files of
-# generations announced within LEASE_SECONDS.
-LEASE_REFRESH_SECONDS = 60
-LEASE_SECONDS = 600
 # When the newest generation's file is damaged, a starting worker tries this many older ones.
 FALLBACK_GENERATIONS = 3
 # A filtered search widens its candidate list by this factor until it has enough matches.

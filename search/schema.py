@@ -143,6 +143,12 @@ class StagedVector(Base):
     __table_args__ = (UniqueConstraint("model", "path", name="uq_staged_vectors_model_path"),)
 
 
+# A worker re-announces the generation it holds this often; the indexer keeps the files of
+# generations announced within LEASE_SECONDS.
+LEASE_REFRESH_SECONDS = 60
+LEASE_SECONDS = 600
+
+
 class IndexReader(Base):
     """A search worker and the generation it has loaded; its file is kept while it is fresh."""
 
