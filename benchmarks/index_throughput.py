@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from indexer.decode import load_file  # noqa: E402
-from indexer.jobs import IndexJob  # noqa: E402
-from indexer.scan import FoundFile, walk  # noqa: E402
-from search.encoder import load_encoder  # noqa: E402
-from search.settings import Settings  # noqa: E402
+from spyglass.indexer.decode import load_file  # noqa: E402
+from spyglass.indexer.jobs import IndexJob  # noqa: E402
+from spyglass.indexer.scan import FoundFile, walk  # noqa: E402
+from spyglass.search.encoder import load_encoder  # noqa: E402
+from spyglass.search.settings import Settings  # noqa: E402
 
 
 def make_jpegs(folder: Path, count: int, size: tuple[int, int]) -> None:

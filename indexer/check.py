@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from search.catalog import Catalog
-from search.db import create_db_engine, session_factory
-from search.errors import IndexFileError, NoIndex
-from search.migrate import require_current
-from search.schema import MediaItem
-from search.settings import Settings
-from search.vectors import VectorIndex, read_index_file
+from spyglass.search.catalog import Catalog
+from spyglass.search.db import create_db_engine, session_factory
+from spyglass.search.errors import IndexFileError, NoIndex
+from spyglass.search.migrate import require_current
+from spyglass.search.schema import MediaItem
+from spyglass.search.settings import Settings
+from spyglass.search.vectors import VectorIndex, read_index_file
 
 from .lock import indexer_lock
 from .publish import PendingChanges, publish

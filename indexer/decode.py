@@ -6,8 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from search.errors import InvalidImage
-from search.images import decode_image
+from spyglass.search.errors import InvalidImage
+from spyglass.search.images import decode_image
 
 from .scan import FoundFile
 

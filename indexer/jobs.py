@@ -14,14 +14,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
-from search.catalog import live_generation
-from search.db import create_db_engine, session_factory
-from search.encoder import Encoder, load_encoder, model_identity
-from search.errors import ConfigError, ModelMismatch
-from search.migrate import upgrade
-from search.schema import EmbeddingModel, IndexRun, MediaRoot, SkippedFile, utcnow
-from search.settings import Settings
-from search.vectors import VectorIndex, read_index_file
+from spyglass.search.catalog import live_generation
+from spyglass.search.db import create_db_engine, session_factory
+from spyglass.search.encoder import Encoder, load_encoder, model_identity
+from spyglass.search.errors import ConfigError, ModelMismatch
+from spyglass.search.migrate import upgrade
+from spyglass.search.schema import EmbeddingModel, IndexRun, MediaRoot, SkippedFile, utcnow
+from spyglass.search.settings import Settings
+from spyglass.search.vectors import VectorIndex, read_index_file
 
 from .decode import LoadedFile, load_file
 from .lock import indexer_lock

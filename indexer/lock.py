@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from search.errors import SpyglassError
+from spyglass.search.errors import SpyglassError
 
 ADVISORY_KEY = 0x5350_5947  # "SPYG"
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from search.errors import SpyglassError
+from spyglass.search.errors import SpyglassError
 
 from .decode import LoadedFile
 from .scan import FoundFile, Skipped

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from search.schema import MediaItem, SkippedFile
+from spyglass.search.schema import MediaItem, SkippedFile
 
 from .scan import FoundFile
 

@@ -11,9 +11,9 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from search.catalog import live_generation
-from search.schema import LEASE_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
-from search.vectors import VectorIndex, generation_filename, write_index_file
+from spyglass.search.catalog import live_generation
+from spyglass.search.schema import LEASE_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
+from spyglass.search.vectors import VectorIndex, generation_filename, write_index_file
 
 from .staging import unstage
 

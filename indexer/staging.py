@@ -8,7 +8,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from search.schema import StagedVector
+from spyglass.search.schema import StagedVector
 
 from .decode import LoadedFile
 from .plan import under

@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from search.db import create_db_engine
-from search.schema import Base
-from search.settings import Settings
+from spyglass.search.db import create_db_engine
+from spyglass.search.schema import Base
+from spyglass.search.settings import Settings
 
 config = context.config
 

@@ -11,7 +11,7 @@ from .errors import DatabaseNotReady, EmptyDatabase
 
 def migrations_dir() -> Path:
     """The migrations/ folder, wherever the package is installed."""
-    import migrations
+    import spyglass.migrations as migrations
 
     return Path(migrations.__file__).parent
 

@@ -9,8 +9,8 @@ import time
 
 import click
 
-from search.errors import SpyglassError
-from search.settings import Settings
+from spyglass.search.errors import SpyglassError
+from spyglass.search.settings import Settings
 
 
 class SpyglassGroup(click.Group):
@@ -78,7 +78,7 @@ def index(settings: Settings, paths, rebuild, batch_size, workers, no_progress) 
     files that are gone leave the index. A file that cannot be read is skipped with its
     reason; the run goes on. Running it again on an unchanged folder does nothing.
     """
-    from indexer.jobs import run_index
+    from spyglass.indexer.jobs import run_index
 
     settings = settings.override(batch_size=batch_size, decode_workers=workers)
     summary = run_index(settings, list(paths), rebuild=rebuild, progress=not no_progress,
@@ -115,7 +115,7 @@ def reindex(settings: Settings, paths, rebuild, every, no_progress) -> None:
     whole new index beside the live one, and search swaps to it when it is complete. Only one
     indexer runs at a time; a second one exits at once.
     """
-    from indexer.jobs import run_reindex
+    from spyglass.indexer.jobs import run_reindex
 
     interval = _interval(every)
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
@@ -147,7 +147,7 @@ def check(settings: Settings, repair) -> None:
     what is orphaned or gone (falling back to the newest intact generation if the live file is
     damaged); `spyglass reindex` then embeds again what was dropped but still exists.
     """
-    from indexer.check import check_index
+    from spyglass.indexer.check import check_index
 
     report = check_index(settings, repair=repair)
     for line in report.lines():
@@ -165,7 +165,7 @@ def check(settings: Settings, repair) -> None:
 @click.pass_obj
 def search(settings: Settings, query, image, k, as_json) -> None:
     """Search by text (QUERY) or by example (--image); prints score and path, best first."""
-    from search.engine import SearchEngine
+    from spyglass.search.engine import SearchEngine
 
     if bool(query) == bool(image):
         raise click.UsageError("give either a QUERY text or --image PATH (one of them)")
@@ -190,7 +190,7 @@ def search(settings: Settings, query, image, k, as_json) -> None:
 @click.pass_obj
 def status(settings: Settings, as_json) -> None:
     """Show what is indexed: items, model, index type and size, and the last run."""
-    from search.status import status_report
+    from spyglass.search.status import status_report
 
     report = status_report(settings)
     if as_json:
@@ -223,7 +223,7 @@ def serve(settings: Settings, host, port, workers, threads, dev) -> None:
     A production server (gunicorn, threaded). Each worker loads the index and the model once,
     and switches to a newly published index generation between requests, without a restart.
     """
-    from web.serve import serve as run_server
+    from spyglass.web.serve import serve as run_server
 
     settings = settings.override(host=host, port=port, web_workers=workers, web_threads=threads)
     click.echo(f"Serving on http://{settings.host}:{settings.port}", err=True)
@@ -239,8 +239,8 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(settings: Settings) -> None:
     """Apply pending migrations (`spyglass index` does this by itself)."""
-    from search.db import create_db_engine, redacted
-    from search.migrate import upgrade
+    from spyglass.search.db import create_db_engine, redacted
+    from spyglass.search.migrate import upgrade
 
     before, after = upgrade(create_db_engine(settings.db_url))
     if before == after:

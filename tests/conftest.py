@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from search.settings import Settings
+from spyglass.search.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 MEDIA = DATA / "media"
@@ -41,7 +41,7 @@ def write_tiny_model(folder: Path, name: str, config: dict, seed: int) -> tuple[
     import torch
     from safetensors.torch import save_file
 
-    from search.encoder import load_encoder
+    from spyglass.search.encoder import load_encoder
 
     folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / f"{name}.json"
@@ -68,7 +68,7 @@ def other_model(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def encoder(tiny_model):
     """The tiny model loaded once from its checkpoint, through the real loading path."""
-    from search.encoder import load_encoder
+    from spyglass.search.encoder import load_encoder
 
     return load_encoder(str(tiny_model[0]), str(tiny_model[1]), device="cpu")
 
@@ -174,7 +174,7 @@ def serving(settings: Settings, log_path: Path):
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, tiny_model, encoder):
     """`spyglass serve` over an indexed copy of the test images (plus a duplicate of red.jpg)."""
-    from indexer.jobs import run_index
+    from spyglass.indexer.jobs import run_index
 
     base = tmp_path_factory.mktemp("served")
     media = base / "media"

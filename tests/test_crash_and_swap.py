@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw
 from sqlalchemy import select
 
 from conftest import free_port, run_spyglass, serving, spyglass_env
-from search.engine import SearchEngine
-from search.schema import IndexGeneration, MediaItem, StagedVector
+from spyglass.search.engine import SearchEngine
+from spyglass.search.schema import IndexGeneration, MediaItem, StagedVector
 
 KILLS = int(os.environ.get("SPYGLASS_TEST_KILLS", "20"))
 

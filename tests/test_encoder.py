@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import MEDIA, OTHER_CONFIG
-from search.encoder import load_encoder, model_identity
-from search.errors import ModelUnavailable
+from spyglass.search.encoder import load_encoder, model_identity
+from spyglass.search.errors import ModelUnavailable
 
 
 def test_vectors_are_unit_length_float32(encoder):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import GOOD_IMAGES
-from indexer.jobs import run_index
-from search.engine import SearchEngine
-from search.errors import BadQuery, UnknownItem
-from search.query import Filters, QueryPart
+from spyglass.indexer.jobs import run_index
+from spyglass.search.engine import SearchEngine
+from spyglass.search.errors import BadQuery, UnknownItem
+from spyglass.search.query import Filters, QueryPart
 
 
 @pytest.fixture

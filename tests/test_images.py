@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from conftest import GOOD_IMAGES, MEDIA
-from search.errors import ImageTooLarge, InvalidImage
-from search.images import decode_image
+from spyglass.search.errors import ImageTooLarge, InvalidImage
+from spyglass.search.images import decode_image
 
 LIMIT = 89_478_485
 

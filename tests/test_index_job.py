@@ -11,10 +11,10 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from conftest import GOOD_IMAGES
-from indexer.jobs import run_index
-from search.engine import SearchEngine
-from search.errors import ModelMismatch, NoIndex
-from search.schema import IndexGeneration, MediaItem
+from spyglass.indexer.jobs import run_index
+from spyglass.search.engine import SearchEngine
+from spyglass.search.errors import ModelMismatch, NoIndex
+from spyglass.search.schema import IndexGeneration, MediaItem
 
 
 def engine_for(settings, encoder=None) -> SearchEngine:

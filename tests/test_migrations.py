@@ -7,10 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from search.db import create_db_engine
-from search.errors import DatabaseNotReady, EmptyDatabase
-from search.migrate import current_revision, head_revision, require_current, upgrade
-from search.schema import Base
+from spyglass.search.db import create_db_engine
+from spyglass.search.errors import DatabaseNotReady, EmptyDatabase
+from spyglass.search.migrate import current_revision, head_revision, require_current, upgrade
+from spyglass.search.schema import Base
 
 
 def test_upgrade_head_matches_the_models(database_url):

@@ -7,9 +7,9 @@ from functools import partial
 
 import numpy as np
 
-from indexer.decode import LoadedFile, load_file
-from indexer.pipeline import EmbeddedBatch, embed_files
-from indexer.scan import FoundFile, Skipped, walk
+from spyglass.indexer.decode import LoadedFile, load_file
+from spyglass.indexer.pipeline import EmbeddedBatch, embed_files
+from spyglass.indexer.scan import FoundFile, Skipped, walk
 
 
 def test_pipeline_decodes_in_threads_and_keeps_order(media, encoder):

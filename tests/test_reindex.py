@@ -14,13 +14,13 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from conftest import GOOD_IMAGES, run_spyglass, spyglass_env
-from indexer.check import check_index
-from indexer.jobs import run_index, run_reindex
-from indexer.lock import IndexerBusy, indexer_lock
-from search.db import create_db_engine
-from search.engine import SearchEngine
-from search.errors import ConfigError
-from search.schema import IndexGeneration, MediaItem, StagedVector
+from spyglass.indexer.check import check_index
+from spyglass.indexer.jobs import run_index, run_reindex
+from spyglass.indexer.lock import IndexerBusy, indexer_lock
+from spyglass.search.db import create_db_engine
+from spyglass.search.engine import SearchEngine
+from spyglass.search.errors import ConfigError
+from spyglass.search.schema import IndexGeneration, MediaItem, StagedVector
 
 
 def consistent(settings) -> SearchEngine:
@@ -103,9 +103,9 @@ def test_an_interrupted_run_resumes_from_its_staged_batches(settings, media, enc
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from indexer.lock import indexer_lock
-    from search.db import create_db_engine
-    from search.settings import Settings
+    from spyglass.indexer.lock import indexer_lock
+    from spyglass.search.db import create_db_engine
+    from spyglass.search.settings import Settings
     settings = Settings.from_env()
     with indexer_lock(create_db_engine(settings.db_url), settings.home):
         open(sys.argv[1], "w").close()
@@ -142,7 +142,7 @@ def test_second_indexer_exits_at_once_and_a_killed_holder_frees_the_lock(setting
 def test_model_swap_builds_beside_the_live_index_then_swaps(settings, media, encoder, other_model):
     first = run_index(settings, [str(media)], encoder=encoder, progress=False)
     other = settings.override(model=str(other_model[0]), pretrained=str(other_model[1]))
-    from search.encoder import load_encoder
+    from spyglass.search.encoder import load_encoder
 
     other_encoder = load_encoder(str(other_model[0]), str(other_model[1]), device="cpu")
     answered_during = []

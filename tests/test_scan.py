@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from conftest import GOOD_IMAGES
-from indexer.scan import FoundFile, Skipped, walk
+from spyglass.indexer.scan import FoundFile, Skipped, walk
 
 
 def found_names(root) -> list[str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.errors import ConfigError
-from search.settings import SETTINGS, Settings
+from spyglass.search.errors import ConfigError
+from spyglass.search.settings import SETTINGS, Settings
 from spyglass.cli import cli
-from web import create_app
+from spyglass.web import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -52,20 +52,34 @@ def test_every_command_is_in_the_readme():
 
 
 def _imports(package: str) -> set[str]:
+    """The Spyglass packages (and other top-level modules) that one package's modules import."""
     names = set()
     for path in (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
+                names |= {_package_of(alias.name) for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
+                names.add(_package_of(node.module))
+            elif isinstance(node, ast.ImportFrom) and node.level > 1:
+                names.add("relative import leaving the package")
     return names
 
 
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "spyglass" and len(parts) > 1 else parts[0]
+
+
 def test_indexer_and_web_never_import_each_other_and_search_neither():
-    assert "web" not in _imports("indexer")
-    assert "indexer" not in _imports("web")
-    assert not {"web", "indexer", "spyglass"} & _imports("search")
+    assert "spyglass.web" not in _imports("indexer")
+    assert "spyglass.indexer" not in _imports("web")
+    assert not {"spyglass.web", "spyglass.indexer", "spyglass.cli"} & _imports("search")
+
+
+@pytest.mark.parametrize("package", ["search", "indexer", "web", "migrations", "spyglass", "tests", "benchmarks"])
+def test_nothing_imports_the_folders_by_their_generic_names(package):
+    # Installed, they exist only as spyglass.search, spyglass.web, ...: a bare `import search` breaks.
+    assert not {"search", "indexer", "web", "migrations"} & _imports(package)
 
 
 @pytest.mark.parametrize("service", ["indexer", "web"])

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import GOOD_IMAGES, spyglass_env
-from indexer.jobs import run_index
-from search.engine import SearchEngine
-from search.errors import ConfigError, IndexFileError
-from search.vectors import VectorIndex, read_index_file, write_index_file
+from spyglass.indexer.jobs import run_index
+from spyglass.search.engine import SearchEngine
+from spyglass.search.errors import ConfigError, IndexFileError
+from spyglass.search.vectors import VectorIndex, read_index_file, write_index_file
 
 
 def unit_vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
@@ -91,8 +91,8 @@ def test_failed_write_keeps_the_existing_file(tmp_path, monkeypatch):
 KILLED_PUBLISH = textwrap.dedent("""
     import os, sys, time
     import search.vectors as vectors
-    from indexer.jobs import run_index
-    from search.settings import Settings
+    from spyglass.indexer.jobs import run_index
+    from spyglass.search.settings import Settings
 
     real_replace = os.replace
     def replace_then_hang(src, dst):

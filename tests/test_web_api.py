@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import GOOD_IMAGES
-from indexer.jobs import run_index
-from web import create_app
-from web.openapi import openapi_document
+from spyglass.indexer.jobs import run_index
+from spyglass.web import create_app
+from spyglass.web.openapi import openapi_document
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_raw_embedding_and_weighted_combination(client, encoder, media):
         {"text": "beach", "weight": 1}, {"image_id": red, "weight": 0.5},
         {"text": "people", "weight": -0.7}]}).json["results"]
     import numpy as np
-    from search.engine import SearchEngine
+    from spyglass.search.engine import SearchEngine
 
     engine = SearchEngine(client.application.extensions["spyglass"].settings,
                           encoder_loader=lambda a, p: encoder)
@@ -208,8 +208,8 @@ def test_upload_over_the_limit_is_413(indexed):
 def test_file_outside_the_media_roots_is_not_served(client, indexed):
     from sqlalchemy import update
 
-    from search.engine import SearchEngine
-    from search.schema import MediaItem
+    from spyglass.search.engine import SearchEngine
+    from spyglass.search.schema import MediaItem
 
     engine = SearchEngine(indexed)
     red = item_id(client, "red.jpg")

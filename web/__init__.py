@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from search.settings import Settings
+from spyglass.search.settings import Settings
 
 from . import api, compat, errors, metrics, pages
 from .state import WebState

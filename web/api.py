@@ -7,9 +7,9 @@ import time
 
 from flask import Blueprint, jsonify, request, send_file
 
-from search.errors import SpyglassError, UnknownItem
-from search.status import status_report
-from search.thumbnails import ensure_thumbnail
+from spyglass.search.errors import SpyglassError, UnknownItem
+from spyglass.search.status import status_report
+from spyglass.search.thumbnails import ensure_thumbnail
 
 from .openapi import openapi_document
 from .present import hit_json, item_json

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, jsonify, request
 
-from search.errors import BadQuery
-from search.query import QueryPart
+from spyglass.search.errors import BadQuery
+from spyglass.search.query import QueryPart
 
 from .present import item_json
 from .search_request import MAX_K, decode_base64

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from search.errors import (BadQuery, DatabaseNotReady, ImageTooLarge, IndexFileError, InvalidImage,
+from spyglass.search.errors import (BadQuery, DatabaseNotReady, ImageTooLarge, IndexFileError, InvalidImage,
                            ModelUnavailable, NoIndex, NotAnImage, SpyglassError, UnknownItem)
 
 log = logging.getLogger(__name__)

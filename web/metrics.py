@@ -70,7 +70,7 @@ class Metrics:
 @blueprint.get("/metrics")
 def metrics():
     """Prometheus scrape endpoint."""
-    from search.errors import SpyglassError
+    from spyglass.search.errors import SpyglassError
 
     web = current_app.extensions["spyglass"]
     try:

@@ -6,9 +6,9 @@ import os
 
 from flask import url_for
 
-from search.catalog import format_time
-from search.engine import Hit
-from search.schema import MediaItem
+from spyglass.search.catalog import format_time
+from spyglass.search.engine import Hit
+from spyglass.search.schema import MediaItem
 
 
 def item_json(item: MediaItem) -> dict:

@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from flask import Request
 
-from search.errors import BadQuery
-from search.query import Filters, QueryPart
+from spyglass.search.errors import BadQuery
+from spyglass.search.query import Filters, QueryPart
 
 DEFAULT_K = 20
 MAX_K = 1000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.settings import Settings
+from spyglass.search.settings import Settings
 
 from . import create_app
 

@@ -6,8 +6,8 @@ import threading
 
 from flask import current_app
 
-from search.engine import SearchEngine
-from search.settings import Settings
+from spyglass.search.engine import SearchEngine
+from spyglass.search.settings import Settings
 
 from .metrics import Metrics
 
