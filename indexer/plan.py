@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from spyglass.search.paths import inside
 from spyglass.search.schema import MediaItem, SkippedFile
 
 from .scan import FoundFile
@@ -89,8 +90,8 @@ def plan_run(session: Session, found: list[FoundFile], roots: list[str], rebuild
 
 
 def under(query, column, root: str):
-    """Restrict a query to paths inside a root folder."""
-    return query.where(column.startswith(root.rstrip("/") + "/", autoescape=True))
+    """Restrict a query to paths inside a root folder (exactly: /m/Photos is not /m/photos)."""
+    return query.where(inside(column, root))
 
 
 def _changed(known: KnownItem | None, found: FoundFile) -> bool:

@@ -9,6 +9,7 @@ from typing import Sequence
 from sqlalchemy import or_
 
 from .errors import BadQuery
+from .paths import inside
 from .schema import MediaItem
 
 
@@ -48,10 +49,10 @@ class Filters:
         conditions = []
         if self.folder:
             folder = self.folder.strip("/")
-            prefixes = (["/" + folder + "/"] if os.path.isabs(self.folder)
-                        else [f"{root.rstrip('/')}/{folder}/" for root in roots])
-            conditions.append(or_(*[MediaItem.path.startswith(p, autoescape=True) for p in prefixes])
-                              if prefixes else MediaItem.id.is_(None))
+            folders = (["/" + folder] if os.path.isabs(self.folder)
+                       else [f"{root.rstrip('/')}/{folder}" for root in roots])
+            conditions.append(or_(*[inside(MediaItem.path, f) for f in folders])
+                              if folders else MediaItem.id.is_(None))
         if self.kind:
             conditions.append(MediaItem.kind == self.kind)
         if self.mtime_from_ns is not None:

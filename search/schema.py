@@ -10,6 +10,11 @@ from sqlalchemy import (BigInteger, DateTime, ForeignKey, Integer, LargeBinary, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
+# File paths compare byte by byte on both databases (SQLite's default BINARY collation, "C" on
+# PostgreSQL), so "inside this folder" is an exact, index-backed range: see paths.inside.
+PathText = Text().with_variant(Text(collation="C"), "postgresql")
+
+
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the catalog uses."""
     return datetime.now(timezone.utc)
@@ -25,7 +30,7 @@ class MediaRoot(Base):
     __tablename__ = "media_roots"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    path: Mapped[str] = mapped_column(PathText, unique=True)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -38,7 +43,7 @@ class MediaItem(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("media_roots.id", ondelete="SET NULL"),
                                                 index=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    path: Mapped[str] = mapped_column(PathText, unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
@@ -64,7 +69,7 @@ class SkippedFile(Base):
     __tablename__ = "skipped_files"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    path: Mapped[str] = mapped_column(PathText, unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text)
@@ -130,7 +135,7 @@ class StagedVector(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model: Mapped[str] = mapped_column(Text)  # "architecture\nweights", as model_identity gives
-    path: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(PathText)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str] = mapped_column(String(64))

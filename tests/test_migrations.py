@@ -49,3 +49,16 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_path_columns_compare_bytes_on_postgresql(database_url):
+    # "Inside a folder" is a range on these columns; it is exact only under a bytewise collation.
+    engine = create_db_engine(database_url)
+    upgrade(engine)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            collations = dict(connection.exec_driver_sql(
+                "SELECT table_name, collation_name FROM information_schema.columns "
+                "WHERE column_name = 'path' AND table_schema = 'public'").all())
+        assert collations == {t: "C" for t in ("media_roots", "media_items", "skipped_files", "staged_vectors")}
+    engine.dispose()
