@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from spyglass.indexer.decode import load_file  # noqa: E402
+from spyglass.search.media_files import MediaRoots  # noqa: E402
 from spyglass.indexer.jobs import IndexJob  # noqa: E402
 from spyglass.indexer.scan import FoundFile, walk  # noqa: E402
 from spyglass.search.encoder import load_encoder  # noqa: E402
@@ -96,7 +97,8 @@ def main() -> None:
                             batch_size=args.batch_size, decode_workers=args.workers)
         files = [f for f in walk(folder) if isinstance(f, FoundFile)]
         load = partial(load_file, preprocess=encoder.preprocess, max_pixels=settings.max_image_pixels,
-                       draft_size=encoder.image_size, wants_pixels=lambda *_: True)
+                       draft_size=encoder.image_size, wants_pixels=lambda *_: True,
+                       media=MediaRoots.of([str(folder)], settings))
         pixels = [load(f).pixels for f in files]
         batches = [torch.stack(pixels[i:i + args.batch_size]) for i in range(0, len(pixels), args.batch_size)]
         model_only_rate(encoder, batches[:1])  # warm-up

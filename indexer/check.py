@@ -9,13 +9,14 @@ from sqlalchemy import select
 
 from spyglass.search.catalog import Catalog
 from spyglass.search.db import create_db_engine, session_factory
+from spyglass.search.display import printable
 from spyglass.search.errors import IndexFileError, NoIndex
 from spyglass.search.migrate import require_current
 from spyglass.search.schema import MediaItem
 from spyglass.search.settings import Settings
 from spyglass.search.vectors import VectorIndex, read_index_file
 
-from .lock import indexer_lock
+from spyglass.search.lock import indexer_lock
 from .publish import PendingChanges, publish
 
 
@@ -48,7 +49,7 @@ class CheckReport:
         lines.append(f"vectors without a catalog row: {len(self.orphan_vectors):,}")
         lines.append(f"catalog rows without a vector: {len(self.rows_without_vectors):,}")
         lines.append(f"items whose file is gone: {len(self.missing_files):,}")
-        lines += [f"  {path}" for path in self.missing_files[:10]]
+        lines += [f"  {printable(path)}" for path in self.missing_files[:10]]
         if len(self.missing_files) > 10:
             lines.append(f"  ... and {len(self.missing_files) - 10:,} more")
         lines += [f"repaired: {what}" for what in self.repaired]
@@ -56,40 +57,55 @@ class CheckReport:
 
 
 def check_index(settings: Settings, repair: bool = False) -> CheckReport:
-    """Verify the live generation; with repair, publish a generation that fixes what it can."""
+    """Verify the live generation; with repair, publish a generation that fixes what it can.
+
+    A repair holds the indexer lock from before its first read: what it publishes is built
+    from the generation that is live while nothing else can publish.
+    """
     engine = create_db_engine(settings.db_url, writer=True)
     try:
-        require_current(engine)
-        sessions = session_factory(engine)
-        catalog = Catalog(sessions)
-        generations = catalog.recent_generations(4)
-        if not generations:
-            raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
-        report = CheckReport(generation_id=generations[0].id)
-        index = _first_readable(settings, generations, report)
-        with sessions() as session:
-            rows = {row.id: row.path for row in session.execute(select(MediaItem.id, MediaItem.path))}
-        report.rows = len(rows)
-        ids = set(index.ids().tolist()) if index is not None else set()
-        report.vectors = len(ids)
-        report.orphan_vectors = sorted(ids - rows.keys())
-        report.rows_without_vectors = sorted(rows.keys() - ids) if index is not None else []
-        gone = {item_id for item_id, path in rows.items() if not os.path.isfile(path)}
-        report.missing_files = sorted(rows[i] for i in gone)
-        if repair and not report.ok:
-            if index is None:
-                raise IndexFileError("no readable index generation is left to repair from",
-                                     "run `spyglass reindex --rebuild`")
-            with indexer_lock(engine, settings.home):
-                _repair(settings, sessions, index, generations[0].model_id, report, gone)
-        return report
+        if not repair:
+            return _check(settings, engine, repair=False)
+        with indexer_lock(engine, settings.home):
+            return _check(settings, engine, repair=True)
     finally:
         engine.dispose()
 
 
+def _check(settings: Settings, engine, repair: bool) -> CheckReport:
+    require_current(engine)
+    sessions = session_factory(engine)
+    generations = Catalog(sessions).recent_generations(4)
+    if not generations:
+        raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
+    report = CheckReport(generation_id=generations[0].id)
+    index = _first_readable(settings, generations, report)
+    with sessions() as session:
+        rows = {row.id: row.path for row in session.execute(select(MediaItem.id, MediaItem.path))}
+    report.rows = len(rows)
+    ids = set(index.ids().tolist()) if index is not None else set()
+    report.vectors = len(ids)
+    report.orphan_vectors = sorted(ids - rows.keys())
+    report.rows_without_vectors = sorted(rows.keys() - ids) if index is not None else []
+    gone = {item_id for item_id, path in rows.items() if not os.path.isfile(path)}
+    report.missing_files = sorted(rows[i] for i in gone)
+    if repair and not report.ok:
+        if index is None:
+            raise IndexFileError("no readable index generation of the live model is left to repair from",
+                                 "run `spyglass reindex --rebuild`")
+        _repair(settings, sessions, index, generations[0], report, gone)
+    return report
+
+
 def _first_readable(settings: Settings, generations, report: CheckReport) -> VectorIndex | None:
-    """The live generation's index or, if its file is damaged, the newest intact older one."""
+    """The live generation's index or, if its file is damaged, the newest intact older one.
+
+    Only generations of the live model count: another model's vectors republished under the
+    live model's row would answer every query with the wrong encoder.
+    """
     for generation in generations:
+        if generation.model_id != generations[0].model_id:
+            continue
         try:
             index = read_index_file(settings.index_dir / generation.filename, generation.size_bytes,
                                     generation.checksum)
@@ -103,12 +119,11 @@ def _first_readable(settings: Settings, generations, report: CheckReport) -> Vec
     return None
 
 
-def _repair(settings, sessions, index: VectorIndex, model_id: int, report: CheckReport,
-            gone: set[int]) -> None:
+def _repair(settings, sessions, index: VectorIndex, live, report: CheckReport, gone: set[int]) -> None:
     index.remove(report.orphan_vectors)
     removed = set(report.rows_without_vectors) | gone
     changes = PendingChanges(removed=removed)
-    generation = publish(sessions, index, settings.index_dir, model_id, settings.index_factory,
+    generation = publish(sessions, index, settings.index_dir, live.model_id, live.factory,
                          changes, force_generation=True)
     report.repaired.append(f"published generation {generation}: dropped {len(report.orphan_vectors):,} "
                            f"orphan vectors, {len(report.rows_without_vectors):,} rows without a vector "

@@ -6,8 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from spyglass.search.errors import InvalidImage
-from spyglass.search.images import decode_image
+from spyglass.search.images import DecodeGate, decode_image
+from spyglass.search.media_files import MediaRoots
 
 from .scan import FoundFile
 
@@ -32,16 +32,13 @@ def content_hash(data: bytes) -> str:
 
 
 def load_file(found: FoundFile, preprocess: Callable, max_pixels: int, draft_size: int,
-              wants_pixels: WantsPixels) -> LoadedFile:
-    """Read, hash and (when wants_pixels says so) decode and preprocess one file."""
-    try:
-        with open(found.path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise InvalidImage(f"cannot read: {exc.strerror or exc}") from None
+              wants_pixels: WantsPixels, media: MediaRoots, gate: DecodeGate | None = None) -> LoadedFile:
+    """Read (under the media rules, bounded), hash and, when wants_pixels says so, decode and preprocess."""
+    # The file must still be what the scan saw: a file replaced since is read again next run.
+    data, _ = media.read(found.path, expected=(found.size, found.mtime_ns))
     digest = content_hash(data)
     if not wants_pixels(found, digest):
         return LoadedFile(found, digest)
-    decoded = decode_image(data, max_pixels, draft_size=draft_size)
+    decoded = decode_image(data, max_pixels, draft_size=draft_size, gate=gate)
     return LoadedFile(found, digest, preprocess(decoded.image), decoded.format,
                       decoded.width, decoded.height)

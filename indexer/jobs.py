@@ -10,21 +10,25 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
 from spyglass.search.catalog import live_generation
 from spyglass.search.db import create_db_engine, session_factory
+from spyglass.search.display import printable
 from spyglass.search.encoder import Encoder, load_encoder, model_identity
 from spyglass.search.errors import ConfigError, ModelMismatch
+from spyglass.search.images import decode_gate
+from spyglass.search.lock import indexer_lock
+from spyglass.search.media_files import MediaRoots
 from spyglass.search.migrate import upgrade
-from spyglass.search.schema import EmbeddingModel, IndexRun, MediaRoot, SkippedFile, utcnow
+from spyglass.search.paths import inside
+from spyglass.search.schema import EmbeddingModel, IndexRun, MediaItem, MediaRoot, SkippedFile, utcnow
 from spyglass.search.settings import Settings
 from spyglass.search.vectors import VectorIndex, read_index_file
 
 from .decode import LoadedFile, load_file
-from .lock import indexer_lock
 from .pipeline import EmbeddedBatch, embed_files
 from .plan import Plan, plan_run, under
 from .publish import PendingChanges, publish
@@ -59,16 +63,21 @@ class IndexSummary:
 
 
 class IndexJob:
-    """One run over some media roots; call run()."""
+    """One run over some media roots; call run().
 
-    def __init__(self, settings: Settings, roots: list[str], rebuild: bool = False,
+    roots=None means every recorded root plus SPYGLASS_MEDIA (the nightly reindex); those are
+    read under the lock, and the ones that are missing (an unmounted disk) keep their items.
+    """
+
+    def __init__(self, settings: Settings, roots: list[str] | None, rebuild: bool = False,
                  encoder: Encoder | None = None, progress: bool = True,
                  echo: Callable[[str], None] | None = None, rebuild_on_model_change: bool = False,
-                 missing_roots_ok: bool = False):
+                 drop_missing: bool = False):
         self.settings = settings
         self.echo = echo or _to_stderr
-        self.roots = [_check_root(root, missing_roots_ok, self.echo) for root in roots]
-        self.roots = [root for root in self.roots if root is not None]
+        self._recorded_roots = roots is None
+        self.roots = [] if roots is None else [_check_root(root) for root in roots]
+        self.drop_missing = drop_missing
         self.rebuild = rebuild
         self.rebuild_on_model_change = rebuild_on_model_change
         self._encoder = encoder
@@ -84,13 +93,20 @@ class IndexJob:
     def run(self) -> IndexSummary:
         """Bring the catalog and index in step with the roots."""
         started = time.monotonic()
-        before, after = upgrade(self.db)
-        if before != after:
-            self.echo(f"Catalog database migrated from {before or 'empty'} to {after}.")
+        # The lock first: migrations, like everything else that writes, run one indexer at a time.
         with indexer_lock(self.db, self.settings.home):
+            before, after = upgrade(self.db)
+            if before != after:
+                self.echo(f"Catalog database migrated from {before or 'empty'} to {after}.")
             return self._run_locked(started)
 
     def _run_locked(self, started: float) -> IndexSummary:
+        interrupted = mark_interrupted_runs(self.sessions)
+        if interrupted:
+            self.echo(f"{interrupted} earlier run(s) had been killed before they finished; "
+                      "this run carries on from what they staged.")
+        if self._recorded_roots:
+            self.roots = self._present_recorded_roots()
         self._check_model()
         run_id = self._start_run()
         try:
@@ -103,11 +119,32 @@ class IndexJob:
         self._finish_run(run_id, "done")
         return self.summary
 
+    def _present_recorded_roots(self) -> list[str]:
+        """Recorded roots and SPYGLASS_MEDIA; a missing one is skipped and its items kept."""
+        with self.sessions() as session:
+            recorded = list(session.scalars(select(MediaRoot.path).order_by(MediaRoot.path)))
+        wanted = dict.fromkeys(recorded + [os.path.abspath(os.path.expanduser(r))
+                                           for r in self.settings.media_roots])
+        if not wanted:
+            raise ConfigError("no folders to reindex",
+                              "give the folders, run `spyglass index <folder>` first, or set SPYGLASS_MEDIA")
+        present = []
+        for root in wanted:
+            if os.path.isdir(root):
+                present.append(root)
+            elif self.drop_missing and root in recorded:
+                present.append(root)  # walked as empty: its items leave the index
+                self.echo(f"folder {printable(root)} is missing: dropping its items (--drop-missing)")
+            else:
+                # An unmounted disk must not look like a library whose every file was deleted.
+                self.echo(f"skipping folder {printable(root)}: it is missing; its items stay in the index")
+        return present
+
     def _check_model(self) -> None:
         with self.sessions() as session:
             live = live_generation(session)
             if self.rebuild:
-                self.roots = sorted(set(self.roots) | set(session.scalars(select(MediaRoot.path))))
+                self.roots = sorted(set(self.roots) | set(self._rebuild_roots(session)))
         if live is None or self.rebuild:
             return
         if (live.model.architecture, live.model.pretrained) != self.identity:
@@ -124,12 +161,33 @@ class IndexJob:
                 "run `spyglass index --rebuild` to re-embed everything with the new model, or "
                 "set SPYGLASS_MODEL / SPYGLASS_PRETRAINED back")
 
+    def _rebuild_roots(self, session: Session) -> list[str]:
+        """Every recorded root, for a rebuild; refused while one that holds items is missing.
+
+        A rebuild re-embeds every item with the configured model: the items of an unmounted
+        folder could not be, and would drop out of the new index.
+        """
+        roots = []
+        for root in session.scalars(select(MediaRoot.path).order_by(MediaRoot.path)):
+            if os.path.isdir(root) or self.drop_missing:
+                roots.append(root)
+                continue
+            held = session.scalar(select(func.count(MediaItem.id)).where(inside(MediaItem.path, root)))
+            if held:
+                raise ConfigError(
+                    f"folder {printable(root)} is missing (an unmounted disk?) and holds {held:,} "
+                    "items; a rebuild re-embeds every item with the new model and cannot re-embed "
+                    "these, so it would drop them",
+                    "mount the folder and run again, or run `spyglass reindex --drop-missing` to "
+                    "drop its items (they come back when the folder does)")
+        return roots
+
     def _index_roots(self) -> None:
         found: dict[str, FoundFile] = {}
         with tqdm(unit=" files", desc="Scanning", file=sys.stderr, disable=not self.progress,
                   leave=False) as bar:
             for root in self.roots:
-                for entry in walk(root):
+                for entry in walk(root, self.media):
                     if isinstance(entry, Skipped):
                         self._skip(entry, bar)
                     else:
@@ -183,7 +241,8 @@ class IndexJob:
         encoder = self.encoder()
         load = partial(load_file, preprocess=encoder.preprocess,
                        max_pixels=self.settings.max_image_pixels,
-                       draft_size=encoder.image_size, wants_pixels=plan.wants_pixels)
+                       draft_size=encoder.image_size, wants_pixels=plan.wants_pixels, media=self.media,
+                       gate=decode_gate(self.settings.decode_memory))
         bar = tqdm(total=len(plan.to_read), unit="img", desc="Indexing", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
         started = time.monotonic()
@@ -292,6 +351,8 @@ class IndexJob:
             run = IndexRun(roots=json.dumps(self.roots))
             session.add(run)
             session.flush()
+            # Links may point into any recorded media folder, not only the ones of this run.
+            self.media = MediaRoots.of(session.scalars(select(MediaRoot.path)), self.settings)
             return run.id
 
     def _finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
@@ -306,8 +367,15 @@ class IndexJob:
 
     def _skip(self, skipped: Skipped, bar: tqdm | None = None) -> None:
         self.summary.skipped.append(skipped)
-        message = f"skipping {skipped.path}: {skipped.reason}"
+        message = f"skipping {printable(skipped.path)}: {printable(skipped.reason)}"
         (bar.write(message, file=sys.stderr) if bar is not None and not bar.disable else self.echo(message))
+
+
+def mark_interrupted_runs(sessions: sessionmaker[Session]) -> int:
+    """Runs still marked running when the lock is free were killed: say so. Call under the lock."""
+    with sessions.begin() as session:
+        return session.execute(update(IndexRun).where(IndexRun.status == "running").values(
+            status="interrupted", error="killed before it finished")).rowcount
 
 
 def _to_stderr(message: str) -> None:
@@ -321,17 +389,12 @@ def _item_fields(loaded: LoadedFile, root_id: int) -> dict:
             "width": loaded.width, "height": loaded.height, "indexed_at": utcnow()}
 
 
-def _check_root(root: str | os.PathLike, missing_ok: bool = False,
-                echo: Callable[[str], None] = _to_stderr) -> str | None:
+def _check_root(root: str | os.PathLike) -> str:
     path = os.path.abspath(os.path.expanduser(os.fspath(root)))
-    if not os.path.exists(path) and missing_ok:
-        # An unmounted disk must not look like a library whose every file was deleted.
-        echo(f"skipping folder {path}: it is missing; its items stay in the index")
-        return None
     if not os.path.exists(path):
-        raise ConfigError(f"no such folder: {path}", "check the path you gave to `spyglass index`")
+        raise ConfigError(f"no such folder: {printable(path)}", "check the path you gave to `spyglass index`")
     if not os.path.isdir(path):
-        raise ConfigError(f"{path} is a file, not a folder", "give the folder that holds it")
+        raise ConfigError(f"{printable(path)} is a file, not a folder", "give the folder that holds it")
     return path
 
 
@@ -340,29 +403,10 @@ def run_index(settings: Settings, roots: list[str], **options) -> IndexSummary:
     return IndexJob(settings, roots, **options).run()
 
 
-def recorded_roots(settings: Settings) -> list[str]:
-    """The folders earlier runs indexed."""
-    engine = create_db_engine(settings.db_url, writer=True)
-    try:
-        upgrade(engine)
-        with session_factory(engine)() as session:
-            return list(session.scalars(select(MediaRoot.path).order_by(MediaRoot.path)))
-    finally:
-        engine.dispose()
-
-
 def run_reindex(settings: Settings, roots: list[str] | None = None, **options) -> IndexSummary:
     """Bring the index in step with these folders, or with every recorded one and SPYGLASS_MEDIA.
 
     A changed model rebuilds the whole index beside the live one, then swaps. Recorded
     folders that are missing (an unmounted disk) are skipped, and their items kept.
     """
-    explicit = bool(roots)
-    if not explicit:
-        roots = list(dict.fromkeys(recorded_roots(settings) +
-                                   [os.path.abspath(os.path.expanduser(r)) for r in settings.media_roots]))
-    if not roots:
-        raise ConfigError("no folders to reindex",
-                          "give the folders, run `spyglass index <folder>` first, or set SPYGLASS_MEDIA")
-    return IndexJob(settings, roots, rebuild_on_model_change=True, missing_roots_ok=not explicit,
-                    **options).run()
+    return IndexJob(settings, roots or None, rebuild_on_model_change=True, **options).run()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from spyglass.search.media_files import MediaRoots
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif",
                               ".bmp", ".dib", ".tif", ".tiff"})
 
@@ -30,10 +32,12 @@ class Skipped:
     reason: str
 
 
-def walk(root: str | os.PathLike) -> Iterator[FoundFile | Skipped]:
+def walk(root: str | os.PathLike, media: MediaRoots | None = None) -> Iterator[FoundFile | Skipped]:
     """Yield the supported files under root, recursively, following links but never looping.
 
     A directory reached twice (a symlink loop, or two links to one folder) is walked once.
+    Symbolic links are followed as media's policy allows (SPYGLASS_FOLLOW_SYMLINKS); without
+    media, every link is followed.
     """
     root_path = os.path.abspath(os.path.expanduser(os.fspath(root)))
     seen_dirs: set[tuple[int, int]] = set()
@@ -56,7 +60,7 @@ def walk(root: str | os.PathLike) -> Iterator[FoundFile | Skipped]:
             continue
         subdirs = []
         for entry in children:
-            found = _visit(entry, root_path)
+            found = _visit(entry, root_path, media)
             if found == "dir":
                 subdirs.append(entry.path)
             elif found is not None:
@@ -65,17 +69,22 @@ def walk(root: str | os.PathLike) -> Iterator[FoundFile | Skipped]:
         stack.extend(reversed(subdirs))
 
 
-def _visit(entry: os.DirEntry, root: str) -> FoundFile | Skipped | str | None:
+def _visit(entry: os.DirEntry, root: str, media: MediaRoots | None) -> FoundFile | Skipped | str | None:
     try:
         info = entry.stat()  # follows symlinks
     except OSError as exc:
         if entry.is_symlink():
             return Skipped(entry.path, "broken symbolic link")
         return Skipped(entry.path, f"cannot stat: {exc.strerror}")
-    if stat.S_ISDIR(info.st_mode):
-        return "dir"
-    if not stat.S_ISREG(info.st_mode) or Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
+    is_dir = stat.S_ISDIR(info.st_mode)
+    if not is_dir and (not stat.S_ISREG(info.st_mode) or Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS):
         return None
+    if media is not None and entry.is_symlink():
+        refusal = media.link_refusal(entry.path)
+        if refusal is not None:
+            return Skipped(entry.path, refusal)
+    if is_dir:
+        return "dir"
     if not _is_utf8(entry.path):
         return Skipped(entry.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                        "file name is not valid UTF-8")

@@ -12,6 +12,9 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 from .schema import IndexGeneration, IndexRun, MediaItem, MediaRoot
 
 
+ID_CHUNK = 1000
+
+
 @dataclass(frozen=True)
 class CatalogStatus:
     """What `spyglass status` reports."""
@@ -39,13 +42,19 @@ class Catalog:
             return list(session.scalars(select(IndexGeneration).order_by(IndexGeneration.id.desc()).limit(limit)))
 
     def items_by_id(self, ids: Sequence[int], conditions: Sequence = ()) -> dict[int, MediaItem]:
-        """The items with these ids (and meeting the conditions), with their roots, in one round trip."""
-        if not ids:
-            return {}
-        query = (select(MediaItem).options(joinedload(MediaItem.root))
-                 .where(MediaItem.id.in_([int(i) for i in ids]), *conditions))
+        """The items with these ids (and meeting the conditions), with their roots.
+
+        In chunks: SQLite refuses more than 32,766 bound values in one statement.
+        """
+        # Ids outside 1..2**63-1 cannot exist, and the databases refuse to compare with them.
+        ids = [int(i) for i in ids if 0 < int(i) < 2**63]
+        found: dict[int, MediaItem] = {}
         with self.sessions() as session:
-            return {row.id: row for row in session.scalars(query)}
+            for start in range(0, len(ids), ID_CHUNK):
+                query = (select(MediaItem).options(joinedload(MediaItem.root))
+                         .where(MediaItem.id.in_(ids[start:start + ID_CHUNK]), *conditions))
+                found.update((row.id, row) for row in session.scalars(query))
+        return found
 
     def root_paths(self) -> list[str]:
         """Every media root folder."""

@@ -79,10 +79,24 @@ class OpenClipEncoder:
         """Embed texts; open_clip's tokenizers truncate past the context length."""
         import torch
 
+        _bound_word_cache(self.tokenizer)
         tokens = self.tokenizer(list(texts))
         with torch.inference_mode():
             features = self.model.encode_text(tokens.to(self.device), normalize=True)
         return _as_float32(features)
+
+
+# open_clip's SimpleTokenizer remembers the BPE of every word it has seen, without a bound: a
+# server fed random words would grow it forever.
+TOKENIZER_CACHE_WORDS = 50_000
+
+
+def _bound_word_cache(tokenizer) -> None:
+    cache = getattr(tokenizer, "cache", None)
+    if isinstance(cache, dict) and len(cache) > TOKENIZER_CACHE_WORDS:
+        # Its special tokens start the cache, and must stay in it.
+        special = [tokenizer.decoder[i] for i in getattr(tokenizer, "all_special_ids", [])]
+        tokenizer.cache = {t: t for t in special}
 
 
 def _as_float32(features) -> np.ndarray:

@@ -17,10 +17,11 @@ import numpy as np
 from .catalog import Catalog
 from .db import create_db_engine, session_factory
 from .encoder import Encoder, load_encoder
-from .errors import BadQuery, EmptyDatabase, IndexFileError, InvalidImage, NoIndex, UnknownItem
-from .images import decode_image
+from .errors import BadQuery, EmptyDatabase, IndexFileError, NoIndex, UnknownItem
+from .images import decode_gate, decode_image
+from .media_files import MediaRoots, read_regular_file
 from .migrate import require_current
-from .query import Filters, QueryPart
+from .query import MAX_QUERY_PARTS, Filters, QueryPart
 from .schema import LEASE_REFRESH_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
 from .settings import Settings
 from .vectors import VectorIndex, read_index_file
@@ -33,6 +34,10 @@ FALLBACK_GENERATIONS = 3
 _WIDEN = 4
 # Text embeddings kept per engine: paging through results repeats the same query text.
 TEXT_CACHE_SIZE = 1024
+# Catalog ids are positive 64-bit integers; anything else cannot name an item.
+MAX_ITEM_ID = 2**63 - 1
+# How long an uploaded image waits for room to decode (SPYGLASS_DECODE_MEMORY) before a 503.
+UPLOAD_DECODE_WAIT_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -180,14 +185,18 @@ class SearchEngine:
         return self.search([QueryPart(text=text)], k)
 
     def search_image(self, image: bytes | str | Path, k: int = 10) -> SearchResult:
-        """Items that look most like an image, given as bytes or a file path."""
+        """Items that look most like an image the operator gives, as bytes or a file path.
+
+        Local images are trusted like library files (SPYGLASS_MAX_IMAGE_PIXELS); images sent over
+        HTTP come in as query parts and meet the lower upload limit.
+        """
         if not isinstance(image, bytes):
-            path = Path(image).expanduser()
-            try:
-                image = path.read_bytes()
-            except OSError as exc:
-                raise InvalidImage(f"cannot read {path}: {exc.strerror or exc}") from None
-        return self.search([QueryPart(image=image)], k)
+            image = read_regular_file(str(Path(image).expanduser()), self.settings.max_file_bytes)
+        snapshot = self.live()
+        encoder = self.encoder(snapshot)
+        decoded = decode_image(image, self.settings.max_image_pixels, draft_size=encoder.image_size,
+                               gate=decode_gate(self.settings.decode_memory))
+        return self.search_in(snapshot, encoder.encode_images([decoded.image])[0], k)
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> SearchResult:
         """Items nearest to a vector in the model's space."""
@@ -197,10 +206,14 @@ class SearchEngine:
         """One unit query vector from weighted parts."""
         if not parts:
             raise BadQuery("the query has no parts", "give a text, an image, an image_id or an embedding")
+        if len(parts) > MAX_QUERY_PARTS:
+            raise BadQuery(f"the query has {len(parts):,} parts; the limit is {MAX_QUERY_PARTS}")
         total = np.zeros(snapshot.index.dim, dtype=np.float32)
         for part in parts:
             total += np.float32(part.weight) * self._embed_part(part, snapshot)
         norm = float(np.linalg.norm(total))
+        if not np.isfinite(norm):
+            raise BadQuery("the query weights are too large", "use weights between -1000 and 1000")
         if norm < 1e-6:
             raise BadQuery("the weighted query parts cancel out", "change the weights")
         return total / norm
@@ -217,13 +230,18 @@ class SearchEngine:
             return vector / norm
         if part.item_id is not None:
             try:
+                if not 0 < part.item_id <= MAX_ITEM_ID:
+                    raise KeyError(part.item_id)
                 return snapshot.stored.vector(part.item_id)
             except KeyError:
                 raise UnknownItem(f"item {part.item_id} is not in the index") from None
         encoder = self.encoder(snapshot)
         if part.text is not None:
             return self._text_vector(encoder, part.text)
-        decoded = decode_image(part.image, self.settings.max_image_pixels, draft_size=encoder.image_size)
+        # Anyone who reaches the API can send an image: the lower upload limit, and a bounded wait.
+        decoded = decode_image(part.image, self.settings.max_upload_pixels, draft_size=encoder.image_size,
+                               gate=decode_gate(self.settings.decode_memory), wait=UPLOAD_DECODE_WAIT_SECONDS,
+                               limit_name="SPYGLASS_MAX_UPLOAD_PIXELS")
         return encoder.encode_images([decoded.image])[0]
 
     def _text_vector(self, encoder: Encoder, text: str) -> np.ndarray:
@@ -276,10 +294,14 @@ class SearchEngine:
     def item(self, item_id: int) -> MediaItem:
         """One item's catalog row."""
         self.live()  # an empty catalog is "nothing indexed yet", not a missing table
-        row = self.catalog.items_by_id([item_id]).get(item_id)
+        row = self.catalog.items_by_id([item_id]).get(item_id) if 0 < item_id <= MAX_ITEM_ID else None
         if row is None:
             raise UnknownItem(f"item {item_id} does not exist")
         return row
+
+    def media(self) -> MediaRoots:
+        """The media roots and the rules for reading their files (SPYGLASS_FOLLOW_SYMLINKS, ...)."""
+        return MediaRoots.of(self.catalog.root_paths(), self.settings)
 
     def close(self) -> None:
         """Withdraw this engine's lease and release the database connections."""

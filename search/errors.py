@@ -59,3 +59,15 @@ class UnknownItem(SpyglassError):
 
 class ImageTooLarge(InvalidImage):
     """An image over the decompression-bomb pixel limit."""
+
+
+class MediaFileError(SpyglassError):
+    """A library file that may not or cannot be read: gone, changed, a link out, not a regular file."""
+
+
+class ImageRefused(InvalidImage):
+    """An image whose shape makes it too costly to decode or embed (an extreme aspect ratio)."""
+
+
+class ServerBusy(SpyglassError):
+    """Too much work is in flight to take this request now; it may be retried."""

@@ -1,18 +1,26 @@
-"""Decode image bytes into RGB Pillow images, refusing what is corrupt or too large."""
+"""Decode image bytes into RGB Pillow images, refusing what is corrupt, too large or too costly."""
 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageTooLarge, InvalidImage, NotAnImage
+from .errors import ImageRefused, ImageTooLarge, InvalidImage, NotAnImage, ServerBusy, SpyglassError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 # EXIF orientations 5-8 swap width and height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+# Sides further apart than this are refused: the model's resize of the short side to 224 would
+# turn a 1x65,535 strip into 224 x 14.7 M pixels (13 GB). Panoramas stay well inside it.
+MAX_ASPECT_RATIO = 32
+# What one decoded pixel may cost while decoding: the decoded mode, the RGB copy, an alpha
+# flattening pass, with room to spare.
+BYTES_PER_PIXEL = 8
 
 
 @dataclass
@@ -25,49 +33,106 @@ class DecodedImage:
     height: int
 
 
-def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) -> DecodedImage:
+class DecodeGate:
+    """Bounds the memory that decodes in this process hold at once; each waits its turn."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self.in_use = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, cost: int, timeout: float | None = None):
+        """Hold `cost` bytes of the budget (all of it, at most) for the duration of the block."""
+        cost = min(cost, self.budget)  # a decode bigger than the budget runs alone
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.in_use + cost <= self.budget, timeout):
+                raise ServerBusy("too many large images are being decoded right now", "try again shortly")
+            self.in_use += cost
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_use -= cost
+                self._changed.notify_all()
+
+
+_gates: dict[int, DecodeGate] = {}
+_gates_lock = threading.Lock()
+
+
+def decode_gate(budget_bytes: int) -> DecodeGate:
+    """The process-wide gate for this budget (SPYGLASS_DECODE_MEMORY)."""
+    with _gates_lock:
+        return _gates.setdefault(budget_bytes, DecodeGate(budget_bytes))
+
+
+def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None,
+                 gate: DecodeGate | None = None, wait: float | None = None,
+                 limit_name: str = "SPYGLASS_MAX_IMAGE_PIXELS") -> DecodedImage:
     """Decode bytes to an upright RGB image; GIFs give their first frame.
 
     draft_size lets JPEG decode at a reduced scale that still covers draft_size on both sides,
-    which is several times faster than a full decode followed by a resize.
+    which is several times faster than a full decode followed by a resize. The pixel limit
+    applies to what is actually decoded, and is checked from the header before any pixel is;
+    the gate (when given) bounds how many bytes concurrent decodes hold, waiting at most `wait`
+    seconds for room. limit_name is the setting that raises max_pixels, for the message.
     """
-    # Pillow's own bomb check (an error at twice the limit) follows the configured limit too.
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # Our own limits below replace Pillow's global one, which is shared by every thread.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
-            # We apply our own limit below; Pillow's warning would only repeat it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # Pillow warns about odd files it can still read
             image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"image is too large to decode safely: {exc}",
-                            "raise SPYGLASS_MAX_IMAGE_PIXELS if you trust it") from None
+            image_format = image.format
+            if image_format not in SUPPORTED_FORMATS:
+                raise NotAnImage(f"unsupported image format {image_format}")
+            width, height = image.size
+            _check_shape(width, height)
+            if draft_size and image_format in ("JPEG", "MPO"):
+                image.draft("RGB", (draft_size, draft_size))
+            decoded_pixels = image.size[0] * image.size[1]
+            if decoded_pixels > max_pixels:
+                raise ImageTooLarge(
+                    f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
+                    f"{max_pixels / 1e6:.1f} MP limit", f"raise {limit_name} if you trust it")
+            with (gate.hold(decoded_pixels * BYTES_PER_PIXEL, wait) if gate else _nothing()):
+                image.load()
+                image, orientation = _upright(image)
+                rgb = _to_rgb(image)
+    except SpyglassError:
+        raise
     except UnidentifiedImageError:
         raise NotAnImage("not a readable image: unknown format or corrupt data") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImage(f"not a readable image: {_reason(exc)}") from None
-
-    image_format = image.format
-    if image_format not in SUPPORTED_FORMATS:
-        raise NotAnImage(f"unsupported image format {image_format}")
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"image is {width}x{height} = {width * height / 1e6:.0f} MP, over the "
-            f"{max_pixels / 1e6:.0f} MP limit", "raise SPYGLASS_MAX_IMAGE_PIXELS if you trust it")
-    try:
-        orientation = image.getexif().get(0x0112, 1)
-        if draft_size and image_format == "JPEG":
-            image.draft("RGB", (draft_size, draft_size))
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        rgb = _to_rgb(image)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"image is too large to decode safely: {exc}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except MemoryError:
+        raise ImageTooLarge("image is too large to decode in the memory available") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile input (struct.error, ...)
         raise InvalidImage(f"not a readable image: {_reason(exc)}") from None
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return DecodedImage(image=rgb, format=image_format, width=width, height=height)
+
+
+def _check_shape(width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise InvalidImage(f"image is {width}x{height}: it has no pixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageRefused(f"image is {width}x{height}: its sides differ by more than "
+                           f"{MAX_ASPECT_RATIO} to 1, which cannot be embedded at a sane cost")
+
+
+def _upright(image: Image.Image) -> tuple[Image.Image, int]:
+    """The image turned as its EXIF orientation says; a broken EXIF block leaves it as stored."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+        return ImageOps.exif_transpose(image), orientation if orientation in range(1, 9) else 1
+    except Exception:  # noqa: BLE001 - EXIF parsers raise anything on a mangled block
+        return image, 1
+
+
+@contextmanager
+def _nothing():
+    yield
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -84,4 +149,5 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def _reason(exc: Exception) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:200] if first else type(exc).__name__

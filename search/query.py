@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -11,6 +12,31 @@ from sqlalchemy import or_
 from .errors import BadQuery
 from .paths import inside
 from .schema import MediaItem
+
+
+# The text encoder reads 77 tokens (about 300 characters of English); longer texts are cut there.
+# The byte bound keeps tokenising cheap: open_clip's BPE costs the square of a word's length.
+MAX_TEXT_BYTES = 1000
+MAX_WORD_CHARS = 100
+MAX_QUERY_PARTS = 16
+# A run of letters, or of punctuation, is one word to open_clip's tokenizer.
+_LONG_WORD = re.compile(rf"(?:[^\W\d_]{{{MAX_WORD_CHARS + 1},}})|(?:[^\w\s]{{{MAX_WORD_CHARS + 1},}})")
+
+
+def check_text(text: str) -> None:
+    """Refuse a query text that is empty, not valid Unicode, or past the length bounds."""
+    if not text.strip():
+        raise BadQuery("the query text is empty", "type what you are looking for")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadQuery("the query text is not valid Unicode (it holds a lone surrogate)") from None
+    if size > MAX_TEXT_BYTES:
+        raise BadQuery(f"the query text is {size:,} bytes; the limit is {MAX_TEXT_BYTES:,}",
+                       "the model reads only about the first 300 characters anyway")
+    if _LONG_WORD.search(text):
+        raise BadQuery(f"the query text has a word of more than {MAX_WORD_CHARS} characters",
+                       "split it with spaces")
 
 
 @dataclass(frozen=True)
@@ -27,8 +53,8 @@ class QueryPart:
         given = [v for v in (self.text, self.image, self.item_id, self.embedding) if v is not None]
         if len(given) != 1:
             raise BadQuery("each query part needs exactly one of text, image, image_id or embedding")
-        if self.text is not None and not self.text.strip():
-            raise BadQuery("the query text is empty", "type what you are looking for")
+        if self.text is not None:
+            check_text(self.text)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -40,6 +41,36 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def _byte_size(text: str) -> int:
+    """'536870912', '512M', '512MiB' or '1G' (units of 1024)."""
+    match = _BYTES.match(text)
+    if not match:
+        raise ValueError("must be a number of bytes, e.g. 536870912, 512M or 1G")
+    value = int(float(match[1]) * 1024 ** " kmg".index(match[2].lower() or " "))
+    if value <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+    return parse
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1/true/yes/on or 0/false/no/off")
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", "Data folder: the SQLite catalog and the index files live here "
             "(default: $XDG_DATA_HOME/spyglass, i.e. ~/.local/share/spyglass).", _path),
@@ -57,8 +88,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch_size", "Images per encoder batch while indexing.", _positive_int),
     Setting("decode_workers", "Threads that read, hash, "
             "decode and resize images while the encoder runs.", _positive_int),
-    Setting("max_image_pixels", "Images with more pixels than this are refused as "
-            "decompression bombs (Pillow's default limit).", _positive_int),
+    Setting("max_image_pixels", "Library images that would decode to more pixels than this are "
+            "refused as decompression bombs (Pillow's default limit; JPEGs count at the reduced "
+            "scale they are decoded at).", _positive_int),
+    Setting("max_upload_pixels", "The same limit for images sent to the web API, lower because "
+            "anyone who can reach the server can send one.", _positive_int),
+    Setting("max_file_bytes", "Library files larger than this are skipped, and never read into "
+            "memory (512M, 1G or a number of bytes).", _byte_size),
+    Setting("decode_memory", "Memory that concurrent image decodes in one process may hold "
+            "together (1G, ...); a decode waits until there is room.", _byte_size),
+    Setting("follow_symlinks", "Symbolic links in the library: inside (only links whose target "
+            "lies inside a media folder), all, or none.", _choice("inside", "all", "none")),
     Setting("checkpoint_items", "An index run publishes a new generation after this many "
             "embedded items, so a killed run keeps what it had done.", _positive_int),
     Setting("model_cache", "Where downloaded pretrained weights are cached (default: the "
@@ -72,7 +112,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web_threads", "Threads per worker, so one slow query does not hold up the rest.",
             _positive_int),
     Setting("max_upload_bytes", "Largest request body the web API accepts (an uploaded image, "
-            "base64 included); larger ones get 413.", _positive_int),
+            "base64 included); larger ones get 413.", _byte_size),
+    Setting("allowed_hosts", "Host names the web server answers to, comma-separated (.example.com "
+            "matches its subdomains, * any); default: the loopback names when it listens on "
+            "loopback, else any."),
+    Setting("cors_origins", "Web origins (https://app.example.com, comma-separated, or *) whose "
+            "pages may call the API from a browser, e.g. clip-retrieval's front end."),
+    Setting("expose_paths", "Show absolute paths (media folders, checkpoints, index files) in "
+            "HTTP answers and error messages: 1 or 0.", _flag),
 )
 
 
@@ -89,6 +136,10 @@ class Settings:
     batch_size: int = 32
     decode_workers: int = max(1, min(4, os.cpu_count() or 1))
     max_image_pixels: int = 89_478_485
+    max_upload_pixels: int = 24_000_000
+    max_file_bytes: int = 512 * 1024 * 1024
+    decode_memory: int = 1024 * 1024 * 1024
+    follow_symlinks: str = "inside"
     checkpoint_items: int = 20_000
     model_cache: Path | None = None
     media: str = ""
@@ -97,6 +148,9 @@ class Settings:
     web_workers: int = 1
     web_threads: int = 8
     max_upload_bytes: int = 20 * 1024 * 1024
+    allowed_hosts: str = ""
+    cors_origins: str = ""
+    expose_paths: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -7,8 +7,16 @@ from sqlalchemy import Engine
 from .catalog import Catalog, format_time
 from .db import create_db_engine, redacted, session_factory
 from .errors import EmptyDatabase
+from .lock import indexer_running
 from .migrate import require_current
 from .settings import Settings
+
+
+def _run_status(recorded: str, engine: Engine, settings: Settings) -> str:
+    """A run recorded as running whose process no longer holds the indexer lock was killed."""
+    if recorded == "running" and not indexer_running(engine, settings.home):
+        return "interrupted"
+    return recorded
 
 
 def status_report(settings: Settings, db: Engine | None = None) -> dict:
@@ -21,6 +29,7 @@ def status_report(settings: Settings, db: Engine | None = None) -> dict:
     try:
         require_current(engine)
         status = Catalog(session_factory(engine)).status()
+        run_status = None if status.last_run is None else _run_status(status.last_run.status, engine, settings)
     except EmptyDatabase:
         report.update(items=0, roots=[], model=None, index=None, last_run=None,
                       hint="nothing indexed yet: run `spyglass index <folder>`")
@@ -38,7 +47,7 @@ def status_report(settings: Settings, db: Engine | None = None) -> dict:
         "type": generation.factory, "generation": generation.id, "vectors": generation.vector_count,
         "bytes": generation.size_bytes, "published": format_time(generation.created_at)}
     report["last_run"] = None if run is None else {
-        "status": run.status, "started": format_time(run.started_at),
+        "status": run_status, "started": format_time(run.started_at),
         "finished": format_time(run.finished_at), "added": run.added, "updated": run.updated,
         "removed": run.removed, "skipped": run.skipped}
     return report

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UnknownItem
-from .images import decode_image
+from .images import DecodeGate, decode_image
+from .media_files import MediaRoots
 from .schema import MediaItem
 
 THUMBNAIL_SIZE = 320
@@ -18,17 +18,20 @@ def thumbnail_path(home: Path, item: MediaItem, size: int = THUMBNAIL_SIZE) -> P
     return home / "thumbnails" / digest[:2] / f"{digest}-{size}.jpg"
 
 
-def ensure_thumbnail(home: Path, item: MediaItem, max_pixels: int, size: int = THUMBNAIL_SIZE) -> Path:
-    """The cached thumbnail, made from the original if it is not there yet."""
-    target = thumbnail_path(home, item, size)
-    if target.exists():
-        return target
-    try:
-        data = Path(item.path).read_bytes()
-    except OSError:
-        raise UnknownItem(f"the file of item {item.id} is gone from disk",
-                          "run `spyglass index` to bring the index up to date") from None
-    image = decode_image(data, max_pixels, draft_size=size).image
+def ensure_thumbnail(home: Path, item: MediaItem, media: MediaRoots, max_pixels: int,
+                     gate: DecodeGate | None = None, size: int = THUMBNAIL_SIZE) -> Path:
+    """The cached thumbnail, made from the original if it is not there yet.
+
+    The original must pass the same rules as `/file` (inside a media root, still the indexed
+    file) even when the thumbnail is cached: a thumbnail is served only for a file that could be.
+    """
+    handle, _ = media.open_indexed(item.path, item.size, item.mtime_ns, item.format)
+    with handle:
+        target = thumbnail_path(home, item, size)
+        if target.exists():
+            return target
+        data = handle.read(media.max_bytes + 1)
+    image = decode_image(data, max_pixels, draft_size=size, gate=gate).image
     image.thumbnail((size, size))
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{os.getpid()}.{id(image)}.tmp")

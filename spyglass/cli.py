@@ -9,27 +9,56 @@ import time
 
 import click
 
+from spyglass.search.display import printable
 from spyglass.search.errors import SpyglassError
 from spyglass.search.settings import Settings
+
+
+class _SpyglassAndErrors(logging.Filter):
+    """Spyglass's own records, and errors from anyone: open_clip and huggingface_hub chatter freely."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("spyglass") or record.levelno >= logging.ERROR
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log to stderr: Spyglass's messages and every error; with -v, the libraries' too."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(_SpyglassAndErrors())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("spyglass").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def database_failure(exc: Exception) -> str | None:
+    """One line for a failure of the catalog database, or None when exc is not one."""
+    from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if not isinstance(exc, (OperationalError, ProgrammingError, DBAPIError, PoolTimeout)):
+        return None
+    orig = getattr(exc, "orig", None)
+    reason = str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else type(exc).__name__
+    return (f"the catalog database failed: {printable(reason, 300)} (check SPYGLASS_DATABASE_URL, "
+            "and that the server is running)")
 
 
 class SpyglassGroup(click.Group):
     """A click group that shows domain errors as one line with the fix, never a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from sqlalchemy.exc import OperationalError, ProgrammingError
-
         try:
             return super().invoke(ctx)
         except SpyglassError as exc:
             raise click.ClickException(str(exc)) from None
-        except (OperationalError, ProgrammingError) as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise click.ClickException(
-                f"the catalog database failed: {reason} (check SPYGLASS_DATABASE_URL, and that "
-                "the server is running)") from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; everything published before this is kept") from None
+        except Exception as exc:
+            message = database_failure(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
 
 
 @click.group(cls=SpyglassGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,8 +83,7 @@ def cli(ctx: click.Context, verbose: bool, **overrides) -> None:
     brackets); an option given on the command line wins. Offline, point --pretrained at a
     local open_clip checkpoint: SPYGLASS_PRETRAINED=/path/to/open_clip_model.safetensors.
     """
-    # open_clip and huggingface_hub log freely to the root logger; users want our one line.
-    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, force=True)
+    configure_logging(verbose)
     try:
         ctx.obj = Settings.from_env(**overrides)
     except SpyglassError as exc:
@@ -103,17 +131,21 @@ def _interval(text: str | None) -> float | None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--rebuild", is_flag=True, help="Re-embed everything, even with an unchanged model.")
 @click.option("--every", help="Keep running: start a run this often (e.g. 24h, 30m, 3600 seconds).")
+@click.option("--drop-missing", is_flag=True,
+              help="Drop the items of recorded folders that are missing (they come back with the folder).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
 @click.pass_obj
-def reindex(settings: Settings, paths, rebuild, every, no_progress) -> None:
+def reindex(settings: Settings, paths, rebuild, every, drop_missing, no_progress) -> None:
     """Bring the index in step with the media folders: the nightly job.
 
     With no PATHS: every folder an earlier `spyglass index` recorded, plus SPYGLASS_MEDIA
     (colon-separated). Adds new files, re-embeds changed ones, removes deleted ones; a second
     run changes nothing. Killed at any moment, it loses at most the batch in flight and the
     next run carries on. After a change of SPYGLASS_MODEL / SPYGLASS_PRETRAINED it builds a
-    whole new index beside the live one, and search swaps to it when it is complete. Only one
-    indexer runs at a time; a second one exits at once.
+    whole new index beside the live one, and search swaps to it when it is complete; while a
+    recorded folder is missing, that swap is refused (see --drop-missing). Only one indexer
+    runs at a time; a second one exits at once. With --every, a failed run (a database
+    restart, a full disk) is reported and the loop goes on.
     """
     from spyglass.indexer.jobs import run_reindex
 
@@ -123,12 +155,14 @@ def reindex(settings: Settings, paths, rebuild, every, no_progress) -> None:
         started = time.monotonic()
         try:
             summary = run_reindex(settings, list(paths) or None, rebuild=rebuild,
-                                  progress=not no_progress, echo=echo)
+                                  progress=not no_progress, echo=echo, drop_missing=drop_missing)
             click.echo(summary.line())
-        except SpyglassError as exc:
+        except Exception as exc:
             if interval is None:
                 raise
-            click.echo(f"Error: {exc}", err=True)  # a scheduled loop keeps going
+            # A scheduled loop keeps going, whatever failed: the next run may well succeed.
+            message = str(exc) if isinstance(exc, SpyglassError) else database_failure(exc)
+            click.echo(f"Error: {message or f'{type(exc).__name__}: {printable(str(exc), 300)}'}", err=True)
         if interval is None:
             return
         wait = max(0.0, interval - (time.monotonic() - started))
@@ -182,7 +216,7 @@ def search(settings: Settings, query, image, k, as_json) -> None:
     if not result.hits:
         click.echo("no results", err=True)
     for hit in result.hits:
-        click.echo(f"{hit.score:.4f}  {hit.item.path}")
+        click.echo(f"{hit.score:.4f}  {printable(hit.item.path)}")
 
 
 @cli.command()

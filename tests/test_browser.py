@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Playwright's expect polls from the driver: wait_for_function would evaluate strings in the
+# page, which its Content-Security-Policy (no eval) rightly refuses.
+expect = pytest.importorskip("playwright.sync_api").expect
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = os.environ.get("SPYGLASS_TEST_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,6 +38,8 @@ def page(browser):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The page must work under its own Content-Security-Policy: Chromium reports each violation.
+    page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
     yield page
     context.close()
     assert errors == [], f"JavaScript errors: {errors}"
@@ -46,15 +52,16 @@ def result_names(page) -> list[str]:
 def test_search_drop_and_more_like_this(page, live_server):
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(live_server["url"])
-    page.wait_for_function("document.getElementById('message').textContent.includes('indexed')")
+    expect(page.locator("#message")).to_contain_text("indexed")
 
     page.fill("#q", "a red bicycle")
     page.keyboard.press("Enter")
     page.wait_for_selector("#results li img")
     assert "q=a+red+bicycle" in page.url
     assert len(result_names(page)) == 9  # every indexed image, with the duplicate red
-    page.wait_for_function("[...document.querySelectorAll('#results img')]"
-                           ".every((img) => img.complete && img.naturalWidth > 0)")
+    for img in page.locator("#results img").all():
+        expect(img).to_have_js_property("complete", True)
+        assert img.evaluate("(img) => img.naturalWidth") > 0
     page.screenshot(path=str(ARTIFACTS / "search-results.png"), full_page=True)
 
     red = (live_server["media"] / "red.jpg").read_bytes()
@@ -64,8 +71,8 @@ def test_search_drop_and_more_like_this(page, live_server):
         transfer.items.add(new File([bytes], "query.jpg", { type: "image/jpeg" }));
         document.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
     }""", base64.b64encode(red).decode())
-    page.wait_for_function("!document.getElementById('query-image').hidden")
-    page.wait_for_function("document.querySelector('#results .score')?.textContent === '1.000'")
+    expect(page.locator("#query-image")).to_be_visible()
+    expect(page.locator("#results .score").first).to_have_text("1.000")
     assert result_names(page)[0] in ("red.jpg", "red copy.jpg")
     page.screenshot(path=str(ARTIFACTS / "search-by-dropped-image.png"), full_page=True)
 
@@ -74,14 +81,14 @@ def test_search_drop_and_more_like_this(page, live_server):
     clicked = page.locator("#viewer-caption").inner_text().split(" · ")[0]
     page.click("#more-like-this")
     page.wait_for_url("**like=*")
-    page.wait_for_function("document.querySelector('#results .score')?.textContent === '1.000'")
+    expect(page.locator("#results .score").first).to_have_text("1.000")
     assert page.locator("#results a").first.get_attribute("title") == clicked
 
     page.go_back()  # to the dropped-image search, which the URL cannot carry
-    page.wait_for_function("!location.search")
+    expect(page).to_have_url(live_server["url"] + "/")
     page.go_back()
-    page.wait_for_function("location.search === '?q=a+red+bicycle'")
-    page.wait_for_function("document.querySelectorAll('#results li').length === 9")
+    expect(page).to_have_url(live_server["url"] + "/?q=a+red+bicycle")
+    expect(page.locator("#results li")).to_have_count(9)
     assert page.input_value("#q") == "a red bicycle"
 
 
@@ -89,13 +96,13 @@ def test_file_picker_keyboard_and_paging(page, live_server):
     page.goto(live_server["url"] + "/?q=anything")
     page.wait_for_selector("#results li")
     page.set_input_files("#file", str(live_server["media"] / "photo.TIFF"))
-    page.wait_for_function("document.querySelector('#results .name')?.textContent === 'photo.TIFF'")
+    expect(page.locator("#results .name").first).to_have_text("photo.TIFF")
 
     page.locator("#results a").first.focus()
     page.keyboard.press("Enter")
     page.wait_for_selector("#viewer[open]")
     page.keyboard.press("Escape")
-    page.wait_for_function("!document.getElementById('viewer').open")
+    expect(page.locator("#viewer")).not_to_have_attribute("open", "")
 
     # 30 per page and 9 items: one page, no "more" button.
     assert page.locator("#more").is_hidden()

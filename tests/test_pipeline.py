@@ -10,6 +10,7 @@ import numpy as np
 from spyglass.indexer.decode import LoadedFile, load_file
 from spyglass.indexer.pipeline import EmbeddedBatch, embed_files
 from spyglass.indexer.scan import FoundFile, Skipped, walk
+from spyglass.search.media_files import MediaRoots
 
 
 def test_pipeline_decodes_in_threads_and_keeps_order(media, encoder):
@@ -18,7 +19,8 @@ def test_pipeline_decodes_in_threads_and_keeps_order(media, encoder):
 
     def load(found):
         decode_threads.add(threading.current_thread().name)
-        return load_file(found, encoder.preprocess, 89_478_485, encoder.image_size, lambda *_: True)
+        return load_file(found, encoder.preprocess, 89_478_485, encoder.image_size, lambda *_: True,
+                         MediaRoots((str(media),)))
 
     events = list(embed_files(files, load, encoder.encode_pixels, batch_size=3, workers=2))
 
@@ -36,7 +38,7 @@ def test_pipeline_decodes_in_threads_and_keeps_order(media, encoder):
 def test_vectors_match_embedding_each_image_alone(media, encoder):
     files = [f for f in walk(media) if isinstance(f, FoundFile) and not f.path.endswith("corrupt.jpg")]
     load = partial(load_file, preprocess=encoder.preprocess, max_pixels=89_478_485,
-                   draft_size=encoder.image_size, wants_pixels=lambda *_: True)
+                   draft_size=encoder.image_size, wants_pixels=lambda *_: True, media=MediaRoots((str(media),)))
     events = embed_files(files, load, encoder.encode_pixels, batch_size=4, workers=2)
     batches = [e for e in events if isinstance(e, EmbeddedBatch)]
     single = encoder.encode_pixels(load(files[5]).pixels[None])
@@ -47,7 +49,8 @@ def test_vectors_match_embedding_each_image_alone(media, encoder):
 def test_files_that_need_no_embedding_pass_through_without_decoding(media, encoder):
     files = [f for f in walk(media) if isinstance(f, FoundFile)]
     load = partial(load_file, preprocess=encoder.preprocess, max_pixels=89_478_485,
-                   draft_size=encoder.image_size, wants_pixels=lambda *_: False)
+                   draft_size=encoder.image_size, wants_pixels=lambda *_: False,
+                   media=MediaRoots((str(media),)))
     events = list(embed_files(files, load, encoder.encode_pixels, 3, 2))
     # Even the corrupt file is only hashed: nothing is decoded when nothing needs a vector.
     assert all(isinstance(e, LoadedFile) and e.pixels is None for e in events)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from conftest import GOOD_IMAGES, run_spyglass, spyglass_env
 from spyglass.indexer.check import check_index
 from spyglass.indexer.jobs import run_index, run_reindex
-from spyglass.indexer.lock import IndexerBusy, indexer_lock
+from spyglass.search.lock import IndexerBusy, indexer_lock
 from spyglass.search.db import create_db_engine
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ConfigError
@@ -103,7 +103,7 @@ def test_an_interrupted_run_resumes_from_its_staged_batches(settings, media, enc
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from spyglass.indexer.lock import indexer_lock
+    from spyglass.search.lock import indexer_lock
     from spyglass.search.db import create_db_engine
     from spyglass.search.settings import Settings
     settings = Settings.from_env()

@@ -151,10 +151,10 @@ def test_status_healthz_and_metrics(client):
     health = client.get("/api/v1/healthz").json
     assert health["status"] == "ok" and health["generation"] == status["index"]["generation"]
     text = client.get("/metrics").data.decode()
-    assert 'spyglass_queries_total{endpoint="search",outcome="ok"} 1' in text
-    assert 'spyglass_queries_total{endpoint="search",outcome="error"} 1' in text
-    assert 'spyglass_query_seconds_bucket{le="+Inf"} 2' in text
-    assert f"spyglass_index_vectors {len(GOOD_IMAGES)}" in text
+    assert 'spyglass_queries_total{endpoint="search",outcome="ok"} 1.0' in text
+    assert 'spyglass_queries_total{endpoint="search",outcome="error"} 1.0' in text
+    assert 'spyglass_query_seconds_bucket{le="+Inf"} 2.0' in text
+    assert f"spyglass_index_vectors {float(len(GOOD_IMAGES))}" in text
 
 
 @pytest.mark.parametrize("request_args, status, error", [
@@ -194,9 +194,11 @@ def test_undecodable_image_is_422_and_bomb_is_422(client, media, indexed):
     truncated = client.post("/api/v1/search", data={"image": (io.BytesIO(data[:300]), "t.jpg")})
     assert truncated.status_code == 422 and truncated.json["error"] == "undecodable_image"
 
-    small_limit = create_app(indexed.override(max_image_pixels=100)).test_client()
+    # Uploads meet their own, lower limit; the library's stays as it is.
+    small_limit = create_app(indexed.override(max_upload_pixels=100)).test_client()
     bomb = small_limit.post("/api/v1/search", json={"image_base64": b64(media / "red.jpg")})
-    assert bomb.status_code == 422 and "SPYGLASS_MAX_IMAGE_PIXELS" in bomb.json["message"]
+    assert bomb.status_code == 422 and "SPYGLASS_MAX_UPLOAD_PIXELS" in bomb.json["message"]
+    assert small_limit.get(f"/api/v1/items/{item_id(client, 'red.jpg')}/thumbnail").status_code == 200
 
 
 def test_upload_over_the_limit_is_413(indexed):

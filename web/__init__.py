@@ -6,7 +6,7 @@ from flask import Flask
 
 from spyglass.search.settings import Settings
 
-from . import api, compat, errors, metrics, pages
+from . import api, compat, errors, metrics, pages, security
 from .state import WebState
 
 MAX_FORM_PARTS = 50
@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["spyglass"] = WebState(settings)
     errors.init_app(app)
+    security.init_app(app, settings)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(compat.blueprint)
     app.register_blueprint(metrics.blueprint)

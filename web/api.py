@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+from urllib.parse import quote
 
-from flask import Blueprint, jsonify, request, send_file
+from flask import Blueprint, current_app, jsonify, request, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.wsgi import wrap_file
 
-from spyglass.search.errors import SpyglassError, UnknownItem
+from spyglass.search.errors import SpyglassError
+from spyglass.search.images import decode_gate
 from spyglass.search.status import status_report
 from spyglass.search.thumbnails import ensure_thumbnail
 
 from .openapi import openapi_document
-from .present import hit_json, item_json
+from .present import hit_json, item_json, public_status
 from .search_request import parse_search_request
 from .state import state
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 MIMETYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
              "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+# Characters a Content-Disposition file name may not carry as they are (controls, quotes).
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\]')
 
 
 @blueprint.route("/search", methods=["GET", "POST"])
@@ -46,10 +53,12 @@ def item(item_id: int):
 
 @blueprint.get("/items/<int:item_id>/thumbnail")
 def thumbnail(item_id: int):
-    """A JPEG thumbnail, made on first request and cached."""
+    """A JPEG thumbnail, made on first request and cached; only for a file /file would serve."""
     web = state()
-    found = web.engine().item(item_id)
-    path = ensure_thumbnail(web.settings.home, found, web.settings.max_image_pixels)
+    engine = web.engine()
+    found = engine.item(item_id)
+    path = ensure_thumbnail(web.settings.home, found, engine.media(), web.settings.max_image_pixels,
+                            decode_gate(web.settings.decode_memory))
     response = send_file(path, mimetype="image/jpeg", max_age=86400)
     response.headers["Cache-Control"] = "public, max-age=86400, immutable"
     return response
@@ -57,29 +66,35 @@ def thumbnail(item_id: int):
 
 @blueprint.get("/items/<int:item_id>/file")
 def item_file(item_id: int):
-    """The original file, only from inside a media root."""
+    """The original file, only while it is the indexed file, inside a media root (SPYGLASS_FOLLOW_SYMLINKS)."""
     engine = state().engine()
     found = engine.item(item_id)
-    path = os.path.normpath(found.path)
-    roots = engine.catalog.root_paths()
-    if not any(path.startswith(root.rstrip("/") + "/") for root in roots):
-        raise UnknownItem(f"item {item_id} is not inside a media root")
-    if not os.path.isfile(path):
-        raise UnknownItem(f"the file of item {item_id} is gone from disk",
-                          "run `spyglass index` to bring the index up to date")
-    return send_file(path, mimetype=MIMETYPES.get(found.format, "application/octet-stream"),
-                     download_name=os.path.basename(path), conditional=True)
+    handle, info = engine.media().open_indexed(found.path, found.size, found.mtime_ns, found.format)
+    response = current_app.response_class(
+        wrap_file(request.environ, handle), mimetype=MIMETYPES.get(found.format, "application/octet-stream"),
+        direct_passthrough=True)
+    response.content_length = info.st_size
+    response.last_modified = info.st_mtime
+    response.set_etag(found.content_hash[:32])
+    response.headers["Content-Disposition"] = _inline_disposition(os.path.basename(found.path))
+    try:
+        return response.make_conditional(request.environ, accept_ranges=True, complete_length=info.st_size)
+    except RequestedRangeNotSatisfiable:
+        handle.close()
+        raise
+
+
+def _inline_disposition(name: str) -> str:
+    """`inline` with the file name, which may hold anything a file name can (newlines included)."""
+    plain = _UNSAFE_NAME.sub("_", name).encode("ascii", "replace").decode("ascii").replace("?", "_")
+    return f"inline; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @blueprint.get("/status")
 def status():
     """Items, model and index of the live generation."""
     web = state()
-    report = status_report(web.settings, web.engine().db)
-    # Where the data lives and how to reach the database stay with the operator.
-    report.pop("home", None)
-    report.pop("database", None)
-    return jsonify(report)
+    return jsonify(public_status(status_report(web.settings, web.engine().db), web.settings.expose_paths))
 
 
 @blueprint.get("/healthz")

@@ -14,11 +14,12 @@ from spyglass.search.errors import BadQuery
 from spyglass.search.query import QueryPart
 
 from .present import item_json
-from .search_request import MAX_K, decode_base64
+from .search_request import MAX_K, decode_base64, embedding, json_object
 from .state import state
 
 INDEX_NAME = "spyglass"
 DUPLICATE_SIMILARITY = 0.94  # clip-retrieval's own deduplication threshold
+MAX_METADATA_IDS = 10_000
 
 blueprint = Blueprint("compat", __name__)
 
@@ -40,7 +41,7 @@ def knn_service():
         engine = web.engine()
         snapshot = engine.live()
         vector = engine.embed([part], snapshot)
-        deduplicate = bool(body.get("deduplicate", False))
+        deduplicate = body.get("deduplicate", False) is True
         fetch = min(MAX_K, num_images * 2 if deduplicate else num_images)
         result = engine.search_in(snapshot, vector, k=fetch)
         hits = _deduplicated(snapshot, result.hits) if deduplicate else result.hits
@@ -54,6 +55,8 @@ def metadata():
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise BadQuery("ids must be a list of whole numbers")
+    if len(ids) > MAX_METADATA_IDS:
+        raise BadQuery(f"ids holds {len(ids):,} ids; the limit is {MAX_METADATA_IDS:,} a request")
     engine = state().engine()
     engine.live()  # 503 while nothing is indexed
     rows = engine.catalog.items_by_id(ids)
@@ -62,10 +65,7 @@ def metadata():
 
 def _json_body() -> dict:
     # clip-retrieval's client posts JSON without a content type, so the body is parsed regardless.
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        raise BadQuery("the body is not a JSON object")
-    return body
+    return json_object(request)
 
 
 def _query_part(body: dict) -> QueryPart:
@@ -73,11 +73,13 @@ def _query_part(body: dict) -> QueryPart:
         raise BadQuery("image_url is not supported: Spyglass does not fetch URLs",
                        "send the image itself, base64-encoded, as `image`")
     if body.get("text"):
-        return QueryPart(text=str(body["text"]))
+        if not isinstance(body["text"], str):
+            raise BadQuery("text must be a string")
+        return QueryPart(text=body["text"])
     if body.get("image"):
         return QueryPart(image=decode_base64(body["image"], "image"))
     if body.get("embedding_input"):
-        return QueryPart(embedding=body["embedding_input"])
+        return QueryPart(embedding=embedding(body["embedding_input"], "embedding_input"))
     raise BadQuery("must fill one of text, image and embedding_input")
 
 

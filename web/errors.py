@@ -1,29 +1,42 @@
-"""One place that turns errors into JSON `{"error", "message"}` for clients, a page for browsers."""
+"""One place that turns errors into JSON `{"error", "message"}` for clients, a page for browsers.
+
+Server-side failures are logged as one escaped line. Their HTTP answers carry no paths (index
+files, checkpoints) unless the operator sets SPYGLASS_EXPOSE_PATHS; the log has the full text.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import traceback
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from spyglass.search.errors import (BadQuery, DatabaseNotReady, ImageTooLarge, IndexFileError, InvalidImage,
-                           ModelUnavailable, NoIndex, NotAnImage, SpyglassError, UnknownItem)
+from spyglass.search.display import printable
+from spyglass.search.errors import (BadQuery, DatabaseNotReady, ImageRefused, ImageTooLarge, IndexFileError,
+                                    InvalidImage, MediaFileError, ModelUnavailable, NoIndex, NotAnImage,
+                                    ServerBusy, SpyglassError, UnknownItem)
 
 log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 10
 
-# Most specific first: the first class an error is an instance of gives its status.
-STATUS_BY_ERROR: tuple[tuple[type[SpyglassError], int, str], ...] = (
-    (NoIndex, 503, "no_index"),
-    (DatabaseNotReady, 503, "database_not_ready"),
-    (IndexFileError, 503, "index_unavailable"),
-    (ModelUnavailable, 503, "model_unavailable"),
-    (UnknownItem, 404, "not_found"),
-    (NotAnImage, 415, "not_an_image"),
-    (ImageTooLarge, 422, "image_too_large"),
-    (InvalidImage, 422, "undecodable_image"),
-    (BadQuery, 400, "bad_query"),
-    (SpyglassError, 400, "bad_request"),
+# Most specific first: the first class an error is an instance of gives its status. The last
+# column is what a client is told when paths are hidden (None: the error's own message).
+STATUS_BY_ERROR: tuple[tuple[type[SpyglassError], int, str, str | None], ...] = (
+    (NoIndex, 503, "no_index", None),
+    (DatabaseNotReady, 503, "database_not_ready", None),
+    (IndexFileError, 503, "index_unavailable", "the index could not be loaded; the server log says why"),
+    (ModelUnavailable, 503, "model_unavailable", "the model could not be loaded; the server log says why"),
+    (ServerBusy, 503, "busy", None),
+    (UnknownItem, 404, "not_found", None),
+    (MediaFileError, 404, "not_found", None),
+    (NotAnImage, 415, "not_an_image", None),
+    (ImageTooLarge, 422, "image_too_large", None),
+    (ImageRefused, 422, "image_refused", None),
+    (InvalidImage, 422, "undecodable_image", None),
+    (BadQuery, 400, "bad_query", None),
+    (SpyglassError, 400, "bad_request", "the request could not be answered; the server log says why"),
 )
 JSON_PREFIXES = ("/api/", "/knn-service", "/metadata", "/indices-list", "/metrics")
 
@@ -39,14 +52,23 @@ def wants_json() -> bool:
 def error_response(status: int, error: str, message: str):
     """The response for one error, in the form the client wants."""
     if wants_json():
-        return jsonify(error=error, message=message), status
-    return render_template("error.html", status=status, message=message), status
+        response = jsonify(error=error, message=message)
+    else:
+        response = current_app.make_response(render_template("error.html", status=status, message=message))
+    response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _domain_error(exc: SpyglassError):
-    for cls, status, code in STATUS_BY_ERROR:
+    for cls, status, code, public in STATUS_BY_ERROR:
         if isinstance(exc, cls):
-            return error_response(status, code, str(exc))
+            if status >= 500 or cls is SpyglassError:
+                log.error("%s on %s %s: %s", code, request.method, printable(request.path, 200),
+                          printable(str(exc), 500))
+            exposed = current_app.extensions["spyglass"].settings.expose_paths
+            return error_response(status, code, str(exc) if public is None or exposed else public)
     raise AssertionError("SpyglassError is the last entry")
 
 
@@ -59,9 +81,34 @@ def _http_error(exc: HTTPException):
     return error_response(exc.code or 500, code, message)
 
 
+def _database_error(exc: Exception):
+    """The catalog database is down, restarting or locked: 503, to be retried."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    log.error("database unavailable on %s %s: %s: %s", request.method, printable(request.path, 200),
+              type(orig).__name__, printable(first, 300))
+    return error_response(503, "database_unavailable",
+                          "the catalog database cannot be reached right now; try again shortly")
+
+
 def _unexpected(exc: Exception):
-    log.exception("unexpected error on %s %s", request.method, request.path)
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, (OperationalError, DisconnectionError, PoolTimeout)) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return _database_error(exc)
+    log.error("unexpected error on %s %s: %s", request.method, printable(request.path, 200), _one_line(exc))
+    log.debug("traceback of the error above", exc_info=exc)
     return error_response(500, "internal_error", "something went wrong on the server; it is logged")
+
+
+def _one_line(exc: Exception) -> str:
+    """'KeyError: 'x' at engine.py:120 in embed': the error and where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {printable(text[0] if text else '', 300)}{where}"
 
 
 def init_app(app: Flask) -> None:

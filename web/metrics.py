@@ -1,27 +1,41 @@
-"""Prometheus text-format metrics: query counts, a latency histogram, the index's size."""
+"""Prometheus metrics with prometheus_client: query counts, a latency histogram, the index's size.
+
+Under `spyglass serve` the counts add up across gunicorn workers: serve points
+PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers start, each worker writes its
+values there, and a scrape of any worker reads them all (prometheus_client's multiprocess mode).
+"""
 
 from __future__ import annotations
 
-import threading
-import time
+import os
 from contextlib import contextmanager
+import time
 
 from flask import Blueprint, Response, current_app
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 blueprint = Blueprint("metrics", __name__)
 
 
 class Metrics:
-    """Counters of one worker process (each gunicorn worker reports its own)."""
+    """The metrics of one app, in its own registry (so tests can build many apps in one process)."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self.queries: dict[tuple[str, str], int] = {}
-        self.bucket_counts = [0] * len(BUCKETS)
-        self.latency_sum = 0.0
-        self.latency_count = 0
+        # Imported here, not at module import: multiprocess mode is chosen when it is first imported.
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.queries = Counter("spyglass_queries", "Search queries answered, by endpoint and outcome.",
+                               ["endpoint", "outcome"], registry=self.registry)
+        self.latency = Histogram("spyglass_query_seconds", "Search latency.", buckets=BUCKETS,
+                                 registry=self.registry)
+        # Every worker serves the newest generation it has loaded; across workers, the newest.
+        self.vectors = Gauge("spyglass_index_vectors", "Vectors in the live index generation.",
+                             registry=self.registry, multiprocess_mode="max")
+        self.generation = Gauge("spyglass_index_generation", "Id of the live index generation.",
+                                registry=self.registry, multiprocess_mode="max")
 
     @contextmanager
     def timed(self, endpoint: str):
@@ -32,39 +46,21 @@ class Metrics:
             yield
             outcome = "ok"
         finally:
-            self.observe(endpoint, outcome, time.perf_counter() - started)
+            self.queries.labels(endpoint=endpoint, outcome=outcome).inc()
+            self.latency.observe(time.perf_counter() - started)
 
-    def observe(self, endpoint: str, outcome: str, seconds: float) -> None:
-        """Record one query."""
-        with self._lock:
-            key = (endpoint, outcome)
-            self.queries[key] = self.queries.get(key, 0) + 1
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    self.bucket_counts[i] += 1
-            self.latency_sum += seconds
-            self.latency_count += 1
+    def render(self, vectors: int | None, generation: int | None) -> tuple[bytes, str]:
+        """The exposition text and its content type; all workers' counts in multiprocess mode."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-    def render(self, vectors: int | None, generation: int | None) -> str:
-        """The exposition text."""
-        with self._lock:
-            lines = ["# HELP spyglass_queries_total Search queries answered, by endpoint and outcome.",
-                     "# TYPE spyglass_queries_total counter"]
-            lines += [f'spyglass_queries_total{{endpoint="{e}",outcome="{o}"}} {n}'
-                      for (e, o), n in sorted(self.queries.items())]
-            lines += ["# HELP spyglass_query_seconds Search latency.",
-                      "# TYPE spyglass_query_seconds histogram"]
-            lines += [f'spyglass_query_seconds_bucket{{le="{b}"}} {n}'
-                      for b, n in zip(BUCKETS, self.bucket_counts, strict=True)]
-            lines += [f'spyglass_query_seconds_bucket{{le="+Inf"}} {self.latency_count}',
-                      f"spyglass_query_seconds_sum {self.latency_sum:.6f}",
-                      f"spyglass_query_seconds_count {self.latency_count}"]
         if vectors is not None:
-            lines += ["# HELP spyglass_index_vectors Vectors in the live index generation.",
-                      "# TYPE spyglass_index_vectors gauge", f"spyglass_index_vectors {vectors}",
-                      "# HELP spyglass_index_generation Id of the live index generation.",
-                      "# TYPE spyglass_index_generation gauge", f"spyglass_index_generation {generation}"]
-        return "\n".join(lines) + "\n"
+            self.vectors.set(vectors)
+            self.generation.set(generation)
+        if os.environ.get(MULTIPROCESS_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 @blueprint.get("/metrics")
@@ -78,5 +74,5 @@ def metrics():
         vectors, generation_id = generation.vector_count, generation.id
     except SpyglassError:
         vectors = generation_id = None
-    return Response(web.metrics.render(vectors, generation_id),
-                    mimetype="text/plain; version=0.0.4; charset=utf-8")
+    body, content_type = web.metrics.render(vectors, generation_id)
+    return Response(body, content_type=content_type)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flask import url_for
+from flask import current_app, url_for
 
 from spyglass.search.catalog import format_time
 from spyglass.search.engine import Hit
@@ -12,12 +12,18 @@ from spyglass.search.schema import MediaItem
 
 
 def item_json(item: MediaItem) -> dict:
-    """An item's metadata; its path is relative to its media root."""
+    """An item's metadata; its path is relative to its media root, which is named by its folder name.
+
+    The root's absolute path only with SPYGLASS_EXPOSE_PATHS: where the library lives on the
+    server is the operator's business.
+    """
+    exposed = current_app.extensions["spyglass"].settings.expose_paths
+    root = None if item.root is None else item.root.path if exposed else os.path.basename(item.root.path)
     return {
         "id": item.id,
         "path": item.relative_path,
         "name": os.path.basename(item.path),
-        "root": item.root.path if item.root is not None else None,
+        "root": root,
         "kind": item.kind,
         "format": item.format,
         "width": item.width,
@@ -36,7 +42,25 @@ def hit_json(hit: Hit) -> dict:
     return {"rank": hit.rank, "score": round(hit.score, 6), **item_json(hit.item)}
 
 
-def _mtime_iso(mtime_ns: int) -> str:
+def public_status(report: dict, expose_paths: bool) -> dict:
+    """`spyglass status` for HTTP: no data folder or database URL; folder and checkpoint names, not paths."""
+    report = {k: v for k, v in report.items() if k not in ("home", "database")}
+    if expose_paths:
+        return report
+    report["roots"] = [os.path.basename(root) for root in report.get("roots", [])]
+    if report.get("model"):
+        model = dict(report["model"])
+        for key in ("architecture", "pretrained"):
+            if os.sep in model[key]:
+                model[key] = os.path.basename(model[key])
+        report["model"] = model
+    return report
+
+
+def _mtime_iso(mtime_ns: int) -> str | None:
     from datetime import datetime, timezone
 
-    return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):  # a file dated past the year 9999, say
+        return None

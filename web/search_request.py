@@ -1,9 +1,14 @@
-"""Turn a search request (GET query string, JSON body or multipart form) into engine arguments."""
+"""Turn a search request (GET query string, JSON body or multipart form) into engine arguments.
+
+Everything here is hostile input: each field is checked for type, range and size, and anything
+wrong is a BadQuery (400) that names the field, never an exception from deeper down.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -11,12 +16,19 @@ from typing import Any, Mapping
 
 from flask import Request
 
+from spyglass.search.display import printable
 from spyglass.search.errors import BadQuery
 from spyglass.search.query import Filters, QueryPart
 
 DEFAULT_K = 20
 MAX_K = 1000
+# Deep pages cost a search of offset + k neighbours; nobody reads past this many results.
+MAX_RESULTS_DEEP = 100_000
+MAX_FILTER_CHARS = 4096
 PART_KEYS = ("text", "image_base64", "image_id", "embedding")
+# Catalog times are int64 nanoseconds since 1970: about the years 1678 to 2262.
+_NS_PER_SECOND = 1_000_000_000
+_MAX_SECONDS = (2**63 - 1) // _NS_PER_SECOND
 
 
 @dataclass
@@ -35,15 +47,30 @@ def parse_search_request(request: Request) -> SearchRequest:
     if request.method == "GET":
         return _from_fields(request.args, uploaded=None)
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise BadQuery("the body is not a JSON object")
-        return _from_json(body)
+        return _from_json(read_json(request))
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         upload = request.files.get("image")
         return _from_fields(request.form, uploaded=upload.read() if upload else None)
-    raise BadQuery(f"unsupported content type {request.mimetype or 'none'}",
+    raise BadQuery(f"unsupported content type {printable(request.mimetype or 'none', 80)}",
                    "send JSON, multipart/form-data, or use GET with ?q=")
+
+
+def read_json(request: Request) -> Any:
+    """The body parsed as JSON, whatever its content type; bad or absurdly nested JSON is a BadQuery."""
+    try:
+        return json.loads(request.get_data(cache=True))
+    except RecursionError:
+        raise BadQuery("the JSON body is nested too deeply") from None
+    except ValueError:  # includes bad UTF-8 and integers past Python's 4,300 digits
+        raise BadQuery("the body is not valid JSON") from None
+
+
+def json_object(request: Request) -> dict:
+    """The body as a JSON object."""
+    body = read_json(request)
+    if not isinstance(body, dict):
+        raise BadQuery("the body is not a JSON object")
+    return body
 
 
 def _from_fields(fields: Mapping[str, str], uploaded: bytes | None) -> SearchRequest:
@@ -62,7 +89,9 @@ def _from_fields(fields: Mapping[str, str], uploaded: bytes | None) -> SearchReq
     return SearchRequest(parts=parts, **_paging(fields), filters=_filters(fields))
 
 
-def _from_json(body: dict[str, Any]) -> SearchRequest:
+def _from_json(body: Any) -> SearchRequest:
+    if not isinstance(body, dict):
+        raise BadQuery("the body is not a JSON object")
     if "query" in body:
         if not isinstance(body["query"], list) or not body["query"]:
             raise BadQuery("query must be a non-empty list of parts")
@@ -94,10 +123,22 @@ def _part(raw: Any, where: str) -> QueryPart:
     if key == "image_id":
         return QueryPart(item_id=_int(value, f"{where}.image_id"), weight=weight)
     if key == "embedding":
-        if not isinstance(value, list) or not all(isinstance(x, (int, float)) for x in value):
-            raise BadQuery(f"{where}.embedding must be a list of numbers")
-        return QueryPart(embedding=value, weight=weight)
+        return QueryPart(embedding=embedding(value, f"{where}.embedding"), weight=weight)
     return QueryPart(image=decode_base64(value, f"{where}.image_base64"), weight=weight)
+
+
+def embedding(value: Any, where: str) -> list[float]:
+    """A raw query vector: a flat list of finite numbers (its length is checked against the model)."""
+    if not isinstance(value, list) or not value or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        raise BadQuery(f"{where} must be a non-empty list of numbers")
+    try:
+        vector = [float(x) for x in value]
+    except OverflowError:  # an integer too large for a float
+        raise BadQuery(f"{where} must hold finite numbers") from None
+    if not all(math.isfinite(x) for x in vector):
+        raise BadQuery(f"{where} must hold finite numbers")
+    return vector
 
 
 def decode_base64(value: Any, where: str) -> bytes:
@@ -120,41 +161,72 @@ def _paging(fields: Mapping[str, Any]) -> dict:
     offset = _int(fields.get("offset", 0), "offset")
     if not 1 <= k <= MAX_K:
         raise BadQuery(f"k must be between 1 and {MAX_K}, not {k}")
-    if offset < 0:
-        raise BadQuery(f"offset must not be negative, not {offset}")
+    if not 0 <= offset <= MAX_RESULTS_DEEP - k:
+        raise BadQuery(f"offset must be between 0 and {MAX_RESULTS_DEEP - k} (offset + k is at most "
+                       f"{MAX_RESULTS_DEEP:,}), not {offset}")
     min_score = fields.get("min_score")
     return {"k": k, "offset": offset,
             "min_score": None if min_score in (None, "") else _float(min_score, "min_score")}
 
 
 def _filters(fields: Mapping[str, Any]) -> Filters:
-    kind = fields.get("kind") or None
-    folder = fields.get("folder") or None
-    for name, value in (("kind", kind), ("folder", folder)):
-        if value is not None and not isinstance(value, str):
-            raise BadQuery(f"{name} must be a string")
-    return Filters(folder=folder, kind=kind,
+    return Filters(folder=_filter_text(fields.get("folder"), "folder"),
+                   kind=_filter_text(fields.get("kind"), "kind"),
                    mtime_from_ns=_time_ns(fields.get("mtime_from"), "mtime_from"),
                    mtime_to_ns=_time_ns(fields.get("mtime_to"), "mtime_to"))
 
 
-def _time_ns(value: Any, name: str) -> int | None:
-    """Epoch seconds, or an ISO 8601 date or datetime (UTC when it has no zone)."""
+def _filter_text(value: Any, name: str) -> str | None:
     if value in (None, ""):
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value * 1_000_000_000)
+    if not isinstance(value, str):
+        raise BadQuery(f"{name} must be a string")
+    # PostgreSQL text holds no NUL, and a lone surrogate has no UTF-8 form.
+    if "\x00" in value or len(value) > MAX_FILTER_CHARS or not _encodes(value):
+        raise BadQuery(f"{name} must be text of at most {MAX_FILTER_CHARS} characters, without NUL")
+    return value
+
+
+def _encodes(value: str) -> bool:
     try:
-        return int(float(value) * 1_000_000_000)
-    except (TypeError, ValueError):
-        pass
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _time_ns(value: Any, name: str) -> int | None:
+    """Epoch seconds, or an ISO 8601 date or datetime (UTC when it has no zone), as int64 nanoseconds."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool):
+        raise BadQuery(f"{name} must be epoch seconds or an ISO date such as 2024-06-30")
+    seconds = None
+    if isinstance(value, (int, float)):
+        seconds = value
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = _iso_seconds(value, name)
+    else:
+        raise BadQuery(f"{name} must be epoch seconds or an ISO date such as 2024-06-30")
+    if not (isinstance(seconds, int) or math.isfinite(seconds)) or abs(seconds) > _MAX_SECONDS:
+        raise BadQuery(f"{name} must be a time between the years 1678 and 2262")
+    return int(seconds * _NS_PER_SECOND) if isinstance(seconds, float) else seconds * _NS_PER_SECOND
+
+
+def _iso_seconds(value: str, name: str) -> float:
     try:
-        moment = datetime.fromisoformat(str(value))
+        moment = datetime.fromisoformat(value)
     except ValueError:
         raise BadQuery(f"{name} must be epoch seconds or an ISO date such as 2024-06-30") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1_000_000_000)
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise BadQuery(f"{name} must be a time between the years 1678 and 2262") from None
 
 
 def _int(value: Any, name: str) -> int:
@@ -163,9 +235,9 @@ def _int(value: Any, name: str) -> int:
     try:
         number = float(value) if isinstance(value, float) else int(value)
     except (TypeError, ValueError):
-        raise BadQuery(f"{name} must be a whole number, not {value!r}") from None
+        raise BadQuery(f"{name} must be a whole number, not {printable(repr(value), 60)}") from None
     if isinstance(number, float) and not number.is_integer():
-        raise BadQuery(f"{name} must be a whole number, not {value!r}")
+        raise BadQuery(f"{name} must be a whole number, not {printable(repr(value), 60)}")
     return int(number)
 
 
@@ -174,8 +246,8 @@ def _float(value: Any, name: str) -> float:
         raise BadQuery(f"{name} must be a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise BadQuery(f"{name} must be a number, not {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise BadQuery(f"{name} must be a number, not {printable(repr(value), 60)}") from None
     if not math.isfinite(number):
         raise BadQuery(f"{name} must be a finite number")
     return number

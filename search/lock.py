@@ -1,7 +1,8 @@
 """One indexer at a time, with a lock the operating system or the database drops when its holder dies.
 
 SQLite: flock on a file beside the database. PostgreSQL: a session advisory lock. Neither
-outlives a killed process, so a crashed job never leaves the lock stuck.
+outlives a killed process, so a crashed job never leaves the lock stuck. The query side reads
+it too: a run the catalog calls "running" while nobody holds the lock was killed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from spyglass.search.errors import SpyglassError
+from .errors import SpyglassError
 
 ADVISORY_KEY = 0x5350_5947  # "SPYG"
 
@@ -44,9 +45,7 @@ def indexer_lock(engine: Engine, home: Path):
                 connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
                 connection.commit()
         return
-    database = engine.url.database or ""
-    lock_path = Path(database + ".lock") if database and database != ":memory:" else info_file
-    handle = open(lock_path, "a+")
+    handle = open(_lock_path(engine, home), "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,6 +55,32 @@ def indexer_lock(engine: Engine, home: Path):
         yield
     finally:
         handle.close()  # closing drops the flock
+
+
+def indexer_running(engine: Engine, home: Path) -> bool:
+    """Whether some process holds the indexer lock now (it is not taken, only looked at)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            # A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
+            return bool(connection.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid = :high AND objid = :low AND objsubid = 1 "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+                {"high": ADVISORY_KEY >> 32, "low": ADVISORY_KEY & 0xFFFFFFFF}).scalar())
+    path = _lock_path(engine, home)
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # closing drops the shared lock just taken
+
+
+def _lock_path(engine: Engine, home: Path) -> Path:
+    database = engine.url.database or ""
+    return Path(database + ".lock") if database and database != ":memory:" else home / "indexer.lock"
 
 
 def _busy(info_file: Path) -> IndexerBusy:
