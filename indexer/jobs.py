@@ -19,6 +19,7 @@ from spyglass.search.db import create_db_engine, session_factory
 from spyglass.search.display import printable
 from spyglass.search.encoder import Encoder, load_encoder, model_identity
 from spyglass.search.errors import ConfigError, ModelMismatch
+from spyglass.search.failpoints import failpoint
 from spyglass.search.images import decode_gate
 from spyglass.search.lock import indexer_lock
 from spyglass.search.media_files import MediaRoots
@@ -193,6 +194,7 @@ class IndexJob:
                     else:
                         found.setdefault(entry.path, entry)
                         bar.update(1)
+        failpoint("scan")
         with self.sessions() as session:
             plan = plan_run(session, list(found.values()), self.roots, self.rebuild)
         self.summary.unchanged = plan.unchanged
@@ -257,6 +259,7 @@ class IndexJob:
                         self.summary.removed += 1
                     bar.update(1)
                 elif isinstance(event, EmbeddedBatch):
+                    failpoint("embed")
                     # Committed before it counts: a kill from here on costs no more than this batch.
                     stage(self.sessions, self.model_key, event.files, event.vectors)
                     for loaded, vector in zip(event.files, event.vectors, strict=True):

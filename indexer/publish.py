@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from spyglass.search.catalog import live_generation
+from spyglass.search.failpoints import failpoint
 from spyglass.search.schema import LEASE_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
 from spyglass.search.vectors import VectorIndex, generation_filename, write_index_file
 
@@ -90,7 +91,9 @@ def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path
             session.add(generation)
             session.flush()
             generation_id = generation.id
+            failpoint("publish")
     if generation_id is not None:
+        failpoint("published")
         remove_unused_files(sessions, index_dir)
     return generation_id
 

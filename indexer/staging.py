@@ -8,6 +8,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from spyglass.search.failpoints import failpoint
 from spyglass.search.schema import StagedVector
 
 from .decode import LoadedFile
@@ -52,6 +53,8 @@ def stage(sessions: sessionmaker[Session], model: str, files: list[LoadedFile], 
             model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
             content_hash=f.content_hash, format=f.format, width=f.width, height=f.height,
             vector=np.ascontiguousarray(v, dtype="<f4").tobytes()) for f, v in zip(files, vectors, strict=True))
+        session.flush()
+        failpoint("stage")
 
 
 def staged_vectors(session: Session, model: str, roots: list[str]) -> dict[str, Staged]:

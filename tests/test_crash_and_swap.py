@@ -18,7 +18,9 @@ from sqlalchemy import select
 
 from conftest import free_port, run_spyglass, serving, spyglass_env
 from spyglass.search.engine import SearchEngine
-from spyglass.search.schema import IndexGeneration, MediaItem, StagedVector
+from spyglass.search.failpoints import ENV as FAILPOINT_ENV
+from spyglass.search.failpoints import NAMES as FAILPOINTS
+from spyglass.search.schema import IndexGeneration, IndexRun, MediaItem, StagedVector
 
 KILLS = int(os.environ.get("SPYGLASS_TEST_KILLS", "20"))
 
@@ -32,6 +34,17 @@ def make_image(path, seed: int) -> None:
         x, y = rng.randrange(40), rng.randrange(32)
         draw.rectangle([x, y, x + 8, y + 8], fill=tuple(rng.randrange(256) for _ in range(3)))
     image.save(path)
+
+
+def assert_consistent_once_published(settings, media) -> None:
+    """assert_consistent, once a generation has been published (a killed first run may have none)."""
+    engine = SearchEngine(settings)
+    try:
+        published = engine.catalog.live_generation() is not None if engine._schema_ready() else False
+    finally:
+        engine.close()
+    if published:
+        assert_consistent(settings, media)
 
 
 def assert_consistent(settings, media) -> int:
@@ -50,6 +63,37 @@ def assert_consistent(settings, media) -> int:
         engine.close()
 
 
+def change_library(media, rng, seed: int) -> int:
+    """New, changed and deleted files, so that the next run has work in every phase."""
+    for _ in range(6):
+        seed += 1
+        make_image(media / f"new-{seed:05d}.png", seed)
+    files = sorted(p for p in media.rglob("*.png"))
+    for path in rng.sample(files, 2):
+        make_image(path, seed + 10_000)
+    rng.choice(files).unlink()
+    return seed
+
+
+def kill_at_failpoint(command: list[str], env: dict, name: str, timeout: float = 120) -> bool:
+    """Run until the process holds at failpoint `name`, then kill -9 it; False if it ended first."""
+    process = subprocess.Popen(command, env={**env, FAILPOINT_ENV: name}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        for line in process.stderr:
+            if line.strip() == f"spyglass failpoint {name}":
+                os.kill(process.pid, signal.SIGKILL)
+                return True
+            if time.monotonic() > deadline:
+                break
+        return False
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+
+
 @pytest.mark.slow
 def test_reindex_survives_kill_9_at_random_moments(settings, tmp_path):
     media = tmp_path / "library"
@@ -59,34 +103,33 @@ def test_reindex_survives_kill_9_at_random_moments(settings, tmp_path):
         make_image(media / ("sub" if seed % 3 else ".") / f"img-{seed:04d}.png", seed)
     env = {**spyglass_env(settings), "SPYGLASS_BATCH_SIZE": "4", "SPYGLASS_CHECKPOINT_ITEMS": "24",
            "SPYGLASS_DECODE_WORKERS": "1"}
+    command = [sys.executable, "-m", "spyglass.cli", "reindex", "--no-progress", str(media)]
     rng = random.Random(20261201)
-    killed, phases, attempts = 0, {}, 0
+    killed, attempts = 0, 0
     log = tmp_path / "run.log"
     while killed < KILLS and attempts < KILLS * 4:
         attempts += 1
-        # The library changes between runs, so every run has work: new, changed and deleted files.
-        for _ in range(6):
-            seed += 1
-            make_image(media / f"new-{seed:05d}.png", seed)
-        files = sorted(p for p in media.rglob("*.png"))
-        for path in rng.sample(files, 2):
-            make_image(path, seed + 10_000)
-        rng.choice(files).unlink()
+        seed = change_library(media, rng, seed)
         with open(log, "w") as out:
-            process = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "reindex", "--no-progress",
-                                        str(media)], env=env, stdout=out, stderr=out)
+            process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
             time.sleep(rng.uniform(1.0, 6.0))
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGKILL)
                 killed += 1
-                text = log.read_text()
-                phase = "embedding" if "Loading model" in text else "starting"
-                phases[phase] = phases.get(phase, 0) + 1
             process.wait()
-        if (settings.index_dir).exists() and any(settings.index_dir.glob("gen-*.faiss")):
-            assert_consistent(settings, media)  # after every kill, not just at the end
-    print(f"\nkill -9 points survived: {killed} ({phases}) in {attempts} runs")
+        assert_consistent_once_published(settings, media)  # after every kill, not just at the end
+
+    # Random moments mostly land in embedding; each phase also gets kills placed exactly in it.
+    landed = {}
+    for name in FAILPOINTS:
+        seed = change_library(media, rng, seed)
+        if kill_at_failpoint(command, env, name):
+            landed[name] = landed.get(name, 0) + 1
+        assert_consistent_once_published(settings, media)
+    print(f"\nkill -9 points survived: {killed} at random moments in {attempts} runs, "
+          f"and at each phase: {landed}")
     assert killed >= KILLS
+    assert landed == {name: 1 for name in FAILPOINTS}, landed
 
     final = run_spyglass("reindex", "--no-progress", str(media), env=env, timeout=300)
     assert final.returncode == 0, final.stderr
@@ -96,6 +139,8 @@ def test_reindex_survives_kill_9_at_random_moments(settings, tmp_path):
     with engine.catalog.sessions() as session:
         assert set(session.scalars(select(MediaItem.path))) == on_disk  # nothing missing, nothing extra
         assert session.scalars(select(StagedVector)).first() is None
+        # Killed runs are reported as such, never left "running".
+        assert set(session.scalars(select(IndexRun.status))) <= {"done", "interrupted"}
     again = run_spyglass("reindex", "--no-progress", str(media), env=env)
     assert "0 added, 0 updated, 0 moved" in again.stdout and "0 removed" in again.stdout
     assert run_spyglass("check", env=env).returncode == 0

@@ -91,12 +91,32 @@ def _database_error(exc: Exception):
                           "the catalog database cannot be reached right now; try again shortly")
 
 
-def _unexpected(exc: Exception):
+# SQLite's words for a catalog that is busy or out of reach (its other OperationalErrors, such
+# as "no such column", are bugs or a schema out of step, and stay 500s).
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly", "database or disk is full")
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """Whether exc says the catalog database cannot be reached now (down, restarting, locked)."""
     from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    if isinstance(exc, (OperationalError, DisconnectionError, PoolTimeout)) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    if isinstance(exc, (DisconnectionError, PoolTimeout)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        orig = exc.orig
+        if type(orig).__module__.startswith("psycopg"):
+            return True  # psycopg raises OperationalError for connection failures only
+        return any(word in str(orig).lower() for word in _SQLITE_UNAVAILABLE)
+    return False
+
+
+def _unexpected(exc: Exception):
+    if database_unavailable(exc):
         return _database_error(exc)
     log.error("unexpected error on %s %s: %s", request.method, printable(request.path, 200), _one_line(exc))
     log.debug("traceback of the error above", exc_info=exc)
