@@ -55,6 +55,8 @@ def metadata():
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise BadQuery("ids must be a list of whole numbers")
+    if not all(-2**63 <= i < 2**63 for i in ids):
+        raise BadQuery("ids must be 64-bit whole numbers")
     if len(ids) > MAX_METADATA_IDS:
         raise BadQuery(f"ids holds {len(ids):,} ids; the limit is {MAX_METADATA_IDS:,} a request")
     engine = state().engine()
