@@ -272,11 +272,15 @@ def db() -> None:
 @db.command("upgrade")
 @click.pass_obj
 def db_upgrade(settings: Settings) -> None:
-    """Apply pending migrations (`spyglass index` does this by itself)."""
+    """Apply pending migrations (`spyglass index` does this by itself); waits for no indexer."""
     from spyglass.search.db import create_db_engine, redacted
+    from spyglass.search.lock import indexer_lock
     from spyglass.search.migrate import upgrade
 
-    before, after = upgrade(create_db_engine(settings.db_url))
+    engine = create_db_engine(settings.db_url, writer=True)
+    with indexer_lock(engine, settings.home):  # never under a running indexer
+        before, after = upgrade(engine)
+    engine.dispose()
     if before == after:
         click.echo(f"{redacted(settings.db_url)} is up to date (revision {after}).")
     else:

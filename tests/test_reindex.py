@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -19,8 +21,9 @@ from spyglass.indexer.jobs import run_index, run_reindex
 from spyglass.search.lock import IndexerBusy, indexer_lock
 from spyglass.search.db import create_db_engine
 from spyglass.search.engine import SearchEngine
-from spyglass.search.errors import ConfigError
-from spyglass.search.schema import IndexGeneration, MediaItem, StagedVector
+from spyglass.search.errors import ConfigError, IndexFileError
+from spyglass.search.schema import IndexGeneration, IndexRun, MediaItem, StagedVector
+from spyglass.search.settings import Settings
 
 
 def consistent(settings) -> SearchEngine:
@@ -229,3 +232,125 @@ def test_writer_connections_take_the_sqlite_lock_up_front(tmp_path):
         held.rollback()
     with create_db_engine(url).connect() as reader:  # plain readers are never blocked (WAL)
         assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 0
+
+
+def test_a_model_swap_while_a_folder_is_missing_is_refused_and_keeps_its_items(settings, media, tmp_path, encoder,
+                                                                              other_model):
+    extra = tmp_path / "usb-disk"
+    extra.mkdir()
+    for i in range(3):
+        Image.new("RGB", (30, 30), (i * 80, 9, 9)).save(extra / f"on-usb-{i}.png")
+    run_index(settings, [str(media), str(extra)], encoder=encoder, progress=False)
+    before = consistent(settings).live().generation
+    os.rename(extra, tmp_path / "unplugged")
+    other = settings.override(model=str(other_model[0]), pretrained=str(other_model[1]))
+
+    for attempt in (lambda: run_reindex(other, progress=False),
+                    lambda: run_index(other, [str(media)], rebuild=True, progress=False)):
+        with pytest.raises(ConfigError, match="usb-disk is missing .* holds 3 items") as refused:
+            attempt()
+        assert "--drop-missing" in str(refused.value)
+    engine = consistent(settings)
+    assert engine.live().generation.id == before.id and len(engine.live().index) == before.vector_count
+
+    # Asked for, the swap drops the missing folder's items; they come back with the folder.
+    summary = run_reindex(other, progress=False, drop_missing=True)
+    assert summary.removed == 3
+    assert len(consistent(other).live().index) == len(GOOD_IMAGES) and consistent(other).live().index.dim == 24
+    os.rename(tmp_path / "unplugged", extra)
+    assert run_reindex(other, progress=False).added == 3
+
+
+def test_repair_takes_the_lock_before_it_reads(settings, media, encoder, monkeypatch):
+    """A reindex that publishes just before the repair gets the lock must not be undone by it."""
+    import spyglass.indexer.check as check_module
+
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    (media / "red.jpg").unlink()  # something for the repair to do
+    real_lock = check_module.indexer_lock
+
+    @contextlib.contextmanager
+    def lock_won_after_a_reindex(*args, **kwargs):
+        Image.new("RGB", (20, 20), (3, 200, 3)).save(media / "arrived-meanwhile.png")
+        run_index(settings, [str(media)], encoder=encoder, progress=False)
+        with real_lock(*args, **kwargs):
+            yield
+
+    monkeypatch.setattr(check_module, "indexer_lock", lock_won_after_a_reindex)
+    check_index(settings, repair=True)
+    engine = consistent(settings)  # the reindex's work is all there: nothing stale republished
+    assert engine.catalog.item_by_path(str(media / "arrived-meanwhile.png")) is not None
+
+
+def test_repair_never_republishes_another_models_vectors(settings, media, encoder, other_model):
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    other = settings.override(model=str(other_model[0]), pretrained=str(other_model[1]))
+    swapped = run_reindex(other, progress=False).generation_id
+    engine = SearchEngine(other)
+    with engine.catalog.sessions() as session:
+        path = other.index_dir / session.get(IndexGeneration, swapped).filename
+    path.write_bytes(b"damaged")
+    with pytest.raises(IndexFileError, match="of the live model"):
+        check_index(other, repair=True)
+    assert engine.catalog.live_generation().id == swapped  # nothing published under the new model
+
+
+def test_a_killed_run_is_reported_interrupted_not_running(settings, media):
+    env = spyglass_env(settings)
+    process = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "index", "--no-progress", str(media)],
+                               env={**env, "SPYGLASS_FAILPOINT": "embed"}, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if "spyglass failpoint embed" in line:
+                break
+        assert json.loads(run_spyglass("status", "--json", env=env).stdout)["last_run"]["status"] == "running"
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+    assert json.loads(run_spyglass("status", "--json", env=env).stdout)["last_run"]["status"] == "interrupted"
+    after = run_spyglass("index", "--no-progress", str(media), env=env)
+    assert "1 earlier run(s) had been killed" in after.stderr
+    with SearchEngine(settings).catalog.sessions() as session:
+        assert [r.status for r in session.scalars(select(IndexRun).order_by(IndexRun.id))] == ["interrupted", "done"]
+
+
+def test_nothing_is_migrated_while_another_indexer_holds_the_lock(settings, media, tmp_path):
+    ready = tmp_path / "holding"
+    env = spyglass_env(settings)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(ready)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        for command in (["index", str(media)], ["db", "upgrade"]):
+            refused = run_spyglass(*command, env=env)
+            assert refused.returncode == 1 and "another indexer is running" in refused.stderr, command
+        from sqlalchemy import inspect
+
+        assert inspect(create_db_engine(settings.db_url)).get_table_names() == []  # still empty
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+
+def test_the_nightly_loop_goes_on_after_a_database_failure(tmp_path, tiny_model):
+    env = spyglass_env(Settings(home=tmp_path / "home", database_url="postgresql://spyglass@127.0.0.1:9/gone",
+                                model=str(tiny_model[0]), pretrained=str(tiny_model[1]), device="cpu"))
+    process = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "reindex", "--every", "1s", str(tmp_path)],
+                               env=env, stderr=subprocess.PIPE, text=True)
+    errors = []
+    try:
+        deadline = time.monotonic() + 60
+        for line in process.stderr:
+            if line.startswith("Error: "):
+                errors.append(line)
+            if len(errors) == 3 or time.monotonic() > deadline:
+                break
+        assert process.poll() is None  # still looping
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+    assert len(errors) == 3 and all("the catalog database failed" in e for e in errors)

@@ -1,7 +1,7 @@
 """Who may talk to the server: trusted Host names, no cross-site writes, opt-in CORS, hardening headers.
 
-- Host: Flask's TRUSTED_HOSTS, loopback names by default when the server listens on loopback,
-  so a DNS-rebinding page cannot read `/file` through 127.0.0.1.
+- Host: loopback names by default when the server listens on loopback, so a DNS-rebinding page
+  cannot read `/file` through 127.0.0.1. (Flask's TRUSTED_HOSTS cannot name an IPv6 address.)
 - Cross-site POSTs (a page elsewhere submitting a form or a text/plain fetch) are refused with
   403 unless their origin is named in SPYGLASS_CORS_ORIGINS. Clients that are not browsers send
   no Origin and pass, as clip-retrieval's ClipClient does.
@@ -17,11 +17,12 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import Forbidden
+from werkzeug.exceptions import BadRequest, Forbidden
 
+from spyglass.search.display import printable
 from spyglass.search.settings import Settings
 
-LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1", "[::1]"]
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
                            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
@@ -38,13 +39,30 @@ def is_loopback(host: str) -> bool:
 
 
 def trusted_hosts(settings: Settings) -> list[str] | None:
-    """SPYGLASS_ALLOWED_HOSTS as Flask's TRUSTED_HOSTS; None means any host."""
+    """SPYGLASS_ALLOWED_HOSTS as a list of names; None means any host."""
     names = [n.strip() for n in settings.allowed_hosts.split(",") if n.strip()]
     if "*" in names:
         return None
     if names:
         return names
     return list(LOOPBACK_NAMES) if is_loopback(settings.host) else None
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port: 'a.example:80' -> 'a.example', '[::1]:80' -> '::1'."""
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return (host.rsplit(":", 1)[0] if host.count(":") == 1 else host).lower()
+
+
+def host_allowed(host: str, trusted: list[str]) -> bool:
+    """Whether a Host header names one of the trusted names ('.example.com' takes its subdomains)."""
+    name = host_name(host)
+    for entry in trusted:
+        entry = entry.lower().strip("[]")
+        if name == entry.lstrip(".") or (entry.startswith(".") and name.endswith(entry)):
+            return True
+    return False
 
 
 def cors_origins(settings: Settings) -> frozenset[str]:
@@ -54,14 +72,17 @@ def cors_origins(settings: Settings) -> frozenset[str]:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Install the host check, the cross-site rule, CORS and the hardening headers."""
-    app.config["TRUSTED_HOSTS"] = trusted_hosts(settings)
+    trusted = trusted_hosts(settings)
     allowed = cors_origins(settings)
 
     def cors_allows(origin: str | None) -> bool:
         return origin is not None and ("*" in allowed or origin in allowed)
 
     @app.before_request
-    def refuse_cross_site_writes():
+    def refuse_other_hosts_and_cross_site_writes():
+        if trusted is not None and not host_allowed(request.host, trusted):
+            raise BadRequest(f"this server does not answer to the host name {printable(request.host, 100)!r} "
+                             "(SPYGLASS_ALLOWED_HOSTS)")
         if request.method in SAFE_METHODS:
             return None
         origin = request.headers.get("Origin")
