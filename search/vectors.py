@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 import uuid
 from pathlib import Path
 
@@ -75,8 +76,36 @@ class VectorIndex:
         import faiss
 
         if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
-            return VectorIndex(faiss.index_cpu_to_all_gpus(self.index))
+            return GpuIndex(faiss.index_cpu_to_all_gpus(self.index), self)
         return self
+
+
+# FAISS GPU searches select at most this many neighbours (GPU_MAX_SELECTION_K).
+GPU_MAX_K = 2048
+
+
+class GpuIndex(VectorIndex):
+    """A GPU copy for searching, with the CPU index beside it.
+
+    FAISS GPU indexes are not thread-safe, so searches take turns on one lock; a search for
+    more neighbours than the GPU can select goes to the CPU copy instead of failing.
+    """
+
+    def __init__(self, index, cpu: VectorIndex):
+        super().__init__(index)
+        self.cpu = cpu
+        self._lock = threading.Lock()
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k on the GPU, or on the CPU past GPU_MAX_K."""
+        if min(k, max(len(self), 1)) > GPU_MAX_K:
+            return self.cpu.search(queries, k)
+        with self._lock:
+            return super().search(queries, k)
+
+    def vector(self, item_id: int) -> np.ndarray:
+        """Stored vectors are read from the CPU copy."""
+        return self.cpu.vector(item_id)
 
 
 def generation_filename() -> str:

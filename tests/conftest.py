@@ -135,6 +135,22 @@ def spyglass_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def worker_pids(master_pid: int) -> list[int]:
+    """The child processes of a process (gunicorn's workers of its master)."""
+    children = []
+    for task in Path(f"/proc/{master_pid}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    return children
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The most resident memory a process has held (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(pid)
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     import socket
@@ -145,14 +161,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(settings: Settings, log_path: Path):
-    """`spyglass serve` (gunicorn) on settings.port until the block ends; yields its base URL."""
+def serving(settings: Settings, log_path: Path, *options: str, started: list | None = None):
+    """`spyglass serve` (gunicorn) on settings.port until the block ends; yields its base URL.
+
+    options go to `spyglass serve` (--workers 2, ...); the process is appended to `started`.
+    """
     import time
     import urllib.request
 
     log = open(log_path, "w")
     process = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "serve", "--port", str(settings.port),
-                                "--threads", "4"], env=spyglass_env(settings), stdout=log, stderr=log)
+                                "--threads", "4", *options], env=spyglass_env(settings), stdout=log, stderr=log)
+    if started is not None:
+        started.append(process)
     url = f"http://127.0.0.1:{settings.port}"
     try:
         deadline = time.monotonic() + 60

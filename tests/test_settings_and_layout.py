@@ -93,6 +93,7 @@ def test_compose_services_run_real_commands(service):
     # The options it passes parse: run the command's own parser on them, without running it.
     context = command.make_context(words[1], list(words[2:]), resilient_parsing=False)
     assert context.params
+    assert services[service]["restart"] == "unless-stopped"  # a crash or a reboot is not the end
     env = services[service]["environment"]
     assert env["SPYGLASS_DATABASE_URL"].startswith("postgresql://")
     assert set(k for k in env if k.startswith("SPYGLASS_")) <= {s.env for s in SETTINGS}
@@ -103,3 +104,19 @@ def test_app_factory_builds_without_touching_anything(tmp_path):
     app = create_app(Settings(home=tmp_path / "home"))
     assert not (tmp_path / "home").exists()  # no database, no model, until a request needs them
     assert app.test_client().get("/api/v1/healthz").json == {"status": "ok", "generation": None}
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_only_the_spyglass_package(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    assert {name.split("/")[0] for name in names if ".dist-info" not in name} == {"spyglass"}
+    for module in ("search/engine.py", "indexer/jobs.py", "web/api.py", "web/templates/index.html",
+                   "web/static/app.js", "migrations/env.py", "migrations/versions/0001_initial_catalog.py"):
+        assert f"spyglass/{module}" in names, module

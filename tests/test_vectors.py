@@ -134,3 +134,49 @@ def test_killed_publish_leaves_the_previous_generation_live(sqlite_settings, med
     assert (summary.added, summary.removed, summary.moved) == (1, 1, 1)
     assert len(list(sqlite_settings.index_dir.glob("gen-*.faiss"))) == 2
     assert len(engine.live().index) == len(GOOD_IMAGES)
+
+
+def test_gpu_index_takes_turns_and_hands_big_k_to_the_cpu():
+    """The routing of GpuIndex, with a CPU index standing in for the GPU copy (no GPU here)."""
+    import threading
+
+    from spyglass.search.vectors import GPU_MAX_K, GpuIndex
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(GPU_MAX_K + 500, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cpu = VectorIndex.empty(8, "Flat")
+    cpu.add(np.arange(1, len(vectors) + 1), vectors)
+    stand_in = VectorIndex.empty(8, "Flat")
+    stand_in.add(np.arange(1, 101), vectors[:100])  # differs from the CPU copy, to see who answered
+
+    class NotThreadSafe:
+        """Fails the test if two searches ever run on it at once, as a FAISS GPU index may not."""
+
+        def __init__(self, index):
+            self.index, self.inside, self.overlaps = index, 0, 0
+            self.d, self.ntotal = index.d, len(vectors)
+
+        def search(self, queries, k):
+            self.inside += 1
+            self.overlaps += self.inside > 1
+            try:
+                threading.Event().wait(0.002)
+                return self.index.search(queries, min(k, 100))
+            finally:
+                self.inside -= 1
+
+    device = NotThreadSafe(stand_in.index)
+    gpu = GpuIndex(device, cpu)
+    threads = [threading.Thread(target=lambda: [gpu.search(vectors[:1], 10) for _ in range(20)]) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert device.overlaps == 0
+
+    _, small = gpu.search(vectors[150:151], 10)
+    assert set(small[0].tolist()) <= set(range(1, 101))  # answered by the "GPU" copy
+    _, big = gpu.search(vectors[150:151], GPU_MAX_K + 1)
+    assert big.shape[1] == GPU_MAX_K + 1 and big[0][0] == 151  # the CPU copy, which has every vector
+    assert np.allclose(gpu.vector(151), vectors[150])

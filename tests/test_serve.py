@@ -1,0 +1,43 @@
+"""`spyglass serve` as run in production: gunicorn workers, metrics that add up across them."""
+
+from __future__ import annotations
+
+import re
+import threading
+import urllib.request
+
+from conftest import free_port, serving, worker_pids
+from spyglass.indexer.jobs import run_index
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_count_across_gunicorn_workers(sqlite_settings, media, encoder, tmp_path, monkeypatch):
+    settings = sqlite_settings.override(port=free_port())
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))  # so the test can see each worker's file
+    started = []
+    with serving(settings, tmp_path / "server.log", "--workers", "2", started=started) as url:
+        assert len(worker_pids(started[0].pid)) == 2
+
+        def ask(first: int) -> None:
+            for i in range(first, first + 4):
+                urllib.request.urlopen(f"{url}/api/v1/search?q=thing+{i}&k=3").read()
+
+        clients = [threading.Thread(target=ask, args=(n * 4,)) for n in range(8)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        scrapes = [urllib.request.urlopen(f"{url}/metrics").read().decode() for _ in range(8)]
+    answering = {p.name for p in metrics_dir.glob("counter_*.db")}
+    assert len(answering) == 2, answering  # both workers answered searches
+    counts = {metric(text, 'spyglass_queries_total{endpoint="search",outcome="ok"}') for text in scrapes}
+    assert counts == {32.0}, counts  # every scrape, whichever worker answers it, sees all 32
+    assert {metric(text, "spyglass_query_seconds_count") for text in scrapes} == {32.0}
+    assert all(metric(text, "spyglass_index_vectors") > 0 for text in scrapes)
