@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast fuzz bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# Long fuzzing runs; the suite runs a bounded version of each.
+fuzz: setup
+	SPYGLASS_FUZZ_EXAMPLES=1000 SPYGLASS_HOSTILE_UPLOADS=20000 $(BIN)/python -m pytest -p no:randomly \
+		tests/test_api_fuzz.py tests/test_hostile_uploads.py tests/test_paths.py -s
 
 bench: setup
 	$(BIN)/python benchmarks/index_throughput.py

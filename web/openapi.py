@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 ERROR = {"$ref": "#/components/schemas/Error"}
-ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"},
+           "description": "A catalog id (1 to 2^63-1); any other number is not found."}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                               "schema": {"type": "string"}}}
 
 
 def _errors(*codes: int) -> dict:
-    words = {400: "Bad query", 404: "Unknown item", 413: "Request too large", 415: "Not an image",
-             422: "Image does not decode", 503: "No index loaded, or the model is unavailable"}
-    return {str(c): {"description": words[c], "content": {"application/json": {"schema": ERROR}}}
-            for c in codes}
+    words = {400: "Bad query (the message names the field and the limit)", 403: "A request from another site",
+             404: "Unknown item, or its file is gone, changed or outside the media folders",
+             413: "Request too large", 415: "Not an image",
+             416: "Range not satisfiable", 422: "Image does not decode, or is too large or too thin",
+             503: "No index loaded, the model or the database is unavailable, or too busy"}
+    out = {}
+    for code in codes:
+        out[str(code)] = {"description": words[code], "content": {"application/json": {"schema": ERROR}}}
+        if code == 503:
+            out[str(code)]["headers"] = RETRY_AFTER
+    return out
 
 
 def _ok(description: str, schema: dict | None = None, media: str = "application/json") -> dict:
@@ -19,15 +29,16 @@ def _ok(description: str, schema: dict | None = None, media: str = "application/
 
 
 SEARCH_FIELDS = [
-    ("q", "string", "Text to search for."),
-    ("image_id", "integer", "Find items like this item (more like this)."),
-    ("k", "integer", "Results per page, 1-1000 (default 20)."),
-    ("offset", "integer", "Skip this many results (pagination)."),
-    ("min_score", "number", "Only results with at least this cosine similarity."),
-    ("folder", "string", "Only items under this folder, relative to a media root (or absolute)."),
-    ("kind", "string", "Only items of this kind (image)."),
-    ("mtime_from", "string", "Only files modified at or after this ISO date or epoch second."),
-    ("mtime_to", "string", "Only files modified at or before this ISO date or epoch second."),
+    ("q", {"type": "string", "maxLength": 1000},
+     "Text to search for: at most 1,000 bytes, no word over 100 characters (the model reads ~77 tokens)."),
+    ("image_id", {"type": "integer"}, "Find items like this item (more like this)."),
+    ("k", {"type": "integer", "minimum": 1, "maximum": 1000}, "Results per page, 1-1000 (default 20)."),
+    ("offset", {"type": "integer", "minimum": 0}, "Skip this many results (offset + k at most 100,000)."),
+    ("min_score", {"type": "number"}, "Only results with at least this cosine similarity."),
+    ("folder", {"type": "string"}, "Only items under this folder, relative to a media root (or absolute)."),
+    ("kind", {"type": "string"}, "Only items of this kind (image)."),
+    ("mtime_from", {"type": "string"}, "Only files modified at or after this ISO date or epoch second."),
+    ("mtime_to", {"type": "string"}, "Only files modified at or before this ISO date or epoch second."),
 ]
 
 PART = {"type": "object", "properties": {
@@ -53,9 +64,11 @@ SEARCH_RESPONSE = {"type": "object", "properties": {
 
 ITEM = {"type": "object", "properties": {
     "id": {"type": "integer"}, "path": {"type": "string", "description": "Relative to its media root."},
-    "name": {"type": "string"}, "root": {"type": ["string", "null"]}, "kind": {"type": "string"},
+    "name": {"type": "string"},
+    "root": {"type": ["string", "null"], "description": "The media folder's name (its path with SPYGLASS_EXPOSE_PATHS)."},
+    "kind": {"type": "string"},
     "format": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
-    "size": {"type": "integer"}, "mtime": {"type": "string"}, "indexed_at": {"type": "string"},
+    "size": {"type": "integer"}, "mtime": {"type": ["string", "null"]}, "indexed_at": {"type": "string"},
     "url": {"type": "string"}, "thumbnail_url": {"type": "string"}, "file_url": {"type": "string"}}}
 
 
@@ -69,7 +82,7 @@ def openapi_document() -> dict:
             "/": {"get": {"summary": "The search page (HTML).", "responses": _ok("The page", media="text/html")}},
             "/api/v1/search": {
                 "get": {"summary": "Search by text or by item.",
-                        "parameters": [{"name": n, "in": "query", "schema": {"type": t}, "description": d}
+                        "parameters": [{"name": n, "in": "query", "schema": t, "description": d}
                                        for n, t, d in SEARCH_FIELDS],
                         "responses": {**_ok("Ranked results", SEARCH_RESPONSE), **_errors(400, 404, 503)}},
                 "post": {"summary": "Search by text, image, item, embedding, or a weighted mix.",
@@ -77,27 +90,33 @@ def openapi_document() -> dict:
                              "application/json": {"schema": SEARCH_BODY},
                              "multipart/form-data": {"schema": {"type": "object", "properties": {
                                  "image": {"type": "string", "format": "binary"},
-                                 **{n: {"type": t} for n, t, _ in SEARCH_FIELDS}}}}}},
+                                 **{n: t for n, t, _ in SEARCH_FIELDS}}}}}},
                          "responses": {**_ok("Ranked results", SEARCH_RESPONSE),
-                                       **_errors(400, 404, 413, 415, 422, 503)}}},
+                                       **_errors(400, 403, 404, 413, 415, 422, 503)}}},
             "/api/v1/items/{item_id}": {"get": {
                 "summary": "An item's metadata.", "parameters": [ITEM_ID],
                 "responses": {**_ok("The item", {"$ref": "#/components/schemas/Item"}), **_errors(404, 503)}}},
             "/api/v1/items/{item_id}/thumbnail": {"get": {
                 "summary": "A JPEG thumbnail of the item.", "parameters": [ITEM_ID],
                 "responses": {**_ok("JPEG", {"type": "string", "format": "binary"}, "image/jpeg"),
-                              **_errors(404, 422, 503)}}},
+                              **_errors(404, 415, 422, 503)}}},
             "/api/v1/items/{item_id}/file": {"get": {
-                "summary": "The original file (only from inside a media root).", "parameters": [ITEM_ID],
+                "summary": "The original file: only while it is the indexed file, inside a media folder "
+                           "(symbolic links as SPYGLASS_FOLLOW_SYMLINKS says). Answers Range requests.",
+                "parameters": [ITEM_ID, {"name": "Range", "in": "header", "required": False,
+                                         "schema": {"type": "string"}, "description": "e.g. bytes=0-1023"}],
                 "responses": {**_ok("The file", {"type": "string", "format": "binary"}, "image/*"),
-                              **_errors(404, 503)}}},
-            "/api/v1/status": {"get": {"summary": "Items, model, index and last run.",
-                                       "responses": _ok("Status")}},
+                              "206": {"description": "The requested part of the file",
+                                      "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+                              **_errors(400, 404, 416, 503)}}},
+            "/api/v1/status": {"get": {"summary": "Items, model, index and last run (folder and "
+                                                  "checkpoint names only, unless SPYGLASS_EXPOSE_PATHS).",
+                                       "responses": {**_ok("Status"), **_errors(503)}}},
             "/api/v1/healthz": {"get": {"summary": "Liveness, and the loaded generation.",
-                                        "responses": _ok("Alive")}},
+                                        "responses": {**_ok("Alive"), **_errors(503)}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": _ok("OpenAPI")}},
-            "/metrics": {"get": {"summary": "Prometheus metrics of this worker.",
-                                 "responses": _ok("Metrics", {"type": "string"}, "text/plain")}},
+            "/metrics": {"get": {"summary": "Prometheus metrics, added up across the server's workers.",
+                                 "responses": {**_ok("Metrics", {"type": "string"}, "text/plain"), **_errors(503)}}},
             "/knn-service": {"post": {
                 "summary": "clip-retrieval compatible nearest-neighbour search.",
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
@@ -106,12 +125,12 @@ def openapi_document() -> dict:
                     "num_images": {"type": "integer"}, "deduplicate": {"type": "boolean"},
                     "indice_name": {"type": "string"}, "modality": {"type": "string"}}}}}},
                 "responses": {**_ok("[{id, similarity, url, caption}]", {"type": "array"}),
-                              **_errors(400, 415, 422, 503)}}},
+                              **_errors(400, 403, 413, 415, 422, 503)}}},
             "/metadata": {"post": {
                 "summary": "clip-retrieval compatible metadata by ids.",
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
                     "ids": {"type": "array", "items": {"type": "integer"}}, "indice_name": {"type": "string"}}}}}},
-                "responses": {**_ok("[{id, metadata}]", {"type": "array"}), **_errors(400, 503)}}},
+                "responses": {**_ok("[{id, metadata}]", {"type": "array"}), **_errors(400, 403, 413, 503)}}},
             "/indices-list": {"get": {"summary": "clip-retrieval compatible list of index names.",
                                       "responses": _ok("Names", {"type": "array", "items": {"type": "string"}})}},
         },
