@@ -33,7 +33,7 @@ test-fast: setup
 
 # Long fuzzing runs; the suite runs a bounded version of each.
 fuzz: setup
-	SPYGLASS_FUZZ_EXAMPLES=1000 SPYGLASS_HOSTILE_UPLOADS=20000 $(BIN)/python -m pytest -p no:randomly \
+	SPYGLASS_FUZZ_EXAMPLES=1000 SPYGLASS_HOSTILE_UPLOADS=20000 $(BIN)/python -m pytest \
 		tests/test_api_fuzz.py tests/test_hostile_uploads.py tests/test_paths.py -s
 
 bench: setup

@@ -117,6 +117,7 @@ def test_real_subprocess_offline_default_weights_name_the_fix(sqlite_settings, m
     env = spyglass_env(sqlite_settings)
     del env["SPYGLASS_MODEL"], env["SPYGLASS_PRETRAINED"]  # the defaults: ViT-B-32, laion2b tag
     env["HF_HOME"] = str(tmp_path / "empty-hf-cache")
+    env["HF_HUB_OFFLINE"] = "1"  # as offline as this machine, wherever the test runs
     result = run_spyglass("index", str(media), env=env)
     assert result.returncode == 1
     assert "SPYGLASS_PRETRAINED=/path/to/open_clip_model.safetensors" in result.stderr

@@ -85,8 +85,10 @@ def test_unknown_pretrained_tag_lists_known_tags():
 
 
 def test_pretrained_tag_offline_says_how_to_fix(monkeypatch, tmp_path):
-    # Nothing outside this machine is reachable; an empty cache makes sure nothing is found.
+    # An empty cache makes sure nothing is found; HF_HUB_OFFLINE, that the test passes online too.
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ModelUnavailable) as error:
         load_encoder("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path / "cache")
     message = str(error.value)

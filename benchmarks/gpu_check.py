@@ -1,0 +1,89 @@
+"""GPU checks: the FAISS GPU copy answers as the CPU index does, under concurrent requests and past k=2048.
+
+    python benchmarks/gpu_check.py [--vectors 200000] [--threads 16]
+
+Needs a GPU and faiss with GPU support (`pip install -e '.[gpu]'`). Prints the figures and
+exits 1 when the GPU answers differ from the CPU's or a concurrent search fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from spyglass.search.vectors import GPU_MAX_K, GpuIndex, VectorIndex  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vectors", type=int, default=200_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--queries", type=int, default=2000)
+    args = parser.parse_args()
+
+    import faiss
+
+    gpus = faiss.get_num_gpus()
+    print(f"faiss {faiss.__version__}, GPUs seen: {gpus}")
+    if gpus == 0:
+        print("no GPU: nothing to check")
+        return 1
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(args.vectors, args.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cpu = VectorIndex.empty(args.dim, "Flat")
+    cpu.add(np.arange(1, args.vectors + 1, dtype=np.int64), vectors)
+    started = time.perf_counter()
+    device = cpu.on_search_device()
+    print(f"copied {args.vectors:,} x {args.dim} to the GPU in {time.perf_counter() - started:.2f} s "
+          f"({type(device).__name__})")
+    assert isinstance(device, GpuIndex)
+
+    queries = vectors[rng.integers(0, args.vectors, size=args.queries)]
+    _, expected = cpu.search(queries, 10)
+    failures, mismatches, latencies = [], 0, []
+
+    def one(i: int):
+        began = time.perf_counter()
+        _, ids = device.search(queries[i:i + 1], 10)
+        latencies.append(time.perf_counter() - began)
+        return i, ids[0]
+
+    with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
+        for future in [pool.submit(one, i) for i in range(args.queries)]:
+            try:
+                i, ids = future.result()
+                mismatches += int(ids[0] != expected[i][0])
+            except Exception as exc:  # noqa: BLE001 - each failure is what this check counts
+                failures.append(repr(exc))
+    ms = sorted(x * 1000 for x in latencies)
+    print(f"{args.queries} searches from {args.threads} threads: {len(failures)} failed, {mismatches} top-1 "
+          f"differ from the CPU; p50 {statistics.median(ms):.2f} ms, p99 {ms[int(len(ms) * 0.99) - 1]:.2f} ms")
+
+    _, big = device.search(queries[:1], GPU_MAX_K * 2)
+    _, big_cpu = cpu.search(queries[:1], GPU_MAX_K * 2)
+    big_ok = big.shape[1] == GPU_MAX_K * 2 and (big == big_cpu).all()
+    print(f"k={GPU_MAX_K * 2} (past the GPU's limit, answered by the CPU copy): {'same as CPU' if big_ok else 'DIFFERENT'}")
+
+    batch = queries[:256]
+    for name, index in (("cpu", cpu), ("gpu", device)):
+        times = []
+        for _ in range(5):
+            began = time.perf_counter()
+            index.search(batch, 10)
+            times.append(time.perf_counter() - began)
+        print(f"{name}: 256 queries in one call, best of 5: {min(times) * 1000:.1f} ms")
+    return 0 if not failures and mismatches == 0 and big_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
