@@ -212,15 +212,14 @@ class SearchEngine:
         for part in parts:
             total += np.float32(part.weight) * self._embed_part(part, snapshot)
         norm = float(np.linalg.norm(total))
-        if not np.isfinite(norm):
-            raise BadQuery("the query weights are too large", "use weights between -1000 and 1000")
         if norm < 1e-6:
             raise BadQuery("the weighted query parts cancel out", "change the weights")
         return total / norm
 
     def _embed_part(self, part: QueryPart, snapshot: Snapshot) -> np.ndarray:
         if part.embedding is not None:
-            vector = np.asarray(part.embedding, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 is caught below
+                vector = np.asarray(part.embedding, dtype=np.float32)
             if vector.shape != (snapshot.index.dim,) or not np.all(np.isfinite(vector)):
                 raise BadQuery(f"the embedding must be {snapshot.index.dim} finite numbers, "
                                f"got shape {vector.shape}")

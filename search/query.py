@@ -19,6 +19,7 @@ from .schema import MediaItem
 MAX_TEXT_BYTES = 1000
 MAX_WORD_CHARS = 100
 MAX_QUERY_PARTS = 16
+MAX_WEIGHT = 1000.0
 # A run of letters, or of punctuation, is one word to open_clip's tokenizer.
 _LONG_WORD = re.compile(rf"(?:[^\W\d_]{{{MAX_WORD_CHARS + 1},}})|(?:[^\w\s]{{{MAX_WORD_CHARS + 1},}})")
 
@@ -55,6 +56,8 @@ class QueryPart:
             raise BadQuery("each query part needs exactly one of text, image, image_id or embedding")
         if self.text is not None:
             check_text(self.text)
+        if not -MAX_WEIGHT <= self.weight <= MAX_WEIGHT:  # NaN fails this too
+            raise BadQuery(f"a query part's weight must be between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
 
 
 @dataclass(frozen=True)

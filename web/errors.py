@@ -64,7 +64,10 @@ def error_response(status: int, error: str, message: str):
 def _domain_error(exc: SpyglassError):
     for cls, status, code, public in STATUS_BY_ERROR:
         if isinstance(exc, cls):
-            if status >= 500 or cls is SpyglassError:
+            # An empty library or a busy moment is not a fault of the server; the rest is.
+            if cls is ServerBusy:
+                log.warning("busy on %s %s: %s", request.method, printable(request.path, 200), printable(str(exc)))
+            elif (status >= 500 and cls is not NoIndex) or cls is SpyglassError:
                 log.error("%s on %s %s: %s", code, request.method, printable(request.path, 200),
                           printable(str(exc), 500))
             exposed = current_app.extensions["spyglass"].settings.expose_paths
