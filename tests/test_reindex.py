@@ -116,16 +116,26 @@ HOLD_LOCK = textwrap.dedent("""
 """)
 
 
-def test_second_indexer_exits_at_once_and_a_killed_holder_frees_the_lock(settings, media, tmp_path):
+@contextlib.contextmanager
+def lock_held_by_another_process(env: dict, tmp_path):
+    """A process holding the indexer lock for the block; it is kill -9ed at the end. Yields it."""
     ready = tmp_path / "holding"
-    env = spyglass_env(settings)
-    run_spyglass("db", "upgrade", env=env)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(ready)], env=env)
     try:
         deadline = time.monotonic() + 60
         while not ready.exists():
             assert holder.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
+        yield holder
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+
+def test_second_indexer_exits_at_once_and_a_killed_holder_frees_the_lock(settings, media, tmp_path):
+    env = spyglass_env(settings)
+    run_spyglass("db", "upgrade", env=env)
+    with lock_held_by_another_process(env, tmp_path) as holder:
         started = time.monotonic()
         refused = run_spyglass("reindex", str(media), env=env)
         assert refused.returncode == 1
@@ -134,9 +144,6 @@ def test_second_indexer_exits_at_once_and_a_killed_holder_frees_the_lock(setting
         with pytest.raises(IndexerBusy):
             with indexer_lock(create_db_engine(settings.db_url), settings.home):
                 pass
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
     # The kernel (flock) or the server (advisory lock) dropped the dead holder's lock.
     accepted = run_spyglass("reindex", "--no-progress", str(media), env=env)
     assert accepted.returncode == 0, accepted.stderr
@@ -316,23 +323,14 @@ def test_a_killed_run_is_reported_interrupted_not_running(settings, media):
 
 
 def test_nothing_is_migrated_while_another_indexer_holds_the_lock(settings, media, tmp_path):
-    ready = tmp_path / "holding"
     env = spyglass_env(settings)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(ready)], env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert holder.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+    with lock_held_by_another_process(env, tmp_path):
         for command in (["index", str(media)], ["db", "upgrade"]):
             refused = run_spyglass(*command, env=env)
             assert refused.returncode == 1 and "another indexer is running" in refused.stderr, command
         from sqlalchemy import inspect
 
         assert inspect(create_db_engine(settings.db_url)).get_table_names() == []  # still empty
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
 
 
 def test_the_nightly_loop_goes_on_after_a_database_failure(tmp_path, tiny_model):
