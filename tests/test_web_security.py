@@ -34,6 +34,7 @@ def test_only_loopback_host_names_by_default(indexed):
     assert named.get("/api/v1/healthz", headers={"Host": "photos.example.com"}).status_code == 200
     assert named.get("/api/v1/healthz", headers={"Host": "nas.lan"}).status_code == 200
     assert named.get("/api/v1/healthz", headers={"Host": "other.example.com"}).status_code == 400
+    assert named.get("/api/v1/healthz", headers={"Host": "127.0.0.1:8000"}).status_code == 200  # health checks
 
 
 @pytest.mark.parametrize("headers, content_type, status", [

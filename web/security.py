@@ -44,7 +44,9 @@ def trusted_hosts(settings: Settings) -> list[str] | None:
     if "*" in names:
         return None
     if names:
-        return names
+        # Loopback names only ever come from a client on the server's own machine (a container's
+        # health check, say): never a rebinding page, whose Host is its own name.
+        return names + LOOPBACK_NAMES
     return list(LOOPBACK_NAMES) if is_loopback(settings.host) else None
 
 
