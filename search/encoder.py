@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 from typing import Protocol, Sequence
@@ -56,6 +60,11 @@ class OpenClipEncoder:
         size = getattr(model.visual, "image_size", 224)
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         self.dim = int(self.encode_texts(["a photo"]).shape[1])
+
+    @functools.cached_property
+    def image_tower(self) -> str:
+        """The checksum of the image tower: an index built by another model with the same one is valid."""
+        return image_tower_checksum(self.model)
 
     def preprocess(self, image):
         """Resize, crop and normalise one RGB image the way the model was trained."""
@@ -131,12 +140,33 @@ def _looks_like_path(value: str) -> bool:
             or value.endswith(CHECKPOINT_SUFFIXES + (".json",)) or os.path.exists(value))
 
 
-def load_encoder(architecture: str, pretrained: str | None, device: str = "auto",
-                 cache_dir: str | os.PathLike | None = None) -> OpenClipEncoder:
-    """Build the open_clip model and load its weights; pretrained=None means random weights.
+@dataclass
+class OpenClipModel:
+    """An open_clip model as loaded, with what training and saving it need besides."""
 
-    Random weights are for tests and benchmarks only: their embeddings mean nothing.
-    """
+    model: object
+    preprocess_train: object
+    preprocess_val: object
+    tokenizer: object
+    name: str  # the name open_clip knows it by (an architecture, or local-dir:/path)
+    device: str
+
+    def config(self) -> dict:
+        """Its open_clip model config (the `model_cfg` of an open_clip_config.json)."""
+        import open_clip
+
+        if self.name.startswith("local-dir:"):
+            folder = Path(self.name.removeprefix("local-dir:"))
+            return json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
+        config = open_clip.get_model_config(self.name)
+        if config is None:
+            raise ModelUnavailable(f"no open_clip config is known for {self.name}")
+        return config
+
+
+def load_open_clip(architecture: str, pretrained: str | None, device: str = "auto",
+                   cache_dir: str | os.PathLike | None = None) -> OpenClipModel:
+    """Build the open_clip model and load its weights; pretrained=None means random weights."""
     import open_clip
 
     name = _register_architecture(open_clip, architecture)
@@ -147,7 +177,7 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
     hub_check = _offline_unless_hub_reachable if _is_tag(checkpoint) else contextlib.nullcontext
     try:
         with hub_check():
-            model, _, preprocess = open_clip.create_model_and_transforms(
+            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
                 name, pretrained=checkpoint, device=device, weights_only=True,
                 cache_dir=str(cache_dir) if cache_dir else None)
         tokenizer = open_clip.get_tokenizer(name)
@@ -155,7 +185,31 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
         raise
     except Exception as exc:  # noqa: BLE001 - open_clip signals every failure as a bare exception
         raise _explain_load_failure(architecture, pretrained, exc) from None
-    return OpenClipEncoder(model, preprocess, tokenizer, device, architecture, pretrained)
+    return OpenClipModel(model, preprocess_train, preprocess_val, tokenizer, name, device)
+
+
+def load_encoder(architecture: str, pretrained: str | None, device: str = "auto",
+                 cache_dir: str | os.PathLike | None = None) -> OpenClipEncoder:
+    """The model, ready to embed; pretrained=None means random weights.
+
+    Random weights are for tests and benchmarks only: their embeddings mean nothing.
+    """
+    loaded = load_open_clip(architecture, pretrained, device, cache_dir)
+    return OpenClipEncoder(loaded.model, loaded.preprocess_val, loaded.tokenizer, loaded.device,
+                           architecture, pretrained)
+
+
+def image_tower_checksum(model) -> str:
+    """SHA-256 of the image tower's weights: equal checksums embed every image identically."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith("visual."):
+            data = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+            digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
 
 
 def _is_tag(checkpoint: str | None) -> bool:
