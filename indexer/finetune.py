@@ -10,7 +10,7 @@ open_clip_train's cosine schedule with warm-up. Around them:
 - the learnable temperature clamped to [0, ln 100], as open_clip does;
 - fp32 on the CPU (bf16 autocast is slower than fp32 there), bf16 autocast on CUDA;
 - an optional weight-space blend with the base model (WiSE-FT) so a fine-tune does not forget;
-- an output that is worse than the base on the held-out split is refused unless forced.
+- an output that is no better than the base on the held-out split is refused unless forced.
 
 Modes: lock-image (LiT: only the text side trains, so every image vector of an index built
 with the base model stays valid), unlock-image (everything, or the last N image blocks), and
@@ -268,14 +268,13 @@ def finetune(dataset: Dataset, settings, options: FinetuneOptions, echo=print) -
                 bar.write(f"no better for {options.patience} epochs: stopping early", file=sys.stderr)
                 break
 
-    if best_state is None:
-        echo("no epoch did better than the base model on the held-out images")
-    final_state = _blended(base_state, best_state if best_state is not None else base_state, options.blend)
-    model.load_state_dict(final_state)
+    # The best epoch, or the last when none beat the base (written only if forced).
+    tuned = best_state if best_state is not None else {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(_blended(base_state, tuned, options.blend))
     after = measure()
     echo(f"after{'' if options.blend == 1 else f' (blended {options.blend:g} with the base)'}: {_short(after)}")
-    if headline(after) < headline(before) and not options.force:
-        raise ConfigError(f"the trained model retrieves worse than the base on the held-out images "
+    if (best_state is None or headline(after) < headline(before)) and not options.force:
+        raise ConfigError(f"the trained model does not retrieve better than the base on the held-out images "
                           f"(text-to-image recall {headline(after):.3f} against {headline(before):.3f}, the mean of "
                           "R@1, R@5 and R@10); nothing was written",
                           "train longer, change --lr, or pass --force to write it anyway")

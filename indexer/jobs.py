@@ -18,9 +18,10 @@ from spyglass.search.catalog import live_generation
 from spyglass.search.db import create_db_engine, session_factory
 from spyglass.search.display import printable
 from spyglass.search.encoder import Encoder, load_encoder, model_identity
-from spyglass.search.errors import ConfigError, ModelMismatch
+from spyglass.search.errors import ConfigError, ModelMismatch, SpyglassError
 from spyglass.search.failpoints import failpoint
 from spyglass.search.images import decode_gate
+from spyglass.search.labels import LabelSet
 from spyglass.search.lock import indexer_lock
 from spyglass.search.media_files import MediaRoots
 from spyglass.search.migrate import upgrade
@@ -30,6 +31,7 @@ from spyglass.search.settings import Settings
 from spyglass.search.vectors import VectorIndex, read_index_file
 
 from .decode import LoadedFile, load_file
+from .labels import update_labels
 from .pipeline import EmbeddedBatch, embed_files
 from .plan import Plan, plan_run, under
 from .publish import PendingChanges, publish
@@ -52,15 +54,17 @@ class IndexSummary:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     generation_id: int | None = None
+    labelled: int = 0
 
     def line(self) -> str:
         """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
         rate = (f", {self.embedded / self.embed_seconds:.1f} images/s"
                 if self.embedded and self.embed_seconds else "")
         resumed = f", {self.resumed:,} taken from an interrupted run" if self.resumed else ""
+        labelled = f", {self.labelled:,} labelled" if self.labelled else ""
         return (f"{self.added:,} added, {self.updated:,} updated, {self.moved:,} moved, "
                 f"{len(self.skipped):,} skipped, {self.removed:,} removed, "
-                f"{self.unchanged:,} unchanged ({self.seconds:.1f} s{rate}{resumed})")
+                f"{self.unchanged:,} unchanged ({self.seconds:.1f} s{rate}{resumed}{labelled})")
 
 
 class IndexJob:
@@ -88,6 +92,7 @@ class IndexJob:
         self.identity = model_identity(settings.model, settings.pretrained)
         self.model_key = model_key(self.identity)
         self.summary = IndexSummary()
+        self._text_swap = False
         self._index: VectorIndex | None = None
         self._model_id: int | None = None
 
@@ -150,6 +155,12 @@ class IndexJob:
             return
         if (live.model.architecture, live.model.pretrained) != self.identity:
             arch, weights = self.identity
+            if self._same_image_tower(live.model):
+                self.echo(f"The model changed from {live.model.describe()} to {arch} ({weights or 'random weights'}), "
+                          f"but its image tower is the live one's: the new model takes over the "
+                          f"{live.vector_count:,} vectors of the live index, and no image is embedded again.")
+                self._text_swap = True
+                return
             if self.rebuild_on_model_change:
                 self.echo(f"The model changed from {live.model.describe()} to {arch} "
                           f"({weights or 'random weights'}): building a new index beside the live one.")
@@ -161,6 +172,26 @@ class IndexJob:
                 f"{arch} ({weights or 'random weights'}); one index never mixes two models",
                 "run `spyglass index --rebuild` to re-embed everything with the new model, or "
                 "set SPYGLASS_MODEL / SPYGLASS_PRETRAINED back")
+
+    def _same_image_tower(self, live_model: EmbeddingModel) -> bool:
+        """Whether the configured model embeds images exactly as the live index's model did.
+
+        True after a text-side fine-tune (`spyglass finetune --lock-image`): the image tower's
+        weights are the same, so are its vectors. A model row recorded before checksums were
+        kept gets one now, if its weights are at hand.
+        """
+        recorded = live_model.image_tower
+        if recorded is None:
+            try:
+                old = load_encoder(live_model.architecture, live_model.pretrained or None, self.settings.device,
+                                   self.settings.model_cache)
+            except SpyglassError:
+                return False
+            recorded = old.image_tower if live_model.pretrained else None  # random weights are never the same twice
+            with self.sessions.begin() as session:
+                session.get(EmbeddingModel, live_model.id).image_tower = recorded
+        encoder = self.encoder()
+        return recorded is not None and recorded == getattr(encoder, "image_tower", None) and encoder.dim == live_model.dim
 
     def _rebuild_roots(self, session: Session) -> list[str]:
         """Every recorded root, for a rebuild; refused while one that holds items is missing.
@@ -210,10 +241,17 @@ class IndexJob:
                                  if s.path in found)
         pending.removed |= set(plan.vanished)
         self.summary.removed += len(plan.vanished)
-        if pending or self.rebuild:
-            self._publish(pending, force=self.rebuild)
+        if pending or self.rebuild or self._text_swap:
+            self._publish(pending, force=self.rebuild or self._text_swap)
         self._remember_skips(skipped_files)
         drop_staged(self.sessions, self.roots)
+        self._update_labels()
+
+    def _update_labels(self) -> None:
+        """Zero-shot labels for what this run embedded, or for everything when the labels or model changed."""
+        label_set = LabelSet.read(self.settings.labels) if self.settings.labels else None
+        labelled = update_labels(self.sessions, label_set, lambda: self._target_index()[0], self.encoder)
+        self.summary.labelled = labelled
 
     def _resume_staged(self, plan: Plan, pending: PendingChanges) -> None:
         """Take the vectors an interrupted run embedded (and staged) instead of embedding again."""
@@ -312,7 +350,8 @@ class IndexJob:
             if live is not None and not self.rebuild:
                 self._index = read_index_file(self.settings.index_dir / live.filename,
                                               live.size_bytes, live.checksum)
-                self._model_id = live.model_id
+                # After a text-side fine-tune, the same vectors go live under the new model.
+                self._model_id = self._model_row(live.model.dim) if self._text_swap else live.model_id
             else:
                 encoder = self.encoder()
                 self._index = VectorIndex.empty(encoder.dim, self.settings.index_factory)
@@ -329,13 +368,17 @@ class IndexJob:
 
     def _model_row(self, dim: int) -> int:
         arch, weights = self.identity
+        # Random weights (tests, benchmarks) differ at every load: no checksum can vouch for them.
+        tower = getattr(self.encoder(), "image_tower", None) if weights else None
         with self.sessions.begin() as session:
             model = session.scalar(select(EmbeddingModel).where(
                 EmbeddingModel.architecture == arch, EmbeddingModel.pretrained == weights))
             if model is None:
-                model = EmbeddingModel(architecture=arch, pretrained=weights, dim=dim)
+                model = EmbeddingModel(architecture=arch, pretrained=weights, dim=dim, image_tower=tower)
                 session.add(model)
                 session.flush()
+            elif model.image_tower is None:
+                model.image_tower = tower
             return model.id
 
     def _root_id(self, root: str) -> int:

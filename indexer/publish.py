@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spyglass.search.catalog import live_generation
 from spyglass.search.failpoints import failpoint
-from spyglass.search.schema import LEASE_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
+from spyglass.search.schema import LEASE_SECONDS, IndexGeneration, IndexReader, ItemLabel, MediaItem, utcnow
 from spyglass.search.vectors import VectorIndex, generation_filename, write_index_file
 
 from .staging import unstage
@@ -71,6 +71,9 @@ def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path
         updates += [{"id": item_id, **fields} for item_id, fields, _ in changes.reembedded]
         if updates:
             session.execute(update(MediaItem), updates)
+        reembedded = [item_id for item_id, _, _ in changes.reembedded]
+        for start in range(0, len(reembedded), _DELETE_CHUNK):  # their labels were of the old vectors
+            session.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(reembedded[start:start + _DELETE_CHUNK])))
         removed = sorted(changes.removed)
         for start in range(0, len(removed), _DELETE_CHUNK):
             chunk = removed[start:start + _DELETE_CHUNK]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
-from .schema import IndexGeneration, IndexRun, MediaItem, MediaRoot
+from .labels import LABELS_STATE_KEY
+from .schema import CatalogState, IndexGeneration, IndexRun, ItemLabel, MediaItem, MediaRoot
 
 
 ID_CHUNK = 1000
@@ -41,19 +43,22 @@ class Catalog:
         with self.sessions() as session:
             return list(session.scalars(select(IndexGeneration).order_by(IndexGeneration.id.desc()).limit(limit)))
 
-    def items_by_id(self, ids: Sequence[int], conditions: Sequence = ()) -> dict[int, MediaItem]:
-        """The items with these ids (and meeting the conditions), with their roots.
-
-        In chunks: SQLite refuses more than 32,766 bound values in one statement.
-        """
-        # Ids outside 1..2**63-1 cannot exist, and the databases refuse to compare with them.
-        ids = [int(i) for i in ids if 0 < int(i) < 2**63]
+    def items_by_id(self, ids: Sequence[int]) -> dict[int, MediaItem]:
+        """The items with these ids, with their roots and labels (ids with no row are left out)."""
         found: dict[int, MediaItem] = {}
         with self.sessions() as session:
-            for start in range(0, len(ids), ID_CHUNK):
-                query = (select(MediaItem).options(joinedload(MediaItem.root))
-                         .where(MediaItem.id.in_(ids[start:start + ID_CHUNK]), *conditions))
+            for chunk in _id_chunks(ids):
+                query = (select(MediaItem).options(joinedload(MediaItem.root), selectinload(MediaItem.labels))
+                         .where(MediaItem.id.in_(chunk)))
                 found.update((row.id, row) for row in session.scalars(query))
+        return found
+
+    def ids_meeting(self, ids: Sequence[int], conditions: Sequence) -> set[int]:
+        """Which of these ids have a row that meets the conditions (ids only)."""
+        found: set[int] = set()
+        with self.sessions() as session:
+            for chunk in _id_chunks(ids):
+                found.update(session.scalars(select(MediaItem.id).where(MediaItem.id.in_(chunk), *conditions)))
         return found
 
     def root_paths(self) -> list[str]:
@@ -66,6 +71,16 @@ class Catalog:
         with self.sessions() as session:
             return session.scalar(select(MediaItem).where(MediaItem.path == path))
 
+    def labels_summary(self) -> dict | None:
+        """How many labels the items were labelled from, and the most frequent best labels."""
+        with self.sessions() as session:
+            state = session.get(CatalogState, LABELS_STATE_KEY)
+            if state is None:
+                return None
+            top = session.execute(select(ItemLabel.label, func.count()).where(ItemLabel.rank == 1)
+                                  .group_by(ItemLabel.label).order_by(func.count().desc(), ItemLabel.label).limit(5))
+            return {"labels": json.loads(state.value)["labels"], "most_common": {label: n for label, n in top}}
+
     def status(self) -> CatalogStatus:
         """Counts and the newest generation and run."""
         with self.sessions() as session:
@@ -75,6 +90,14 @@ class Catalog:
                 generation=live_generation(session),
                 last_run=session.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1)),
             )
+
+
+def _id_chunks(ids: Sequence[int]):
+    """Ids that can exist (1 to 2**63-1: the databases refuse to compare with others), in chunks, since
+    SQLite refuses more than 32,766 bound values in one statement."""
+    valid = [int(i) for i in ids if 0 < int(i) < 2**63]
+    for start in range(0, len(valid), ID_CHUNK):
+        yield valid[start:start + ID_CHUNK]
 
 
 def live_generation(session: Session) -> IndexGeneration | None:

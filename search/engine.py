@@ -59,7 +59,7 @@ class Hit:
         return {"rank": self.rank, "id": item.id, "score": round(self.score, 6), "path": item.path,
                 "kind": item.kind, "format": item.format, "width": item.width,
                 "height": item.height, "size": item.size, "mtime_ns": item.mtime_ns,
-                "content_hash": item.content_hash}
+                "content_hash": item.content_hash, "labels": [label.label for label in item.labels]}
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,11 @@ class SearchEngine:
         snapshot = self.live()
         return self.search_in(snapshot, self.embed(parts, snapshot), k, offset, min_score, filters)
 
-    def search_text(self, text: str, k: int = 10) -> SearchResult:
+    def search_text(self, text: str, k: int = 10, filters: Filters | None = None) -> SearchResult:
         """Items that best match a text."""
-        return self.search([QueryPart(text=text)], k)
+        return self.search([QueryPart(text=text)], k, filters=filters)
 
-    def search_image(self, image: bytes | str | Path, k: int = 10) -> SearchResult:
+    def search_image(self, image: bytes | str | Path, k: int = 10, filters: Filters | None = None) -> SearchResult:
         """Items that look most like an image the operator gives, as bytes or a file path.
 
         Local images are trusted like library files (SPYGLASS_MAX_IMAGE_PIXELS); images sent over
@@ -196,7 +196,7 @@ class SearchEngine:
         encoder = self.encoder(snapshot)
         decoded = decode_image(image, self.settings.max_image_pixels, draft_size=encoder.image_size,
                                gate=decode_gate(self.settings.decode_memory))
-        return self.search_in(snapshot, encoder.encode_images([decoded.image])[0], k)
+        return self.search_in(snapshot, encoder.encode_images([decoded.image])[0], k, filters=filters)
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> SearchResult:
         """Items nearest to a vector in the model's space."""
@@ -280,10 +280,12 @@ class SearchEngine:
                 matched = [(i, s) for i, s in page if i in rows]
                 more = len(ranked) > offset + k
                 break
-            rows = self.catalog.items_by_id([i for i, _ in ranked], conditions)
-            matched_all = [(i, s) for i, s in ranked if i in rows]
+            meeting = self.catalog.ids_meeting([i for i, _ in ranked], conditions)
+            matched_all = [(i, s) for i, s in ranked if i in meeting]
             if len(matched_all) >= wanted or exhausted:
                 matched, more = matched_all[offset:offset + k], len(matched_all) > offset + k
+                rows = self.catalog.items_by_id([i for i, _ in matched])
+                matched = [(i, s) for i, s in matched if i in rows]
                 break
             n = min(total, n * _WIDEN)
         hits = [Hit(offset + rank, score, rows[i]) for rank, (i, score) in enumerate(matched, start=1)]

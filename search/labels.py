@@ -17,6 +17,8 @@ from .display import printable
 from .errors import ConfigError
 
 DEFAULT_TEMPLATES = ("a photo of a {label}.",)
+# The catalog_state row that says what the stored item labels were computed from.
+LABELS_STATE_KEY = "labels"
 MAX_LABELS = 10_000
 
 

@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import or_
+from sqlalchemy import exists, or_
 
 from .errors import BadQuery
 from .paths import inside
-from .schema import MediaItem
+from .schema import ItemLabel, MediaItem
 
 
 # The text encoder reads 77 tokens (about 300 characters of English); longer texts are cut there.
@@ -66,12 +66,13 @@ class Filters:
 
     folder: str | None = None  # relative to a media root, or an absolute folder
     kind: str | None = None
+    label: str | None = None  # the item's best zero-shot label (SPYGLASS_LABELS)
     mtime_from_ns: int | None = None
     mtime_to_ns: int | None = None
 
     def active(self) -> bool:
         """Whether any condition is set."""
-        return any(v is not None for v in (self.folder, self.kind, self.mtime_from_ns, self.mtime_to_ns))
+        return any(v is not None for v in (self.folder, self.kind, self.label, self.mtime_from_ns, self.mtime_to_ns))
 
     def conditions(self, roots: Sequence[str]) -> list:
         """SQLAlchemy conditions on MediaItem."""
@@ -84,6 +85,9 @@ class Filters:
                               if folders else MediaItem.id.is_(None))
         if self.kind:
             conditions.append(MediaItem.kind == self.kind)
+        if self.label:
+            conditions.append(exists().where(ItemLabel.item_id == MediaItem.id, ItemLabel.rank == 1,
+                                             ItemLabel.label == self.label))
         if self.mtime_from_ns is not None:
             conditions.append(MediaItem.mtime_ns >= self.mtime_from_ns)
         if self.mtime_to_ns is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from sqlalchemy import (BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text,
+from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -54,6 +54,8 @@ class MediaItem(Base):
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     root: Mapped[MediaRoot | None] = relationship()
+    labels: Mapped[list["ItemLabel"]] = relationship(order_by="ItemLabel.rank", lazy="raise",
+                                                     passive_deletes=True)
 
     @property
     def relative_path(self) -> str:
@@ -87,6 +89,9 @@ class EmbeddingModel(Base):
     architecture: Mapped[str] = mapped_column(String(1024))
     pretrained: Mapped[str] = mapped_column(String(1024))
     dim: Mapped[int] = mapped_column(Integer)
+    # SHA-256 of the image tower's weights: two models with the same one embed images alike, so
+    # an index built by one serves the other (a text-side fine-tune) without re-embedding.
+    image_tower: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     def describe(self) -> str:
@@ -162,3 +167,24 @@ class IndexReader(Base):
     reader: Mapped[str] = mapped_column(String(256), primary_key=True)  # host:pid:engine
     generation_id: Mapped[int] = mapped_column(Integer)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ItemLabel(Base):
+    """One of an item's best zero-shot labels (SPYGLASS_LABELS), with its cosine score; rank 1 is the best."""
+
+    __tablename__ = "item_labels"
+    __table_args__ = (Index("ix_item_labels_label_rank", "label", "rank"),)
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)
+
+
+class CatalogState(Base):
+    """Small facts about the catalog as a whole, by key (what the item labels were computed from)."""
+
+    __tablename__ = "catalog_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

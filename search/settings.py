@@ -105,6 +105,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Hugging Face cache, ~/.cache/huggingface).", _path),
     Setting("media", "Folders `spyglass reindex` always covers, colon-separated, besides those "
             "earlier `spyglass index` runs recorded."),
+    Setting("labels", "A labels file (one label a line, `template: a photo of a {label}.` lines for "
+            "prompts): every item gets its best zero-shot labels, to show and filter by.", _path),
     Setting("host", "Address `spyglass serve` listens on."),
     Setting("port", "Port `spyglass serve` listens on.", _positive_int),
     Setting("web_workers", "Worker processes of `spyglass serve` (each loads the model once).",
@@ -143,6 +145,7 @@ class Settings:
     checkpoint_items: int = 20_000
     model_cache: Path | None = None
     media: str = ""
+    labels: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     web_workers: int = 1

@@ -30,8 +30,9 @@ def status_report(settings: Settings, db: Engine | None = None) -> dict:
         require_current(engine)
         status = Catalog(session_factory(engine)).status()
         run_status = None if status.last_run is None else _run_status(status.last_run.status, engine, settings)
+        labels = Catalog(session_factory(engine)).labels_summary()
     except EmptyDatabase:
-        report.update(items=0, roots=[], model=None, index=None, last_run=None,
+        report.update(items=0, roots=[], model=None, index=None, labels=None, last_run=None,
                       hint="nothing indexed yet: run `spyglass index <folder>`")
         return report
     finally:
@@ -46,6 +47,7 @@ def status_report(settings: Settings, db: Engine | None = None) -> dict:
     report["index"] = None if generation is None else {
         "type": generation.factory, "generation": generation.id, "vectors": generation.vector_count,
         "bytes": generation.size_bytes, "published": format_time(generation.created_at)}
+    report["labels"] = labels
     report["last_run"] = None if run is None else {
         "status": run_status, "started": format_time(run.started_at),
         "finished": format_time(run.finished_at), "added": run.added, "updated": run.updated,

@@ -59,6 +59,20 @@ class VectorIndex:
         ids = np.ascontiguousarray(np.asarray(list(ids), dtype=np.int64))
         return int(self.index.remove_ids(ids)) if len(ids) else 0
 
+    def vectors(self, ids) -> np.ndarray:
+        """The stored vectors of these ids, in their order (KeyError for an id not held)."""
+        return np.stack([self.vector(i) for i in ids]) if len(ids) else np.zeros((0, self.dim), np.float32)
+
+    def all_vectors(self, chunk: int = 65536):
+        """(ids, vectors) of everything held, chunk by chunk, in storage order."""
+        import faiss
+
+        ids = self.ids()
+        inner = faiss.downcast_index(self.index.index)
+        for start in range(0, len(ids), chunk):
+            count = min(chunk, len(ids) - start)
+            yield ids[start:start + count], inner.reconstruct_n(start, count)
+
     def vector(self, item_id: int) -> np.ndarray:
         """The stored vector of one id."""
         try:

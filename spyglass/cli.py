@@ -272,7 +272,7 @@ def eval_command(settings: Settings, data, image_key, caption_key, separator, mo
 @click.option("--blend", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Blend with the base weights (WiSE-FT): 0.5 is halfway; 1 keeps the trained weights.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the weights.")
-@click.option("--force", is_flag=True, help="Write the model even if it is worse than the base, or replace DIR.")
+@click.option("--force", is_flag=True, help="Write the model even if it is no better than the base, or replace DIR.")
 @click.pass_obj
 def finetune(settings: Settings, data, image_key, caption_key, separator, model_override, pretrained_override,
              batch_size, no_progress, out, lock_image, unlocked_blocks, from_scratch, epochs, lr, val_fraction,
@@ -284,7 +284,7 @@ def finetune(settings: Settings, data, image_key, caption_key, separator, model_
     stops early, and writes --out as a folder that SPYGLASS_PRETRAINED loads, with metrics.json
     (before, every epoch, after). The default --lock-image trains the text side only: the
     image vectors of the live index stay valid, and `spyglass reindex` makes the new model live
-    without re-embedding a single image. An output worse than the base is refused unless --force.
+    without re-embedding a single image. An output no better than the base is refused unless --force.
     """
     from pathlib import Path
 
@@ -308,17 +308,20 @@ def finetune(settings: Settings, data, image_key, caption_key, separator, model_
 @click.option("--image", "image", type=click.Path(dir_okay=False), help="Find images like this one.")
 @click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many results.")
+@click.option("--label", help="Only items whose best zero-shot label is this (SPYGLASS_LABELS).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 @click.pass_obj
-def search(settings: Settings, query, image, k, as_json) -> None:
+def search(settings: Settings, query, image, k, label, as_json) -> None:
     """Search by text (QUERY) or by example (--image); prints score and path, best first."""
     from spyglass.search.engine import SearchEngine
+    from spyglass.search.query import Filters
 
     if bool(query) == bool(image):
         raise click.UsageError("give either a QUERY text or --image PATH (one of them)")
     engine = SearchEngine(settings)
+    filters = Filters(label=label) if label else None
     try:
-        result = engine.search_image(image, k) if image else engine.search_text(query, k)
+        result = (engine.search_image(image, k, filters) if image else engine.search_text(query, k, filters))
     finally:
         engine.close()
     if as_json:

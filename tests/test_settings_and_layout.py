@@ -108,12 +108,17 @@ def test_app_factory_builds_without_touching_anything(tmp_path):
 
 @pytest.mark.slow
 def test_the_wheel_installs_only_the_spyglass_package(tmp_path):
+    import shutil
     import subprocess
     import sys
     import zipfile
 
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
-                           capture_output=True, text=True, timeout=600)
+    # Built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info",
+                                                               "test-artifacts", "__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path),
+                            str(source)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
     assert {name.split("/")[0] for name in names if ".dist-info" not in name} == {"spyglass"}

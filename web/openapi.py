@@ -37,6 +37,7 @@ SEARCH_FIELDS = [
     ("min_score", {"type": "number"}, "Only results with at least this cosine similarity."),
     ("folder", {"type": "string"}, "Only items under this folder, relative to a media root (or absolute)."),
     ("kind", {"type": "string"}, "Only items of this kind (image)."),
+    ("label", {"type": "string"}, "Only items whose best zero-shot label is this (SPYGLASS_LABELS)."),
     ("mtime_from", {"type": "string"}, "Only files modified at or after this ISO date or epoch second."),
     ("mtime_to", {"type": "string"}, "Only files modified at or before this ISO date or epoch second."),
 ]
@@ -53,7 +54,7 @@ SEARCH_BODY = {"type": "object", "properties": {
               "description": "Weighted parts: their unit embeddings are summed and renormalised."},
     "k": {"type": "integer"}, "offset": {"type": "integer"}, "min_score": {"type": "number"},
     "filters": {"type": "object", "properties": {
-        "folder": {"type": "string"}, "kind": {"type": "string"},
+        "folder": {"type": "string"}, "kind": {"type": "string"}, "label": {"type": "string"},
         "mtime_from": {"type": ["string", "number"]}, "mtime_to": {"type": ["string", "number"]}}}}}
 
 SEARCH_RESPONSE = {"type": "object", "properties": {
@@ -69,7 +70,9 @@ ITEM = {"type": "object", "properties": {
     "kind": {"type": "string"},
     "format": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
     "size": {"type": "integer"}, "mtime": {"type": ["string", "null"]}, "indexed_at": {"type": "string"},
-    "url": {"type": "string"}, "thumbnail_url": {"type": "string"}, "file_url": {"type": "string"}}}
+    "url": {"type": "string"}, "thumbnail_url": {"type": "string"}, "file_url": {"type": "string"},
+    "labels": {"type": "array", "description": "Best zero-shot labels first (empty without SPYGLASS_LABELS).",
+               "items": {"type": "object", "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}}}}
 
 
 def openapi_document() -> dict:

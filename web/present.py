@@ -34,6 +34,7 @@ def item_json(item: MediaItem) -> dict:
         "url": url_for("api.item", item_id=item.id, _external=True),
         "thumbnail_url": url_for("api.thumbnail", item_id=item.id, _external=True),
         "file_url": url_for("api.item_file", item_id=item.id, _external=True),
+        "labels": [{"label": label.label, "score": round(label.score, 4)} for label in item.labels],
     }
 
 

@@ -172,6 +172,7 @@ def _paging(fields: Mapping[str, Any]) -> dict:
 def _filters(fields: Mapping[str, Any]) -> Filters:
     return Filters(folder=_filter_text(fields.get("folder"), "folder"),
                    kind=_filter_text(fields.get("kind"), "kind"),
+                   label=_filter_text(fields.get("label"), "label"),
                    mtime_from_ns=_time_ns(fields.get("mtime_from"), "mtime_from"),
                    mtime_to_ns=_time_ns(fields.get("mtime_to"), "mtime_to"))
 

@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const form = $("search-form"), input = $("q"), fileInput = $("file"), results = $("results");
   const message = $("message"), more = $("more"), viewer = $("viewer"), overlay = $("drop-overlay");
-  const queryImage = $("query-image");
+  const queryImage = $("query-image"), filter = $("filter");
   let current = null;      // {params | file} of the search on screen
   let nextOffset = null, loading = false, viewing = null;
 
@@ -71,7 +71,26 @@
     link.append(img, caption);
     link.addEventListener("click", (event) => { event.preventDefault(); open(hit); });
     li.append(link);
+    if (hit.labels && hit.labels.length) li.append(labelLinks(hit.labels));
     results.append(li);
+  }
+
+  // The item's best zero-shot labels; each narrows the search on screen to items labelled so.
+  function labelLinks(labels) {
+    const box = document.createElement("div");
+    box.className = "labels";
+    for (const { label, score } of labels) {
+      const chip = document.createElement("a");
+      const params = new URLSearchParams(location.search);
+      params.set("label", label);
+      if (!params.get("q") && !params.get("like")) params.set("q", label);
+      chip.href = "?" + params;
+      chip.textContent = label;
+      chip.title = `label ${label} (score ${score.toFixed(3)}): show only items labelled so`;
+      chip.addEventListener("click", (event) => { event.preventDefault(); navigate(Object.fromEntries(params)); });
+      box.append(chip);
+    }
+    return box;
   }
 
   function open(hit) {
@@ -86,11 +105,19 @@
 
   function fromUrl() {
     const url = new URL(location.href);
-    const q = url.searchParams.get("q"), like = url.searchParams.get("like");
+    const q = url.searchParams.get("q"), like = url.searchParams.get("like"), label = url.searchParams.get("label");
     queryImage.hidden = true;
     input.value = q || "";
-    if (like) return run({ params: { image_id: like } });
-    if (q) return run({ params: { q } });
+    const only = label ? { label } : {};
+    filter.hidden = !label;
+    if (label) {
+      filter.querySelector("strong").textContent = label;
+      const all = new URLSearchParams(url.search);
+      all.delete("label");
+      filter.querySelector("a").href = "?" + all;
+    }
+    if (like) return run({ params: { image_id: like, ...only } });
+    if (q) return run({ params: { q, ...only } });
     results.replaceChildren();
     more.hidden = true;
     fetch("/api/v1/status").then((r) => r.json()).then((status) => {
@@ -117,7 +144,12 @@
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const q = input.value.trim();
-    if (q) navigate({ q });
+    const label = new URL(location.href).searchParams.get("label");
+    if (q) navigate(label ? { q, label } : { q });
+  });
+  filter.querySelector("a").addEventListener("click", (event) => {
+    event.preventDefault();
+    navigate(Object.fromEntries(new URLSearchParams(filter.querySelector("a").search)));
   });
   fileInput.addEventListener("change", () => searchFile(fileInput.files[0]));
   document.querySelector(".file-button").addEventListener("keydown", (event) => {
