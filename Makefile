@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast fuzz bench clean
+.PHONY: setup run test test-fast fuzz bench demo clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,15 @@ test-fast: setup
 fuzz: setup
 	SPYGLASS_FUZZ_EXAMPLES=1000 SPYGLASS_HOSTILE_UPLOADS=20000 $(BIN)/python -m pytest \
 		tests/test_api_fuzz.py tests/test_hostile_uploads.py tests/test_paths.py -s
+
+# The whole loop offline: Debian's tuxpaint stamps, a dual encoder trained on them from scratch,
+# indexed and served on http://127.0.0.1:$(PORT). Everything lands in demo/.
+DEMO := $(CURDIR)/demo
+demo: setup
+	$(BIN)/python benchmarks/tuxpaint.py --work $(DEMO)
+	SPYGLASS_HOME=$(DEMO)/home SPYGLASS_MODEL=$(CURDIR)/benchmarks/small-clip.json SPYGLASS_PRETRAINED=$(DEMO)/model \
+		$(BIN)/spyglass index $(DEMO)/stamps
+	SPYGLASS_HOME=$(DEMO)/home $(BIN)/spyglass serve --port "$(PORT)"
 
 bench: setup
 	$(BIN)/python benchmarks/index_throughput.py

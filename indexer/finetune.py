@@ -234,8 +234,8 @@ def finetune(dataset: Dataset, settings, options: FinetuneOptions, echo=print) -
             keys = [(train.hashes[i], caption.lower()) for i, caption in picks]
             losses = []
             for batch in unique_batches(keys, options.batch_size):
-                if len(batch) < 2:
-                    continue  # one pair has no negatives to learn from
+                if len(batch) < max(2, options.batch_size // 2):
+                    continue  # a small leftover batch has too few negatives to teach anything (drop_last)
                 schedule(step)
                 step += 1
                 captions = [picks[j][1] for j in batch]
@@ -253,7 +253,7 @@ def finetune(dataset: Dataset, settings, options: FinetuneOptions, echo=print) -
                 optimizer.step()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-                losses.append(float(loss))
+                losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", best=f"{headline(best):.3f}")
             metrics = measure()

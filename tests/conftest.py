@@ -201,8 +201,10 @@ def live_server(tmp_path_factory, tiny_model, encoder):
     media = base / "media"
     shutil.copytree(MEDIA, media)
     shutil.copy(media / "red.jpg", media / "nested" / "red copy.jpg")  # a duplicate, for deduplication
+    labels = base / "labels.txt"
+    labels.write_text("red\nblue\ngreen\nyellow\ncat\n")
     settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
-                        device="cpu", port=free_port())
+                        device="cpu", port=free_port(), labels=labels)
     run_index(settings, [str(media)], encoder=encoder, progress=False)
     with serving(settings, base / "server.log") as url:
         yield {"url": url, "media": media, "settings": settings}

@@ -120,3 +120,20 @@ def test_errors_and_phone_width(page, live_server):
     page.evaluate("Promise.all([...document.querySelectorAll('#results img')].map((img) => "
                   "{ img.loading = 'eager'; return img.decode().catch(() => null); }))")
     page.screenshot(path=str(ARTIFACTS / "phone-width.png"), full_page=True)
+
+
+def test_label_chips_narrow_the_search(page, live_server):
+    page.goto(live_server["url"] + "/?q=anything")
+    page.wait_for_selector("#results li .labels a")
+    chip = page.locator("#results li .labels a").first
+    label = chip.inner_text()
+    chip.click()
+    page.wait_for_url(f"**label={label}*")
+    expect(page.locator("#filter")).to_be_visible()
+    expect(page.locator("#filter strong")).to_have_text(label)
+    page.wait_for_selector("#results li")
+    firsts = page.locator("#results li .labels a:first-child").all_inner_texts()
+    assert firsts and set(firsts) == {label}  # every result's best label is the chosen one
+    page.click("#filter a")  # show all again
+    expect(page.locator("#filter")).to_be_hidden()
+    expect(page.locator("#results li")).to_have_count(9)

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from captioned_shapes import make_set
-from conftest import MEDIA, TINY_CONFIG, run_spyglass, spyglass_env
+from conftest import GOOD_IMAGES, MEDIA, TINY_CONFIG, run_spyglass, spyglass_env
 from spyglass.indexer.datasets import load_dataset
 from spyglass.indexer.finetune import FinetuneOptions, finetune, unique_batches
 from spyglass.indexer.jobs import run_index, run_reindex
@@ -153,7 +153,10 @@ def test_training_from_scratch_learns_to_retrieve(sqlite_settings, shapes, tmp_p
 
 def test_a_text_side_finetune_goes_live_without_re_embedding(sqlite_settings, tiny_model, media, tmp_path):
     table = make_set(tmp_path / "captions", 120, seed=5, side=32)
-    run_index(sqlite_settings, [str(media)], progress=False)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("circle\nsquare\ntriangle\n")
+    sqlite_settings = sqlite_settings.override(labels=labels)
+    assert run_index(sqlite_settings, [str(media)], progress=False).labelled == len(GOOD_IMAGES)
     live_before = SearchEngine(sqlite_settings).live()
     vectors_before = {i: live_before.stored.vector(i) for i in live_before.stored.ids().tolist()}
 
@@ -172,6 +175,7 @@ def test_a_text_side_finetune_goes_live_without_re_embedding(sqlite_settings, ti
     swapped = sqlite_settings.override(pretrained=str(out))
     summary = run_reindex(swapped, progress=False)
     assert (summary.embedded, summary.updated, summary.added) == (0, 0, 0)
+    assert summary.labelled == len(GOOD_IMAGES)  # the text side changed: labels are computed anew
     engine = SearchEngine(swapped)
     live = engine.live()
     assert live.generation.id > live_before.generation.id and live.generation.model.pretrained == str(out)
