@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks, as one short script (under 5 minutes on one GPU): FAISS's GPU copy of the index
-# answers as the CPU index does from many threads at once, and k past 2048 falls back to the CPU.
+# answers as the CPU index does from many threads at once, and k past 2048 falls back to the CPU;
+# then `spyglass finetune --from-scratch` trains on the GPU (benchmarks/finetune_recall.py, one seed).
 # Run it where Spyglass is installed with the gpu extra: pip install -e '.[gpu]'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,3 +10,5 @@ PYTHON=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PYTHON" -c "import faiss, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 "$PYTHON" benchmarks/gpu_check.py "$@"
+# Training on the GPU (bf16 autocast): one seed of the from-scratch recall benchmark.
+"$PYTHON" benchmarks/finetune_recall.py --seeds 0

@@ -66,7 +66,7 @@ class FinetuneOptions:
     val_fraction: float = 0.1
     seed: int = 0
     patience: int = 5
-    unlocked_groups: int = 0  # with unlock-image: 0 trains all of the image tower, N its last N blocks
+    unlocked_blocks: int = 0  # with unlock-image: 0 trains all of the image tower, N its last N blocks
     blend: float = 1.0  # 1 keeps the fine-tuned weights as they are; 0.5 is WiSE-FT's halfway point
     force: bool = False
     progress: bool = True
@@ -78,6 +78,8 @@ class FinetuneOptions:
             raise ConfigError("--val-fraction must be between 0 and 1")
         if not 0 <= self.blend <= 1:
             raise ConfigError("--blend must be between 0 and 1")
+        if self.unlocked_blocks and self.mode != "unlock-image":
+            raise ConfigError("--unlocked-blocks goes with --unlock-image")
         if self.mode == "from-scratch" and self.blend != 1:
             raise ConfigError("--blend has nothing to blend with in a run from scratch")
 
@@ -279,7 +281,7 @@ def finetune(dataset: Dataset, settings, options: FinetuneOptions, echo=print) -
                           "R@1, R@5 and R@10); nothing was written",
                           "train longer, change --lr, or pass --force to write it anyway")
     tower = image_tower_checksum(model)
-    if options.mode == "lock-image" and options.unlocked_groups == 0:
+    if options.mode == "lock-image":
         assert tower == base_tower, "the locked image tower changed"
     result = FinetuneResult(options.out, before, after, history, best_epoch, len(train.examples), len(val.examples),
                             time.monotonic() - started, tower)
@@ -290,8 +292,9 @@ def finetune(dataset: Dataset, settings, options: FinetuneOptions, echo=print) -
 def _freeze(model, options: FinetuneOptions) -> None:
     if options.mode == "lock-image":
         model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
-    elif options.mode == "unlock-image" and options.unlocked_groups:
-        model.lock_image_tower(unlocked_groups=options.unlocked_groups, freeze_bn_stats=True)
+    elif options.mode == "unlock-image" and options.unlocked_blocks:
+        # open_clip counts the final norm and projection as one more group after the blocks.
+        model.lock_image_tower(unlocked_groups=options.unlocked_blocks + 1, freeze_bn_stats=True)
 
 
 def _no_decay(name: str, parameter) -> bool:

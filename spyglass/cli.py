@@ -293,7 +293,7 @@ def finetune(settings: Settings, data, image_key, caption_key, separator, model_
     mode = "from-scratch" if from_scratch else ("lock-image" if lock_image else "unlock-image")
     settings = settings.override(model=model_override, pretrained=pretrained_override)
     options = FinetuneOptions(out=Path(out), mode=mode, epochs=epochs, batch_size=batch_size or 64, lr=lr,
-                              val_fraction=val_fraction, seed=seed, patience=patience, unlocked_groups=unlocked_blocks,
+                              val_fraction=val_fraction, seed=seed, patience=patience, unlocked_blocks=unlocked_blocks,
                               blend=blend, force=force, progress=not no_progress)
     dataset = _read_data(data, image_key, caption_key, separator)
     result = run_finetune(dataset, settings, options, echo=lambda m: click.echo(m, err=True))

@@ -213,3 +213,29 @@ def test_finetune_refuses_what_it_cannot_use(sqlite_settings, tmp_path):
     scratch_blend = run_spyglass("finetune", "--from-scratch", "--blend", "0.5", "--out", str(tmp_path / "o"),
                                  str(table), env=env)
     assert scratch_blend.returncode == 1 and "nothing to blend with" in scratch_blend.stderr
+
+
+def test_unlocked_blocks_train_only_the_last_image_blocks(sqlite_settings, tiny_model, tmp_path):
+    table = make_set(tmp_path / "set", 80, seed=2, side=32)
+    out = tmp_path / "unlocked"
+    finetune(load_dataset(table), sqlite_settings,
+             FinetuneOptions(out=out, mode="unlock-image", unlocked_blocks=1, epochs=2, lr=1e-3, progress=False,
+                             force=True), echo=lambda m: None)
+    base, tuned = load_file(str(tiny_model[1])), load_file(str(out / "open_clip_model.safetensors"))
+    changed = {k for k in base if not (base[k] == tuned[k]).all()}
+    # The tiny ViT has two blocks: with one unlocked, block 0 and the patch embedding stay as they were.
+    assert any(k.startswith("visual.transformer.resblocks.1.") for k in changed)
+    assert not any(k.startswith(("visual.transformer.resblocks.0.", "visual.conv1")) for k in changed)
+    assert float(tuned["logit_scale"]) <= np.log(100) + 1e-6  # the temperature stays clamped
+
+
+def test_blending_is_the_weighted_mean_of_the_weights():
+    import torch
+
+    from spyglass.indexer.finetune import _blended
+
+    base = {"w": torch.zeros(3), "steps": torch.tensor([5])}
+    tuned = {"w": torch.ones(3) * 2, "steps": torch.tensor([9])}
+    mixed = _blended(base, tuned, 0.25)
+    assert torch.allclose(mixed["w"], torch.full((3,), 0.5)) and mixed["steps"].item() == 9  # integers kept
+    assert _blended(base, tuned, 1.0) is tuned
