@@ -197,7 +197,8 @@ _DATA_OPTIONS = [
     click.option("--separator", help="Column separator of the table [tab for .tsv, else a comma]."),
     click.option("--model", "model_override", help="open_clip architecture or config JSON [SPYGLASS_MODEL]."),
     click.option("--pretrained", "pretrained_override", help="Weights: tag, file or folder [SPYGLASS_PRETRAINED]."),
-    click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch [SPYGLASS_BATCH_SIZE]."),
+    click.option("--batch-size", type=click.IntRange(min=1),
+                 help="Images per batch [eval: SPYGLASS_BATCH_SIZE; finetune: 64, also the negatives per step]."),
     click.option("--no-progress", is_flag=True, help="No progress bar."),
 ]
 
