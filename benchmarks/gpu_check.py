@@ -40,7 +40,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(args.vectors, args.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    cpu = VectorIndex.empty(args.dim, "Flat")
+    cpu = VectorIndex.empty(args.dim)
     cpu.add(np.arange(1, args.vectors + 1, dtype=np.int64), vectors)
     started = time.perf_counter()
     device = cpu.on_search_device()

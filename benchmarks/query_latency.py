@@ -55,7 +55,7 @@ def build_index(settings: Settings, items: int, checkpoint: Path) -> None:
                              "size": 100_000 + i, "mtime_ns": 1_700_000_000_000_000_000 + i,
                              "content_hash": f"{i:064x}", "kind": "image", "format": "JPEG",
                              "width": 640, "height": 480}, vectors[i]))
-    publish(sessions, VectorIndex.empty(512, "Flat"), settings.index_dir, model_id, "Flat", changes)
+    publish(sessions, VectorIndex.empty(512), settings.index_dir, model_id, "Flat", changes)
     engine.dispose()
 
 

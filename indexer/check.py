@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlalchemy import select
 
 from spyglass.search.catalog import Catalog
@@ -17,6 +18,8 @@ from spyglass.search.settings import Settings
 from spyglass.search.vectors import VectorIndex, read_index_file
 
 from spyglass.search.lock import indexer_lock
+
+from .ann_carry import CarriedAnn
 from .publish import PendingChanges, publish
 
 
@@ -28,6 +31,7 @@ class CheckReport:
     vectors: int = 0
     rows: int = 0
     file_problem: str | None = None
+    ann_problem: str | None = None
     orphan_vectors: list[int] = field(default_factory=list)
     rows_without_vectors: list[int] = field(default_factory=list)
     missing_files: list[str] = field(default_factory=list)
@@ -36,7 +40,7 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         """Nothing wrong (or everything wrong was repaired)."""
-        return bool(self.repaired) or not (self.file_problem or self.orphan_vectors
+        return bool(self.repaired) or not (self.file_problem or self.ann_problem or self.orphan_vectors
                                            or self.rows_without_vectors or self.missing_files)
 
     def lines(self) -> list[str]:
@@ -46,6 +50,9 @@ class CheckReport:
             lines.append(f"index file: {self.file_problem}")
         else:
             lines.append("index file: size and checksum match the catalog")
+        if self.ann_problem:
+            lines.append(f"approximate index: {self.ann_problem} (a repair searches exactly until the "
+                         "next index run builds it again)")
         lines.append(f"vectors without a catalog row: {len(self.orphan_vectors):,}")
         lines.append(f"catalog rows without a vector: {len(self.rows_without_vectors):,}")
         lines.append(f"items whose file is gone: {len(self.missing_files):,}")
@@ -80,6 +87,7 @@ def _check(settings: Settings, engine, repair: bool) -> CheckReport:
         raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
     report = CheckReport(generation_id=generations[0].id)
     index = _first_readable(settings, generations, report)
+    ann = _live_ann(settings, generations[0], report)
     with sessions() as session:
         rows = {row.id: row.path for row in session.execute(select(MediaItem.id, MediaItem.path))}
     report.rows = len(rows)
@@ -93,8 +101,17 @@ def _check(settings: Settings, engine, repair: bool) -> CheckReport:
         if index is None:
             raise IndexFileError("no readable index generation of the live model is left to repair from",
                                  "run `spyglass reindex --rebuild`")
-        _repair(settings, sessions, index, generations[0], report, gone)
+        _repair(settings, sessions, index, ann, generations[0], report, gone)
     return report
+
+
+def _live_ann(settings: Settings, live, report: CheckReport) -> CarriedAnn | None:
+    """The live approximate index, read and checked; a damaged one is reported (and dropped by a repair)."""
+    try:
+        return CarriedAnn.of_generation(live, settings.index_dir)
+    except IndexFileError as exc:
+        report.ann_problem = str(exc)
+        return None
 
 
 def _first_readable(settings: Settings, generations, report: CheckReport) -> VectorIndex | None:
@@ -119,12 +136,15 @@ def _first_readable(settings: Settings, generations, report: CheckReport) -> Vec
     return None
 
 
-def _repair(settings, sessions, index: VectorIndex, live, report: CheckReport, gone: set[int]) -> None:
+def _repair(settings, sessions, index: VectorIndex, ann: CarriedAnn | None, live, report: CheckReport,
+            gone: set[int]) -> None:
     index.remove(report.orphan_vectors)
     removed = set(report.rows_without_vectors) | gone
     changes = PendingChanges(removed=removed)
+    if ann is not None:
+        ann.update(report.orphan_vectors, np.zeros(0, np.int64), None)
     generation = publish(sessions, index, settings.index_dir, live.model_id, live.factory,
-                         changes, force_generation=True)
+                         changes, force_generation=True, ann=ann)
     report.repaired.append(f"published generation {generation}: dropped {len(report.orphan_vectors):,} "
                            f"orphan vectors, {len(report.rows_without_vectors):,} rows without a vector "
                            f"and {len(gone):,} items whose file is gone")

@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
+from spyglass.search.ann import check_factory
 from spyglass.search.catalog import live_generation
 from spyglass.search.db import create_db_engine, session_factory
 from spyglass.search.display import printable
@@ -21,6 +22,7 @@ from spyglass.search.encoder import Encoder, load_encoder, model_identity
 from spyglass.search.errors import ConfigError, ModelMismatch, SpyglassError
 from spyglass.search.failpoints import failpoint
 from spyglass.search.images import decode_gate
+from spyglass.search.index_choice import is_auto
 from spyglass.search.labels import LabelSet
 from spyglass.search.lock import indexer_lock
 from spyglass.search.media_files import MediaRoots
@@ -34,7 +36,9 @@ from .decode import LoadedFile, load_file
 from .labels import update_labels
 from .pipeline import EmbeddedBatch, embed_files
 from .plan import Plan, plan_run, under
-from .publish import PendingChanges, publish
+from .ann_build import build_to_target, wanted_factory
+from .ann_carry import GROWTH_FACTOR, CarriedAnn
+from .publish import PendingChanges, publish, publish_ann
 from .scan import FoundFile, Skipped, walk
 from .staging import drop_staged, model_key, stage, staged_vectors
 
@@ -94,6 +98,7 @@ class IndexJob:
         self.summary = IndexSummary()
         self._text_swap = False
         self._index: VectorIndex | None = None
+        self._ann: CarriedAnn | None = None
         self._model_id: int | None = None
 
     def run(self) -> IndexSummary:
@@ -114,6 +119,7 @@ class IndexJob:
         if self._recorded_roots:
             self.roots = self._present_recorded_roots()
         self._check_model()
+        self._check_index_setting()
         run_id = self._start_run()
         try:
             self._index_roots()
@@ -172,6 +178,15 @@ class IndexJob:
                 f"{arch} ({weights or 'random weights'}); one index never mixes two models",
                 "run `spyglass index --rebuild` to re-embed everything with the new model, or "
                 "set SPYGLASS_MODEL / SPYGLASS_PRETRAINED back")
+
+    def _check_index_setting(self) -> None:
+        """A factory string FAISS cannot build is refused before anything is embedded."""
+        setting = self.settings.index_factory
+        if is_auto(setting) or setting == "Flat":
+            return
+        with self.sessions() as session:
+            live = live_generation(session)
+        check_factory(setting, live.model.dim if live is not None and not self.rebuild else self.encoder().dim)
 
     def _same_image_tower(self, live_model: EmbeddingModel) -> bool:
         """Whether the configured model embeds images exactly as the live index's model did.
@@ -245,7 +260,35 @@ class IndexJob:
             self._publish(pending, force=self.rebuild or self._text_swap)
         self._remember_skips(skipped_files)
         drop_staged(self.sessions, self.roots)
+        self._maintain_ann()
         self._update_labels()
+
+    def _maintain_ann(self) -> None:
+        """Build (or drop) the approximate index when the type for this library has changed,
+        or the live one has worn; after the vectors are live, so search never waits for it."""
+        with self.sessions() as session:
+            live = live_generation(session)
+        if live is None:
+            return
+        store, _ = self._target_index()
+        count = len(store)
+        options = wanted_factory(self.settings.index_factory, count, store.dim, self.settings.index_memory)
+        if self._ann is not None:
+            if live.ann_factory in options and not self._ann.worn(count):
+                return  # the preferred type, or the fallback an earlier build settled on
+        elif options[0] == "Flat":
+            return
+        elif live.ann_built_vectors and count <= GROWTH_FACTOR * live.ann_built_vectors:
+            return  # an earlier build fell back to exact search at about this size
+        built = build_to_target(store, self.settings.index_factory, self.settings.index_memory,
+                                self.settings.index_recall, self.echo, self.progress)
+        if built is None and self._ann is None and options[0] == "Flat":
+            return
+        self._ann = CarriedAnn.of_build(built) if built else None
+        self.summary.generation_id = publish_ann(self.sessions, live, self._ann, self.settings.index_dir,
+                                                 tried_at=None if built or options[0] == "Flat" else count)
+        if built is None:
+            self.echo("Index: searching exactly (Flat).")
 
     def _update_labels(self) -> None:
         """Zero-shot labels for what this run embedded, or for everything when the labels or model changed."""
@@ -339,7 +382,7 @@ class IndexJob:
     def _publish(self, pending: PendingChanges, force: bool = False) -> None:
         index, model_id = self._target_index()
         generation = publish(self.sessions, index, self.settings.index_dir, model_id,
-                             self.settings.index_factory, pending, force_generation=force)
+                             self.settings.index_factory, pending, force_generation=force, ann=self._ann)
         self.summary.generation_id = generation or self.summary.generation_id
 
     def _target_index(self) -> tuple[VectorIndex, int]:
@@ -350,11 +393,13 @@ class IndexJob:
             if live is not None and not self.rebuild:
                 self._index = read_index_file(self.settings.index_dir / live.filename,
                                               live.size_bytes, live.checksum)
+                self._ann = CarriedAnn.of_generation(live, self.settings.index_dir)
                 # After a text-side fine-tune, the same vectors go live under the new model.
                 self._model_id = self._model_row(live.model.dim) if self._text_swap else live.model_id
             else:
                 encoder = self.encoder()
-                self._index = VectorIndex.empty(encoder.dim, self.settings.index_factory)
+                self._index = VectorIndex.empty(encoder.dim)
+                self._ann = None  # built once the new vectors are live
                 self._model_id = self._model_row(encoder.dim)
         return self._index, self._model_id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -13,9 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spyglass.search.catalog import live_generation
 from spyglass.search.failpoints import failpoint
-from spyglass.search.schema import LEASE_SECONDS, IndexGeneration, IndexReader, ItemLabel, MediaItem, utcnow
+from spyglass.search.schema import (ANN_COLUMNS, LEASE_SECONDS, IndexGeneration, IndexReader, ItemLabel, MediaItem,
+                                    utcnow)
 from spyglass.search.vectors import VectorIndex, generation_filename, write_index_file
 
+from .ann_carry import CarriedAnn
 from .staging import unstage
 
 # Generations kept on disk besides the live one, for readers that loaded it a moment ago.
@@ -55,8 +58,12 @@ class PendingChanges:
 
 
 def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path, model_id: int,
-            factory: str, changes: PendingChanges, force_generation: bool = False) -> int | None:
+            factory: str, changes: PendingChanges, force_generation: bool = False,
+            ann: CarriedAnn | None = None) -> int | None:
     """Apply changes to the catalog and the index; returns the new live generation id, if any.
+
+    `index` is the store of exact vectors; `ann`, when the live generation has one, is its
+    approximate index, which gets the same changes.
 
     The index file is written and renamed into place inside the SQL transaction, and the
     generation row that names it commits with the item rows: a crash at any point leaves the
@@ -88,9 +95,14 @@ def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path
                 index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
             filename = generation_filename()
             size, checksum = write_index_file(index, index_dir, filename)
+            ann_fields = {}
+            if ann is not None:
+                ann.update([item_id for item_id, _, _ in changes.reembedded] + removed,
+                           np.asarray(ids, dtype=np.int64), np.stack(vectors) if vectors else None)
+                ann_fields = write_ann(ann, index_dir)
             generation = IndexGeneration(model_id=model_id, factory=factory, filename=filename,
                                          vector_count=len(index), size_bytes=size,
-                                         checksum=checksum, created_at=utcnow())
+                                         checksum=checksum, created_at=utcnow(), **ann_fields)
             session.add(generation)
             session.flush()
             generation_id = generation.id
@@ -101,19 +113,67 @@ def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path
     return generation_id
 
 
+def write_ann(ann: CarriedAnn, index_dir: Path) -> dict:
+    """Write an approximate index to its own file; returns its generation columns."""
+    filename = generation_filename(suffix=".ann.faiss")
+    size, checksum = write_index_file(ann, index_dir, filename)
+    return {**ann.fields, "ann_filename": filename, "ann_size_bytes": size, "ann_checksum": checksum}
+
+
+def publish_ann(sessions: sessionmaker[Session], live: IndexGeneration, ann: CarriedAnn | None,
+                index_dir: Path, tried_at: int | None = None) -> int:
+    """Make a generation live that shares the live one's stored vectors, with a new approximate
+    index (or none: exact search). The file is written first; the transaction is one insert.
+
+    `tried_at`, with no index, records the vector count at which a build fell back to exact
+    search, so that later runs do not try again until the library has grown.
+    """
+    if ann is not None:
+        fields = write_ann(ann, index_dir)
+    else:
+        fields = {name: None for name in ANN_COLUMNS} | {"ann_built_vectors": tried_at}
+    filename = share_file(index_dir, live.filename)
+    with sessions.begin() as session:
+        generation = IndexGeneration(model_id=live.model_id, factory=live.factory, filename=filename,
+                                     vector_count=live.vector_count, size_bytes=live.size_bytes,
+                                     checksum=live.checksum, created_at=utcnow(), **fields)
+        session.add(generation)
+        session.flush()
+        failpoint("publish")
+        generation_id = generation.id
+    failpoint("published")
+    remove_unused_files(sessions, index_dir)
+    return generation_id
+
+
+def share_file(index_dir: Path, filename: str) -> str:
+    """The same stored vectors under a new generation's own name: a hard link, no bytes copied
+    (a copy where the file system has no links), so each generation's files are removed alone."""
+    shared = generation_filename()
+    temp = index_dir / f".{shared}.{os.getpid()}.tmp"
+    try:
+        os.link(index_dir / filename, temp)
+    except OSError:
+        shutil.copyfile(index_dir / filename, temp)
+    os.replace(temp, index_dir / shared)
+    return shared
+
+
 def remove_unused_files(sessions: sessionmaker[Session], index_dir: Path) -> list[str]:
     """Delete index files no search worker may still need, and temp files of dead writers.
 
-    Kept: the live generation, the one before it, and every generation a worker has announced
-    within LEASE_SECONDS. Leases older than that are dropped (their worker is gone).
+    Kept: the files (stored vectors and approximate index) of the live generation, the one
+    before it, and every generation a worker has announced within LEASE_SECONDS. Leases older
+    than that are dropped (their worker is gone).
     """
     stale = utcnow() - timedelta(seconds=LEASE_SECONDS)
     with sessions.begin() as session:
         session.execute(delete(IndexReader).where(IndexReader.seen_at < stale))
-        keep = set(session.scalars(select(IndexGeneration.filename).order_by(
+        kept = list(session.execute(select(IndexGeneration.filename, IndexGeneration.ann_filename).order_by(
             IndexGeneration.id.desc()).limit(1 + KEEP_PREVIOUS_GENERATIONS)))
-        keep |= set(session.scalars(select(IndexGeneration.filename).join(
+        kept += list(session.execute(select(IndexGeneration.filename, IndexGeneration.ann_filename).join(
             IndexReader, IndexReader.generation_id == IndexGeneration.id)))
+        keep = {name for pair in kept for name in pair if name}
         if live_generation(session) is None:
             return []
     removed = []

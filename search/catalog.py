@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
@@ -60,6 +61,12 @@ class Catalog:
             for chunk in _id_chunks(ids):
                 found.update(session.scalars(select(MediaItem.id).where(MediaItem.id.in_(chunk), *conditions)))
         return found
+
+    def ids_where(self, conditions: Sequence, limit: int) -> np.ndarray:
+        """Up to `limit` ids of the items that meet the conditions (int64, sorted)."""
+        with self.sessions() as session:
+            ids = session.scalars(select(MediaItem.id).where(*conditions).order_by(MediaItem.id).limit(limit)).all()
+        return np.asarray(ids, dtype=np.int64)
 
     def root_paths(self) -> list[str]:
         """Every media root folder."""

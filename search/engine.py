@@ -24,7 +24,8 @@ from .migrate import require_current
 from .query import MAX_QUERY_PARTS, Filters, QueryPart
 from .schema import LEASE_REFRESH_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
 from .settings import Settings
-from .vectors import VectorIndex, read_index_file
+from .ann import AnnIndex, AnnParams
+from .vectors import VectorIndex, read_faiss_file, read_index_file
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str, str | None], Encoder]
@@ -32,6 +33,10 @@ EncoderLoader = Callable[[str, str | None], Encoder]
 FALLBACK_GENERATIONS = 3
 # A filtered search widens its candidate list by this factor until it has enough matches.
 _WIDEN = 4
+# A filter that at most this many items meet is evaluated in SQL and its items scored exactly.
+SUBSET_LIMIT = 200_000
+# Stored vectors scored at a time by an exact search over a filtered subset (64 MiB at 512-d).
+SUBSET_CHUNK = 32_768
 # Text embeddings kept per engine: paging through results repeats the same query text.
 TEXT_CACHE_SIZE = 1024
 # Catalog ids are positive 64-bit integers; anything else cannot name an item.
@@ -77,8 +82,25 @@ class Snapshot:
     """One loaded generation; a request uses one snapshot from start to end."""
 
     generation: IndexGeneration
-    index: VectorIndex  # on the search device
-    stored: VectorIndex  # on the CPU, for reading stored vectors back
+    index: VectorIndex | AnnIndex  # what searches: on the search device, exact or approximate
+    stored: VectorIndex  # the exact vectors, on the CPU: image_id lookups, scoring, filters
+
+
+def exact_among(stored: VectorIndex, vector: np.ndarray, ids: np.ndarray, wanted: int,
+                min_score: float | None) -> list[tuple[int, float]]:
+    """The exact top `wanted` of these ids by inner product with the vector, best first."""
+    ids = ids[stored.contains(ids)]  # rows added after this snapshot was loaded are not in it
+    best_ids, best_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    for start in range(0, len(ids), SUBSET_CHUNK):
+        chunk = ids[start:start + SUBSET_CHUNK]
+        scores = stored.vectors(chunk) @ vector
+        best_ids, best_scores = np.concatenate([best_ids, chunk]), np.concatenate([best_scores, scores])
+        if len(best_ids) > wanted:
+            keep = np.argpartition(-best_scores, wanted - 1)[:wanted]
+            best_ids, best_scores = best_ids[keep], best_scores[keep]
+    order = np.lexsort((best_ids, -best_scores))
+    return [(int(i), float(s)) for i, s in zip(best_ids[order], best_scores[order], strict=True)
+            if min_score is None or s >= min_score]
 
 
 class SearchEngine:
@@ -92,7 +114,8 @@ class SearchEngine:
         self._encoders: dict[tuple[str, str], Encoder] = {}
         self._snapshot: Snapshot | None = None
         self._schema_checked = False
-        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._lease_lock = threading.Lock()
         self._encoder_lock = threading.Lock()
         self._text_cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._bad_generations: set[int] = set()
@@ -105,18 +128,28 @@ class SearchEngine:
         return load_encoder(architecture, pretrained, self.settings.device, self.settings.model_cache)
 
     def live(self) -> Snapshot:
-        """The live generation, loaded; reloaded when the catalog names a newer one."""
+        """The live generation, loaded; reloaded when the catalog names a newer one.
+
+        A newer generation is loaded (read, checked, mapped) by the first request that sees
+        it, outside the lock: meanwhile the other requests go on with the loaded one.
+        """
         generation = self.catalog.live_generation() if self._schema_ready() else None
         if generation is None:
             raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
-        with self._lock:
-            current = self._snapshot
-            stay = current is not None and (current.generation.id >= generation.id
-                                            or generation.id in self._bad_generations)
-            if not stay:
-                current = self._load(generation, current)
-            self._announce(current.generation.id)
-            return current
+        current = self._snapshot
+        if current is None or (current.generation.id < generation.id
+                               and generation.id not in self._bad_generations):
+            # Only the very first load makes others wait: there is nothing to serve before it.
+            if self._load_lock.acquire(blocking=current is None):
+                try:
+                    current = self._snapshot
+                    if current is None or current.generation.id < generation.id:
+                        current = self._load(generation, current)
+                finally:
+                    self._load_lock.release()
+            current = self._snapshot or current
+        self._announce(current.generation.id)
+        return current
 
     def _load(self, generation: IndexGeneration, current: Snapshot | None) -> Snapshot:
         """Load a newer generation; on a damaged file keep serving what is loaded."""
@@ -127,33 +160,63 @@ class SearchEngine:
             if candidate.id in self._bad_generations:
                 continue
             try:
-                stored = read_index_file(self.settings.index_dir / candidate.filename,
-                                         candidate.size_bytes, candidate.checksum)
+                snapshot = self._read(candidate)
             except IndexFileError as exc:
                 log.error("not loading index generation %s: %s", candidate.id, exc)
                 self._bad_generations.add(candidate.id)
                 error = error or exc
                 continue
-            self._snapshot = Snapshot(candidate, stored.on_search_device(), stored)
-            return self._snapshot
+            self._snapshot = snapshot  # one reference swap: requests hold whichever they took
+            return snapshot
         if current is not None:
             return current
         raise error or NoIndex("no index generation could be loaded")
 
+    def _read(self, generation: IndexGeneration) -> Snapshot:
+        """A generation's stored vectors (memory-mapped) and its approximate index, if any."""
+        directory = self.settings.index_dir
+        stored = read_index_file(directory / generation.filename, generation.size_bytes, generation.checksum,
+                                 mmap=True)
+        stored.sorted_ids()  # computed now, not by the first query
+        if generation.ann_filename:
+            raw = read_faiss_file(directory / generation.ann_filename, generation.ann_size_bytes,
+                                  generation.ann_checksum)
+            searcher = AnnIndex(raw, stored, AnnParams.from_json(generation.ann_params)).on_search_device()
+        else:
+            searcher = stored.on_search_device()
+        return Snapshot(generation, searcher, stored)
+
     def _announce(self, generation_id: int) -> None:
-        """Record which generation this engine holds, so the indexer keeps its file."""
+        """Record which generation this engine holds, so the indexer keeps its file.
+
+        Written by a background thread: a slow or locked database never holds up a query.
+        """
         now = time.monotonic()
         if now - self._lease_written < LEASE_REFRESH_SECONDS and self._leased == generation_id:
             return
+        if not self._lease_lock.acquire(blocking=False):
+            return  # another thread is writing it
+        self._lease_written, self._leased = now, generation_id
+        threading.Thread(target=self._write_lease, args=(generation_id,), daemon=True,
+                         name="spyglass-lease").start()
+
+    def _write_lease(self, generation_id: int) -> None:
         try:
             if self._lease_db is None:
                 self._lease_db = create_db_engine(self.settings.db_url, writer=True)
             with session_factory(self._lease_db).begin() as session:
                 session.merge(IndexReader(reader=self.reader_id, generation_id=generation_id,
                                           seen_at=utcnow()))
-            self._lease_written, self._leased = now, generation_id
         except Exception:  # noqa: BLE001 - a lease is advice to the indexer, never worth a failed query
+            self._lease_written = 0.0  # try again with the next query
             log.warning("could not record the index lease of %s", self.reader_id, exc_info=True)
+        finally:
+            self._lease_lock.release()
+
+    def wait_for_lease(self, timeout: float = 10.0) -> None:
+        """Block until a lease write in flight has finished (for tests and shutdown)."""
+        if self._lease_lock.acquire(timeout=timeout):
+            self._lease_lock.release()
 
     def _schema_ready(self) -> bool:
         # Checked until it passes once: a running engine does not see its schema go backwards.
@@ -260,37 +323,56 @@ class SearchEngine:
 
     def search_in(self, snapshot: Snapshot, vector: np.ndarray, k: int = 10, offset: int = 0,
                   min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
-        """Search one snapshot with a unit vector: a page of hits that meet the filters."""
+        """Search one snapshot with a unit vector: a page of hits that meet the filters.
+
+        A filter that many items meet is applied to a widening list of the nearest vectors; one
+        that few meet (SUBSET_LIMIT) is evaluated in SQL first and its items scored exactly,
+        so a selective filter is as exact as no filter, at any index type.
+        """
         if k <= 0 or offset < 0:
             raise BadQuery(f"k must be positive and offset not negative (k={k}, offset={offset})")
         total = len(snapshot.index)
         wanted = offset + k + 1  # one more than the page, to know whether a next page exists
         filters = filters if filters is not None and filters.active() else None
-        conditions = filters.conditions(self.catalog.root_paths()) if filters else []
-        n = min(total, wanted if filters is None else max(wanted * _WIDEN, 64))
-        while True:
-            scores, ids = snapshot.index.search(vector, n)
-            ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
-                      if i >= 0 and (min_score is None or s >= min_score)]
-            exhausted = n >= total or len(ranked) < n  # every vector seen, or the rest score too low
-            if filters is None:
-                page = ranked[offset:offset + k]
-                rows = self.catalog.items_by_id([i for i, _ in page])
-                # An id without a row can only be an item deleted after this snapshot was loaded.
-                matched = [(i, s) for i, s in page if i in rows]
-                more = len(ranked) > offset + k
-                break
-            meeting = self.catalog.ids_meeting([i for i, _ in ranked], conditions)
-            matched_all = [(i, s) for i, s in ranked if i in meeting]
-            if len(matched_all) >= wanted or exhausted:
-                matched, more = matched_all[offset:offset + k], len(matched_all) > offset + k
-                rows = self.catalog.items_by_id([i for i, _ in matched])
-                matched = [(i, s) for i, s in matched if i in rows]
-                break
-            n = min(total, n * _WIDEN)
+        if filters is None:
+            ranked = self._nearest(snapshot, vector, min(total, wanted), min_score)
+        else:
+            ranked = self._nearest_meeting(snapshot, vector, wanted, min_score,
+                                           filters.conditions(self.catalog.root_paths()))
+        page = ranked[offset:offset + k]
+        rows = self.catalog.items_by_id([i for i, _ in page])
+        # An id without a row can only be an item deleted after this snapshot was loaded.
+        matched = [(i, s) for i, s in page if i in rows]
         hits = [Hit(offset + rank, score, rows[i]) for rank, (i, score) in enumerate(matched, start=1)]
         return SearchResult(hits=hits, generation_id=snapshot.generation.id, total=total,
-                            next_offset=offset + k if more else None)
+                            next_offset=offset + k if len(ranked) > offset + k else None)
+
+    @staticmethod
+    def _nearest(snapshot: Snapshot, vector: np.ndarray, n: int, min_score: float | None) -> list[tuple[int, float]]:
+        if n <= 0:
+            return []
+        scores, ids = snapshot.index.search(vector, n)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
+                if i >= 0 and (min_score is None or s >= min_score)]
+
+    def _nearest_meeting(self, snapshot: Snapshot, vector: np.ndarray, wanted: int,
+                         min_score: float | None, conditions: list) -> list[tuple[int, float]]:
+        total = len(snapshot.index)
+        n = min(total, max(wanted * _WIDEN, 64))
+        subset: np.ndarray | None = None
+        while True:
+            ranked = self._nearest(snapshot, vector, n, min_score)
+            meeting = self.catalog.ids_meeting([i for i, _ in ranked], conditions)
+            matched = [(i, s) for i, s in ranked if i in meeting]
+            exhausted = n >= total or len(ranked) < n  # every vector seen, or the rest score too low
+            if len(matched) >= wanted or exhausted:
+                return matched
+            if subset is None:
+                # Too few of the nearest meet it: how many items meet it at all?
+                subset = self.catalog.ids_where(conditions, limit=SUBSET_LIMIT + 1)
+                if len(subset) <= SUBSET_LIMIT:
+                    return exact_among(snapshot.stored, vector, subset, wanted, min_score)
+            n = min(total, n * _WIDEN)
 
     def item(self, item_id: int) -> MediaItem:
         """One item's catalog row."""
@@ -306,6 +388,7 @@ class SearchEngine:
 
     def close(self) -> None:
         """Withdraw this engine's lease and release the database connections."""
+        self.wait_for_lease()
         if self._lease_db is not None:
             try:
                 with session_factory(self._lease_db).begin() as session:

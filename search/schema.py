@@ -112,8 +112,28 @@ class IndexGeneration(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     checksum: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The approximate index searched instead of the stored vectors (none: exact search), its
+    # tuned search parameters, and what tuning measured on held-out vectors.
+    ann_factory: Mapped[str | None] = mapped_column(String(256))
+    ann_filename: Mapped[str | None] = mapped_column(String(256))
+    ann_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    ann_checksum: Mapped[str | None] = mapped_column(String(64))
+    ann_params: Mapped[str | None] = mapped_column(Text)
+    ann_recall: Mapped[float | None] = mapped_column(Float)
+    ann_query_ms: Mapped[float | None] = mapped_column(Float)
+    exact_query_ms: Mapped[float | None] = mapped_column(Float)
+    ann_built_vectors: Mapped[int | None] = mapped_column(BigInteger)  # vectors when it was trained
+    ann_stale: Mapped[int | None] = mapped_column(BigInteger)  # entries removed or replaced since
 
     model: Mapped[EmbeddingModel] = relationship(lazy="joined")
+
+    def ann_fields(self) -> dict:
+        """The approximate-index columns, to carry over to a generation that shares them."""
+        return {name: getattr(self, name) for name in ANN_COLUMNS}
+
+
+ANN_COLUMNS = ("ann_factory", "ann_filename", "ann_size_bytes", "ann_checksum", "ann_params", "ann_recall",
+               "ann_query_ms", "exact_query_ms", "ann_built_vectors", "ann_stale")
 
 
 class IndexRun(Base):

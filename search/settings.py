@@ -55,6 +55,20 @@ def _byte_size(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:  # NaN fails this too
+        raise ValueError("must be a number above 0 and at most 1")
+    return value
+
+
+def _machine_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 8 * 1024**3
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -83,8 +97,14 @@ SETTINGS: tuple[Setting, ...] = (
             ".pt) or to a folder holding one (with open_clip_config.json for an hf-hub style folder)."),
     Setting("device", "Torch device for the encoder: auto (cuda when present, else cpu), "
             "cpu, cuda, cuda:1, ..."),
-    Setting("index_factory", "FAISS index factory string for the vectors (inner product on "
-            "normalised vectors). Flat is exact search."),
+    Setting("index_factory", "FAISS index type: auto (chosen from the vector count, "
+            "SPYGLASS_INDEX_MEMORY and SPYGLASS_INDEX_RECALL), or any FAISS index factory string "
+            "(Flat is exact search; IVF4096,Flat, OPQ64,IVF16384_HNSW32,PQ64x4fsr and HNSW32 are trained and tuned at build)."),
+    Setting("index_memory", "RAM the search index may take (4G, 512M, ...); default a quarter of "
+            "this machine's memory. Larger libraries get more compressed codes.", _byte_size),
+    Setting("index_recall", "Recall@10 against exact search that an approximate index must reach "
+            "on held-out vectors (0 to 1); a build that cannot reach it falls back to a more exact type.",
+            _fraction),
     Setting("batch_size", "Images per encoder batch while indexing.", _positive_int),
     Setting("decode_workers", "Threads that read, hash, "
             "decode and resize images while the encoder runs.", _positive_int),
@@ -134,7 +154,9 @@ class Settings:
     model: str = "ViT-B-32"
     pretrained: str = "laion2b_s34b_b79k"
     device: str = "auto"
-    index_factory: str = "Flat"
+    index_factory: str = "auto"
+    index_memory: int = dataclasses.field(default_factory=lambda: _machine_memory() // 4)
+    index_recall: float = 0.95
     batch_size: int = 32
     decode_workers: int = max(1, min(4, os.cpu_count() or 1))
     max_image_pixels: int = 89_478_485

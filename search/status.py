@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from .ann import AnnParams
 from .catalog import Catalog, format_time
 from .db import create_db_engine, redacted, session_factory
 from .errors import EmptyDatabase
 from .lock import indexer_running
 from .migrate import require_current
+from .schema import IndexGeneration
 from .settings import Settings
 
 
@@ -17,6 +19,20 @@ def _run_status(recorded: str, engine: Engine, settings: Settings) -> str:
     if recorded == "running" and not indexer_running(engine, settings.home):
         return "interrupted"
     return recorded
+
+
+def index_facts(generation: IndexGeneration) -> dict:
+    """The live generation: its type and, for an approximate one, what tuning measured."""
+    facts = {"type": generation.ann_factory or "Flat", "setting": generation.factory,
+             "generation": generation.id, "vectors": generation.vector_count,
+             "bytes": generation.size_bytes + (generation.ann_size_bytes or 0),
+             "published": format_time(generation.created_at)}
+    if generation.ann_factory:
+        facts.update(search_params=AnnParams.from_json(generation.ann_params).describe(),
+                     recall_at_10=round(generation.ann_recall, 4), query_ms=round(generation.ann_query_ms, 3),
+                     exact_query_ms=round(generation.exact_query_ms, 3),
+                     trained_at_vectors=generation.ann_built_vectors, stale_entries=generation.ann_stale or 0)
+    return facts
 
 
 def status_report(settings: Settings, db: Engine | None = None) -> dict:
@@ -44,9 +60,7 @@ def status_report(settings: Settings, db: Engine | None = None) -> dict:
         "architecture": generation.model.architecture,
         "pretrained": generation.model.pretrained or "random weights",
         "dim": generation.model.dim}
-    report["index"] = None if generation is None else {
-        "type": generation.factory, "generation": generation.id, "vectors": generation.vector_count,
-        "bytes": generation.size_bytes, "published": format_time(generation.created_at)}
+    report["index"] = None if generation is None else index_facts(generation)
     report["labels"] = labels
     report["last_run"] = None if run is None else {
         "status": run_status, "started": format_time(run.started_at),

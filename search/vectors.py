@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, IndexFileError
+from .errors import IndexFileError
 
 
 class VectorIndex:
@@ -19,21 +19,32 @@ class VectorIndex:
 
     def __init__(self, index):
         self.index = index
+        self._sorted_ids: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, dim: int, factory: str) -> "VectorIndex":
-        """A new index of `factory` type wrapped in an id map."""
+    def empty(cls, dim: int) -> "VectorIndex":
+        """A new store of exact vectors (a flat index in an id map).
+
+        Every generation has one: it answers exact searches and image_id lookups, scores the
+        candidates an approximate index proposes, and is what approximate indexes are trained on.
+        """
         import faiss
 
-        try:
-            index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise ConfigError(f"SPYGLASS_INDEX_FACTORY={factory!r} is not a FAISS index factory "
-                              f"string: {_faiss_reason(exc)}", "e.g. Flat") from None
-        if not index.is_trained:
-            raise ConfigError(f"index type {factory!r} needs training, which Spyglass does not do yet",
-                              "use SPYGLASS_INDEX_FACTORY=Flat")
-        return cls(index)
+        return cls(faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT))
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Which of these ids the store holds (a boolean mask); needs sorted_ids() first."""
+        held = self.sorted_ids()
+        if not len(held):
+            return np.zeros(len(ids), dtype=bool)
+        where = np.minimum(np.searchsorted(held, ids), len(held) - 1)
+        return held[where] == ids
+
+    def sorted_ids(self) -> np.ndarray:
+        """Every id held, sorted; computed once until the next add or remove."""
+        if self._sorted_ids is None:
+            self._sorted_ids = np.sort(self.ids())
+        return self._sorted_ids
 
     @property
     def dim(self) -> int:
@@ -50,6 +61,7 @@ class VectorIndex:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors under the given ids (ids must not be present yet)."""
+        self._sorted_ids = None
         if len(ids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
                                     np.ascontiguousarray(ids, dtype=np.int64))
@@ -57,11 +69,17 @@ class VectorIndex:
     def remove(self, ids) -> int:
         """Remove these ids; returns how many were present."""
         ids = np.ascontiguousarray(np.asarray(list(ids), dtype=np.int64))
+        self._sorted_ids = None
         return int(self.index.remove_ids(ids)) if len(ids) else 0
 
     def vectors(self, ids) -> np.ndarray:
         """The stored vectors of these ids, in their order (KeyError for an id not held)."""
-        return np.stack([self.vector(i) for i in ids]) if len(ids) else np.zeros((0, self.dim), np.float32)
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        try:
+            return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+        except RuntimeError:
+            raise KeyError(next(i for i in ids if not self.contains(np.asarray([i]))[0])) from None
 
     def all_vectors(self, chunk: int = 65536):
         """(ids, vectors) of everything held, chunk by chunk, in storage order."""
@@ -121,10 +139,18 @@ class GpuIndex(VectorIndex):
         """Stored vectors are read from the CPU copy."""
         return self.cpu.vector(item_id)
 
+    def vectors(self, ids) -> np.ndarray:
+        """Stored vectors are read from the CPU copy."""
+        return self.cpu.vectors(ids)
 
-def generation_filename() -> str:
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Membership is read from the CPU copy."""
+        return self.cpu.contains(ids)
+
+
+def generation_filename(suffix: str = ".faiss") -> str:
     """A fresh, never reused file name for the next generation."""
-    return f"gen-{uuid.uuid4().hex}.faiss"
+    return f"gen-{uuid.uuid4().hex}{suffix}"
 
 
 def write_index_file(index: VectorIndex, directory: Path, filename: str) -> tuple[int, str]:
@@ -149,8 +175,17 @@ def write_index_file(index: VectorIndex, directory: Path, filename: str) -> tupl
     return final.stat().st_size, checksum
 
 
-def read_index_file(path: Path, size: int | None = None, checksum: str | None = None) -> VectorIndex:
-    """Load a generation, refusing a file whose size or checksum is not the recorded one."""
+def read_index_file(path: Path, size: int | None = None, checksum: str | None = None,
+                    mmap: bool = False) -> VectorIndex:
+    """Load a generation, refusing a file whose size or checksum is not the recorded one.
+
+    With mmap the vectors stay in the file's pages, which every worker process shares.
+    """
+    return VectorIndex(read_faiss_file(path, size, checksum, mmap))
+
+
+def read_faiss_file(path: Path, size: int | None = None, checksum: str | None = None, mmap: bool = False):
+    """A FAISS index read from a file whose size and checksum are checked first."""
     import faiss
 
     try:
@@ -165,7 +200,7 @@ def read_index_file(path: Path, size: int | None = None, checksum: str | None = 
         raise IndexFileError(f"index file {path} does not match its checksum",
                              "it is corrupted; run `spyglass index --rebuild`")
     try:
-        return VectorIndex(faiss.read_index(str(path)))
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0)
     except RuntimeError as exc:
         raise IndexFileError(f"index file {path} could not be read: {_faiss_reason(exc)}",
                              "run `spyglass index --rebuild`") from None

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import GOOD_IMAGES, spyglass_env
 from spyglass.indexer.jobs import run_index
+from spyglass.search.ann import check_factory
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ConfigError, IndexFileError
 from spyglass.search.vectors import VectorIndex, read_index_file, write_index_file
@@ -25,7 +26,7 @@ def unit_vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
 
 
 def test_ids_are_the_given_keys_and_search_is_inner_product():
-    index = VectorIndex.empty(8, "Flat")
+    index = VectorIndex.empty(8)
     vectors = unit_vectors(5)
     index.add(np.array([11, 22, 33, 44, 55]), vectors)
     assert index.remove([22, 999]) == 1
@@ -35,15 +36,17 @@ def test_ids_are_the_given_keys_and_search_is_inner_product():
     assert np.allclose(index.vector(44), vectors[3])
 
 
-def test_bad_or_untrained_factory_strings_are_config_errors():
+def test_bad_factory_strings_are_config_errors_and_trained_ones_are_accepted():
+    with pytest.raises(ConfigError, match="SPYGLASS_INDEX_FACTORY='NoSuchIndex' is not a FAISS index factory"):
+        check_factory("NoSuchIndex", 8)
     with pytest.raises(ConfigError, match="SPYGLASS_INDEX_FACTORY"):
-        VectorIndex.empty(8, "NoSuchIndex")
-    with pytest.raises(ConfigError, match="training"):
-        VectorIndex.empty(8, "IVF16,Flat")
+        check_factory("PQ3", 8)  # 3 sub-quantizers do not divide 8 numbers
+    for fine in ("auto", "AUTO", "Flat", "IVF16,Flat", "HNSW32", "OPQ4,IVF16,PQ4x4fs"):
+        check_factory(fine, 8)
 
 
 def test_written_file_reads_back_and_leaves_no_temp(tmp_path):
-    index = VectorIndex.empty(8, "Flat")
+    index = VectorIndex.empty(8)
     index.add(np.arange(10), unit_vectors(10))
     size, checksum = write_index_file(index, tmp_path, "gen-a.faiss")
     loaded = read_index_file(tmp_path / "gen-a.faiss", size, checksum)
@@ -52,7 +55,7 @@ def test_written_file_reads_back_and_leaves_no_temp(tmp_path):
 
 
 def test_truncated_and_corrupted_files_are_refused_before_faiss_reads_them(tmp_path):
-    index = VectorIndex.empty(8, "Flat")
+    index = VectorIndex.empty(8)
     index.add(np.arange(10), unit_vectors(10))
     size, checksum = write_index_file(index, tmp_path, "gen-a.faiss")
     path = tmp_path / "gen-a.faiss"
@@ -72,7 +75,7 @@ def test_truncated_and_corrupted_files_are_refused_before_faiss_reads_them(tmp_p
 def test_failed_write_keeps_the_existing_file(tmp_path, monkeypatch):
     import faiss
 
-    index = VectorIndex.empty(8, "Flat")
+    index = VectorIndex.empty(8)
     index.add(np.arange(3), unit_vectors(3))
     size, checksum = write_index_file(index, tmp_path, "gen-a.faiss")
 
@@ -145,9 +148,9 @@ def test_gpu_index_takes_turns_and_hands_big_k_to_the_cpu():
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(GPU_MAX_K + 500, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    cpu = VectorIndex.empty(8, "Flat")
+    cpu = VectorIndex.empty(8)
     cpu.add(np.arange(1, len(vectors) + 1), vectors)
-    stand_in = VectorIndex.empty(8, "Flat")
+    stand_in = VectorIndex.empty(8)
     stand_in.add(np.arange(1, 101), vectors[:100])  # differs from the CPU copy, to see who answered
 
     class NotThreadSafe:

@@ -36,6 +36,12 @@ class Metrics:
                              registry=self.registry, multiprocess_mode="max")
         self.generation = Gauge("spyglass_index_generation", "Id of the live index generation.",
                                 registry=self.registry, multiprocess_mode="max")
+        # What tuning measured on held-out vectors when the live approximate index was built
+        # (1.0 and the exact search time for exact search).
+        self.recall = Gauge("spyglass_index_recall_at_10", "Recall@10 of the live index against exact search.",
+                            registry=self.registry, multiprocess_mode="mostrecent")
+        self.tuned_ms = Gauge("spyglass_index_query_milliseconds", "Median time of one index search at tuning.",
+                              registry=self.registry, multiprocess_mode="mostrecent")
 
     @contextmanager
     def timed(self, endpoint: str):
@@ -49,13 +55,20 @@ class Metrics:
             self.queries.labels(endpoint=endpoint, outcome=outcome).inc()
             self.latency.observe(time.perf_counter() - started)
 
-    def render(self, vectors: int | None, generation: int | None) -> tuple[bytes, str]:
+    def render(self, generation) -> tuple[bytes, str]:
         """The exposition text and its content type; all workers' counts in multiprocess mode."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-        if vectors is not None:
-            self.vectors.set(vectors)
-            self.generation.set(generation)
+        if generation is not None:
+            self.vectors.set(generation.vector_count)
+            self.generation.set(generation.id)
+            if generation.ann_factory:
+                self.recall.set(generation.ann_recall)
+                self.tuned_ms.set(generation.ann_query_ms)
+            else:
+                self.recall.set(1.0)
+                if generation.exact_query_ms is not None:
+                    self.tuned_ms.set(generation.exact_query_ms)
         if os.environ.get(MULTIPROCESS_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
@@ -71,8 +84,7 @@ def metrics():
     web = current_app.extensions["spyglass"]
     try:
         generation = web.engine().live().generation
-        vectors, generation_id = generation.vector_count, generation.id
     except SpyglassError:
-        vectors = generation_id = None
-    body, content_type = web.metrics.render(vectors, generation_id)
+        generation = None
+    body, content_type = web.metrics.render(generation)
     return Response(body, content_type=content_type)

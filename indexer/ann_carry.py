@@ -1,0 +1,69 @@
+"""The live approximate index, carried from one generation to the next by adds and removals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spyglass.search.schema import IndexGeneration
+from spyglass.search.vectors import read_faiss_file
+
+from .ann_build import AnnBuild
+
+# Rebuild (retrain and retune) when this share of the entries is stale, or the library has
+# doubled since training: the lists and the tuned parameters were fitted to what was there.
+STALE_FRACTION = 0.2
+GROWTH_FACTOR = 2
+
+
+@dataclass
+class CarriedAnn:
+    """An approximate index being carried forward, with the columns it is published under."""
+
+    index: object  # a FAISS index that stores ids
+    fields: dict  # IndexGeneration's ann_* columns, file ones excluded
+
+    @classmethod
+    def of_generation(cls, generation: IndexGeneration, index_dir: Path) -> "CarriedAnn | None":
+        """The approximate index a generation names, read and checked; None when it has none."""
+        if not generation.ann_filename:
+            return None
+        index = read_faiss_file(index_dir / generation.ann_filename, generation.ann_size_bytes,
+                                generation.ann_checksum)
+        fields = {k: v for k, v in generation.ann_fields().items()
+                  if k not in ("ann_filename", "ann_size_bytes", "ann_checksum")}
+        return cls(index, fields)
+
+    @classmethod
+    def of_build(cls, built: AnnBuild) -> "CarriedAnn":
+        """A freshly built index."""
+        return cls(built.ann.index, {
+            "ann_factory": built.factory, "ann_params": built.ann.params.to_json(),
+            "ann_recall": built.recall, "ann_query_ms": built.query_ms,
+            "exact_query_ms": built.exact_query_ms, "ann_built_vectors": built.built_vectors,
+            "ann_stale": 0})
+
+    def update(self, gone: list[int], ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Remove the entries of removed and re-embedded items, then add the new vectors.
+
+        Types that cannot remove (graphs) keep the old entries: search drops them, since the
+        store no longer holds them or scores them by their new vector, and they count as stale.
+        """
+        import faiss
+
+        if gone:
+            try:
+                self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(gone, dtype=np.int64)))
+            except RuntimeError:
+                self.fields["ann_stale"] = (self.fields.get("ann_stale") or 0) + len(gone)
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                    np.ascontiguousarray(ids, dtype=np.int64))
+
+    def worn(self, vector_count: int) -> bool:
+        """Whether it has drifted far enough from what it was tuned on to rebuild."""
+        built = self.fields.get("ann_built_vectors") or 0
+        stale = self.fields.get("ann_stale") or 0
+        return stale > STALE_FRACTION * max(built, 1) or vector_count > GROWTH_FACTOR * max(built, 1)

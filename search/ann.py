@@ -1,0 +1,140 @@
+"""An approximate FAISS index beside the stored vectors: it proposes candidates, the store scores them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ConfigError
+from .vectors import GPU_MAX_K, VectorIndex, _faiss_reason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnnParams:
+    """Search-time settings found by tuning: FAISS parameters and the re-ranking depth."""
+
+    faiss: dict[str, int] = field(default_factory=dict)  # nprobe, efSearch, ... (ParameterSpace names)
+    rerank: int = 1  # candidates fetched per wanted hit, then scored exactly
+
+    def to_json(self) -> str:
+        """Stored with the generation."""
+        return json.dumps({"faiss": self.faiss, "rerank": self.rerank}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "AnnParams":
+        """Read back what to_json wrote."""
+        data = json.loads(text) if text else {}
+        return cls(dict(data.get("faiss", {})), int(data.get("rerank", 1)))
+
+    def describe(self) -> str:
+        """'nprobe=32 rerank=4' style label."""
+        return " ".join([f"{k}={v}" for k, v in sorted(self.faiss.items())] + [f"rerank={self.rerank}"])
+
+
+def new_ann(dim: int, factory: str):
+    """An untrained FAISS index of this factory type (inner product), as the user named it."""
+    import faiss
+
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise ConfigError(f"SPYGLASS_INDEX_FACTORY={factory!r} is not a FAISS index factory "
+                          f"string: {_faiss_reason(exc)}", "e.g. auto, Flat, IVF4096,Flat or HNSW32") from None
+
+
+def check_factory(setting: str, dim: int) -> None:
+    """Refuse, before any work, an index setting FAISS cannot build for this dimension."""
+    from .index_choice import is_auto
+
+    if not is_auto(setting):
+        new_ann(dim, setting)
+
+
+def with_ids(index):
+    """The index itself when it stores ids (the IVF family), else wrapped in an id map."""
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index)
+        return index
+    except RuntimeError:
+        return faiss.IndexIDMap(index)
+
+
+def apply_params(index, params: AnnParams) -> None:
+    """Set FAISS search parameters by name (they reach through id maps and transforms)."""
+    import faiss
+
+    space = faiss.ParameterSpace()
+    for name, value in params.faiss.items():
+        space.set_index_parameter(index, name, value)
+
+
+class AnnIndex:
+    """Searches like a VectorIndex: candidates from the approximate index, scores from the store.
+
+    Scoring every candidate against the exact stored vector makes compressed codes as precise
+    as their candidate lists, and drops ids the store no longer holds (removed items) and stale
+    duplicates (items re-embedded since the approximate index was built).
+    """
+
+    def __init__(self, index, store: VectorIndex, params: AnnParams):
+        self.index = index
+        self.store = store
+        self.params = params
+        apply_params(index, params)
+        self._gpu = None
+        self._gpu_lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row, exactly scored; -1 ids pad short rows."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        fetch = max(1, min(k * self.params.rerank, self.index.ntotal))
+        _, candidates = self._search_candidates(queries, fetch)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, proposed in enumerate(candidates):
+            proposed = np.unique(proposed[proposed >= 0])
+            proposed = proposed[self.store.contains(proposed)]
+            if not len(proposed):
+                continue
+            exact = self.store.vectors(proposed) @ queries[row]
+            best = np.argsort(-exact, kind="stable")[:k]
+            scores[row, :len(best)], ids[row, :len(best)] = exact[best], proposed[best]
+        return scores, ids
+
+    def _search_candidates(self, queries: np.ndarray, fetch: int):
+        if self._gpu is not None and fetch <= GPU_MAX_K:
+            with self._gpu_lock:  # FAISS GPU indexes are not thread-safe
+                return self._gpu.search(queries, fetch)
+        return self.index.search(queries, fetch)
+
+    def vector(self, item_id: int) -> np.ndarray:
+        """The stored (exact) vector of one id."""
+        return self.store.vector(item_id)
+
+    def on_search_device(self) -> "AnnIndex":
+        """Also hold a GPU copy when FAISS sees a GPU and supports this type there."""
+        import faiss
+
+        if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
+            try:
+                self._gpu = faiss.index_cpu_to_all_gpus(self.index)
+                apply_params(self._gpu, self.params)
+            except (RuntimeError, AttributeError) as exc:  # e.g. fast-scan PQ has no GPU version
+                log.warning("searching the approximate index on the CPU: %s", _faiss_reason(exc))
+                self._gpu = None
+        return self
