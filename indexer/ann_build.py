@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from spyglass.search.ann import AnnIndex, AnnParams, new_ann, with_ids
+from spyglass.search.ann import AnnIndex, AnnParams, has_exact_codes, new_ann, with_ids
 from spyglass.search.index_choice import is_auto, ladder, needs_training_points
 from spyglass.search.vectors import VectorIndex
 
@@ -96,26 +96,30 @@ def build(store: VectorIndex, factory: str, target: float, echo: Echo, progress:
             bar.update(len(chunk_ids))
     queries = _vectors(store, query_ids)
     exact_ms, truth = _timed_exact(store, queries, query_ids)
-    params, recall, query_ms = tune(index, store, queries, query_ids, truth, target)
+    params, recall, query_ms = tune(index, store, queries, query_ids, truth, target, has_exact_codes(factory))
     echo(f"Index: {factory} tuned to {params.describe()}: recall@10 {recall:.3f} on "
          f"{len(query_ids):,} held-out vectors, {query_ms:.2f} ms a query (exact: {exact_ms:.2f} ms).")
-    return AnnBuild(factory, AnnIndex(index, store, params), recall, query_ms, exact_ms, trained_on,
-                    len(ids))
+    searcher = AnnIndex(index, store, params, has_exact_codes(factory), duplicates=False)
+    return AnnBuild(factory, searcher, recall, query_ms, exact_ms, trained_on, len(ids))
 
 
 def tune(index, store: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
-         target: float) -> tuple[AnnParams, float, float]:
+         target: float, exact_codes: bool = False) -> tuple[AnnParams, float, float]:
     """The fastest (parameter, re-rank depth) that reaches the target; else the most exact tried."""
     name, values = _knob(index)
+
+    def searcher(params: AnnParams) -> AnnIndex:
+        return AnnIndex(index, store, params, exact_codes, duplicates=False)
+
     feasible: list[tuple[AnnParams, float]] = []
     best: tuple[float, AnnParams] | None = None
     start = len(values) - 1
-    for rerank in RERANK_DEPTHS:
+    for rerank in RERANK_DEPTHS[:1] if exact_codes else RERANK_DEPTHS:  # exact scores need no re-rank
         # Recall grows with both knobs: a deeper re-rank needs no more probes than a shallower one.
         reached = None
         for position in range(start, -1, -1) if feasible else range(len(values)):
             params = AnnParams({name: int(values[position])} if name else {}, rerank)
-            recall = measure_recall(AnnIndex(index, store, params), queries, query_ids, truth)
+            recall = measure_recall(searcher(params), queries, query_ids, truth)
             if best is None or recall > best[0]:
                 best = (recall, params)
             if recall >= target:
@@ -131,8 +135,8 @@ def tune(index, store: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, 
             break
     if not feasible:
         recall, params = best
-        return params, recall, _query_ms(AnnIndex(index, store, params), queries)
-    timed = [(_query_ms(AnnIndex(index, store, params), queries), params, recall) for params, recall in feasible]
+        return params, recall, _query_ms(searcher(params), queries)
+    timed = [(_query_ms(searcher(params), queries), params, recall) for params, recall in feasible]
     query_ms, params, recall = min(timed, key=lambda entry: entry[0])
     return params, recall, query_ms
 

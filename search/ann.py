@@ -67,6 +67,23 @@ def with_ids(index):
         return faiss.IndexIDMap(index)
 
 
+def has_exact_codes(factory: str) -> bool:
+    """Whether the type stores full vectors (IVF…,Flat, HNSW32, HNSW32,Flat), so scores are exact."""
+    last = factory.replace(" ", "").split(",")[-1]
+    return last == "Flat" or (factory.startswith("HNSW") and "," not in factory)
+
+
+def _drop_repeats(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Keep one entry per id in each row: an item re-embedded into a graph index has two."""
+    scores = scores.copy()
+    for row in range(len(candidates)):
+        _, first = np.unique(candidates[row], return_index=True)
+        repeated = np.ones(len(candidates[row]), dtype=bool)
+        repeated[first] = False
+        scores[row, repeated] = -np.inf
+    return scores
+
+
 def apply_params(index, params: AnnParams) -> None:
     """Set FAISS search parameters by name (they reach through id maps and transforms)."""
     import faiss
@@ -84,10 +101,15 @@ class AnnIndex:
     duplicates (items re-embedded since the approximate index was built).
     """
 
-    def __init__(self, index, store: VectorIndex, params: AnnParams):
+    def __init__(self, index, store: VectorIndex, params: AnnParams, exact_codes: bool = False,
+                 duplicates: bool = True):
         self.index = index
         self.store = store
         self.params = params
+        # Codes that are the full vectors score exactly already; no entries replaced since the
+        # build means no id can come back twice.
+        self.exact_codes = exact_codes
+        self.duplicates = duplicates
         apply_params(index, params)
         self._gpu = None
         self._gpu_lock = threading.Lock()
@@ -103,18 +125,26 @@ class AnnIndex:
         """Top-k (scores, ids) per query row, exactly scored; -1 ids pad short rows."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         fetch = max(1, min(k * self.params.rerank, self.index.ntotal))
-        _, candidates = self._search_candidates(queries, fetch)
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        for row, proposed in enumerate(candidates):
-            proposed = np.unique(proposed[proposed >= 0])
-            proposed = proposed[self.store.contains(proposed)]
-            if not len(proposed):
-                continue
-            exact = self.store.vectors(proposed) @ queries[row]
-            best = np.argsort(-exact, kind="stable")[:k]
-            scores[row, :len(best)], ids[row, :len(best)] = exact[best], proposed[best]
-        return scores, ids
+        approximate, candidates = self._search_candidates(queries, fetch)
+        valid = candidates >= 0
+        valid[valid] = self.store.contains(candidates[valid])  # removed since the index was built
+        if self.exact_codes and self.params.rerank == 1:
+            scores = np.where(valid, approximate, -np.inf).astype(np.float32)
+        else:
+            scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
+            found = self.store.vectors(candidates[valid])
+            rows = np.nonzero(valid)[0]
+            scores[valid] = np.einsum("ij,ij->i", found, queries[rows])
+        if self.duplicates:
+            scores = _drop_repeats(candidates, scores)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(scores, order, axis=1)
+        top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(candidates, order, axis=1), -1)
+        if top_scores.shape[1] < k:  # fewer candidates than asked for
+            pad = k - top_scores.shape[1]
+            top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
+        return top_scores, top_ids
 
     def _search_candidates(self, queries: np.ndarray, fetch: int):
         if self._gpu is not None and fetch <= GPU_MAX_K:

@@ -24,7 +24,7 @@ from .migrate import require_current
 from .query import MAX_QUERY_PARTS, Filters, QueryPart
 from .schema import LEASE_REFRESH_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
 from .settings import Settings
-from .ann import AnnIndex, AnnParams
+from .ann import AnnIndex, AnnParams, has_exact_codes
 from .vectors import VectorIndex, read_faiss_file, read_index_file
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,13 @@ def exact_among(stored: VectorIndex, vector: np.ndarray, ids: np.ndarray, wanted
 class SearchEngine:
     """Answers queries from the live generation; switches when a newer one is published."""
 
-    def __init__(self, settings: Settings, encoder_loader: EncoderLoader | None = None):
+    def __init__(self, settings: Settings, encoder_loader: EncoderLoader | None = None,
+                 background_reload: bool = False):
         self.settings = settings
+        # Under a server, a newer generation is loaded by a background thread and no request
+        # waits for it; in-process users (CLI, tests) get it on their next call.
+        self.background_reload = background_reload
+        self._loader: threading.Thread | None = None
         self.db = create_db_engine(settings.db_url)
         self.catalog = Catalog(session_factory(self.db))
         self._encoder_loader = encoder_loader or self._load_encoder
@@ -130,15 +135,19 @@ class SearchEngine:
     def live(self) -> Snapshot:
         """The live generation, loaded; reloaded when the catalog names a newer one.
 
-        A newer generation is loaded (read, checked, mapped) by the first request that sees
-        it, outside the lock: meanwhile the other requests go on with the loaded one.
+        A newer generation is read, checked and mapped outside any lock that requests take:
+        by a background thread (background_reload), or by the first request that sees it while
+        the others go on with the loaded one.
         """
         generation = self.catalog.live_generation() if self._schema_ready() else None
         if generation is None:
             raise NoIndex("nothing is indexed yet", "run `spyglass index <folder>` first")
         current = self._snapshot
-        if current is None or (current.generation.id < generation.id
-                               and generation.id not in self._bad_generations):
+        newer = current is not None and current.generation.id < generation.id \
+            and generation.id not in self._bad_generations
+        if newer and self.background_reload:
+            self._load_in_background(generation)
+        elif current is None or newer:
             # Only the very first load makes others wait: there is nothing to serve before it.
             if self._load_lock.acquire(blocking=current is None):
                 try:
@@ -150,6 +159,27 @@ class SearchEngine:
             current = self._snapshot or current
         self._announce(current.generation.id)
         return current
+
+    def _load_in_background(self, generation: IndexGeneration) -> None:
+        if not self._load_lock.acquire(blocking=False):
+            return  # a load is under way
+        def load() -> None:
+            try:
+                current = self._snapshot
+                if current is None or current.generation.id < generation.id:
+                    self._load(generation, current)
+            except Exception:  # noqa: BLE001 - the loaded generation keeps serving
+                log.exception("could not load index generation %s", generation.id)
+            finally:
+                self._load_lock.release()
+        self._loader = threading.Thread(target=load, daemon=True, name="spyglass-reload")
+        self._loader.start()
+
+    def wait_for_reload(self, timeout: float = 60.0) -> None:
+        """Block until a background load in flight has finished (tests, benchmarks)."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout)
 
     def _load(self, generation: IndexGeneration, current: Snapshot | None) -> Snapshot:
         """Load a newer generation; on a damaged file keep serving what is loaded."""
@@ -181,7 +211,9 @@ class SearchEngine:
         if generation.ann_filename:
             raw = read_faiss_file(directory / generation.ann_filename, generation.ann_size_bytes,
                                   generation.ann_checksum)
-            searcher = AnnIndex(raw, stored, AnnParams.from_json(generation.ann_params)).on_search_device()
+            searcher = AnnIndex(raw, stored, AnnParams.from_json(generation.ann_params),
+                                exact_codes=has_exact_codes(generation.ann_factory),
+                                duplicates=bool(generation.ann_stale)).on_search_device()
         else:
             searcher = stored.on_search_device()
         return Snapshot(generation, searcher, stored)

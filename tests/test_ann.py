@@ -86,7 +86,7 @@ def test_a_carried_index_answers_like_a_rebuilt_one(factory):
                    np.concatenate([fresh, vectors[3_000:]]))
     exhaustive = AnnParams({name: 4096 for name in built.ann.params.faiss} | (
         {"nprobe": 32} if "nprobe" in built.ann.params.faiss else {}), rerank=1000)
-    searcher = AnnIndex(carried.index, store, exhaustive)
+    searcher = AnnIndex(carried.index, store, exhaustive, duplicates=True)
     queries = clustered_vectors(50, 32, clusters=30, seed=3)
     _, found = searcher.search(queries, 10)
     assert not np.isin(found, removed).any()  # removed items never come back

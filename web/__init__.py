@@ -12,8 +12,12 @@ from .state import WebState
 MAX_FORM_PARTS = 50
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app; the search engine is created on first use, never at import or here."""
+def create_app(settings: Settings | None = None, background_reload: bool = False) -> Flask:
+    """Build the app; the search engine is created on first use, never at import or here.
+
+    background_reload (what `spyglass serve` uses): a newly published generation is loaded
+    beside the live one, and requests go on with the live one until it is ready.
+    """
     app = Flask(__name__)
     settings = settings or Settings.from_env()
     app.config.update(
@@ -21,7 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
         MAX_FORM_PARTS=MAX_FORM_PARTS,
     )
-    app.extensions["spyglass"] = WebState(settings)
+    app.extensions["spyglass"] = WebState(settings, background_reload)
     errors.init_app(app)
     security.init_app(app, settings)
     app.register_blueprint(api.blueprint)

@@ -48,7 +48,7 @@ def serve(settings: Settings, dev: bool = False) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
-            return create_app(settings)
+            return create_app(settings, background_reload=True)
 
     try:
         Server().run()

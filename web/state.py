@@ -15,8 +15,9 @@ from .metrics import Metrics
 class WebState:
     """Per-app state, stored in app.extensions["spyglass"]."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, background_reload: bool = False):
         self.settings = settings
+        self.background_reload = background_reload
         self.metrics = Metrics()
         self._engine: SearchEngine | None = None
         self._lock = threading.Lock()
@@ -25,7 +26,7 @@ class WebState:
         """The worker's engine, created on first use."""
         with self._lock:
             if self._engine is None:
-                self._engine = SearchEngine(self.settings)
+                self._engine = SearchEngine(self.settings, background_reload=self.background_reload)
             return self._engine
 
 
