@@ -89,13 +89,17 @@ def _check(settings: Settings, engine, repair: bool) -> CheckReport:
     index = _first_readable(settings, generations, report)
     ann = _live_ann(settings, generations[0], report)
     with sessions() as session:
-        rows = {row.id: row.path for row in session.execute(select(MediaItem.id, MediaItem.path))}
+        rows, remote = {}, set()
+        for item_id, path, url in session.execute(select(MediaItem.id, MediaItem.path, MediaItem.url)):
+            rows[item_id] = path
+            if url and path == url:  # imported with no local file: nothing on disk to miss
+                remote.add(item_id)
     report.rows = len(rows)
     ids = set(index.ids().tolist()) if index is not None else set()
     report.vectors = len(ids)
     report.orphan_vectors = sorted(ids - rows.keys())
     report.rows_without_vectors = sorted(rows.keys() - ids) if index is not None else []
-    gone = {item_id for item_id, path in rows.items() if not os.path.isfile(path)}
+    gone = {item_id for item_id, path in rows.items() if item_id not in remote and not os.path.isfile(path)}
     report.missing_files = sorted(rows[i] for i in gone)
     if repair and not report.ok:
         if index is None:

@@ -199,6 +199,20 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
                            architecture, pretrained)
 
 
+def embedding_dim(architecture: str, pretrained: str | None) -> int:
+    """The dimension of a model's vectors, from its config alone (no weights are loaded)."""
+    import open_clip
+
+    name = _register_architecture(open_clip, architecture)
+    folder = Path(pretrained).expanduser() if pretrained else None
+    if folder is not None and (folder / "open_clip_config.json").is_file():
+        return int(json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"])
+    config = open_clip.get_model_config(name)
+    if config is None:
+        raise ModelUnavailable(f"no open_clip config is known for {architecture}")
+    return int(config["embed_dim"])
+
+
 def image_tower_checksum(model) -> str:
     """SHA-256 of the image tower's weights: equal checksums embed every image identically."""
     import torch

@@ -71,3 +71,7 @@ class ImageRefused(InvalidImage):
 
 class ServerBusy(SpyglassError):
     """Too much work is in flight to take this request now; it may be retried."""
+
+
+class BadInput(SpyglassError):
+    """Input files (a data set, an embeddings folder) that cannot be used as they are."""

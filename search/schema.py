@@ -52,6 +52,10 @@ class MediaItem(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Items imported from precomputed embeddings (`spyglass import`) may have no local file:
+    # then `url` is where the original lives, and `path` is that same URL.
+    url: Mapped[str | None] = mapped_column(Text)
+    caption: Mapped[str | None] = mapped_column(Text)
 
     root: Mapped[MediaRoot | None] = relationship()
     labels: Mapped[list["ItemLabel"]] = relationship(order_by="ItemLabel.rank", lazy="raise",

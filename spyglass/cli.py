@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -112,6 +113,37 @@ def index(settings: Settings, paths, rebuild, batch_size, workers, no_progress) 
     summary = run_index(settings, list(paths), rebuild=rebuild, progress=not no_progress,
                         echo=lambda message: click.echo(message, err=True))
     click.echo(summary.line())
+
+
+@cli.command("import")
+@click.argument("source", type=click.Path())
+@click.option("--media-root", type=click.Path(file_okay=False),
+              help="Folder the imported local files lie in, recorded like an indexed folder so the "
+                   "originals and thumbnails are served (its files are not scanned now).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
+@click.pass_obj
+def import_(settings: Settings, source, media_root, no_progress) -> None:
+    """Import precomputed embeddings: clip-retrieval's output folder or .npy files.
+
+    \b
+    SOURCE is one of:
+      clip-retrieval's `inference` output: img_emb/img_emb_N.npy + metadata/metadata_N.parquet
+      a folder of x.npy files, each with x.parquet or x.csv beside it
+      one such .npy file
+    Metadata rows give image_path (a local file) and/or url, and caption; row N describes
+    vector N. The vectors are recorded under the configured model (--model/--pretrained),
+    which must be the one that made them: an embeddings folder does not say, and text
+    queries are embedded by it. Rows with a local file become ordinary items; rows with only
+    a url become remote items (results carry the url and caption). Everything is checked
+    before anything is written: a wrong dimension, a missing column or a NaN vector imports
+    nothing. Importing again replaces the vectors of rows already imported.
+    """
+    from spyglass.indexer.import_job import run_import
+
+    summary = run_import(settings, Path(source), media_root, progress=not no_progress,
+                         echo=lambda message: click.echo(message, err=True))
+    click.echo(f"{summary.added:,} imported, {summary.updated:,} replaced, {len(summary.skipped):,} skipped "
+               f"({summary.seconds:.1f} s)")
 
 
 def _interval(text: str | None) -> float | None:

@@ -104,7 +104,7 @@ def _deduplicated(snapshot, hits):
 
 def _metadata(item) -> dict:
     meta = item_json(item)
-    return {"url": meta["file_url"], "caption": meta["path"], "thumbnail_url": meta["thumbnail_url"],
+    return {"url": meta["file_url"], "caption": meta["caption"] or meta["path"], "thumbnail_url": meta["thumbnail_url"],
             "width": meta["width"], "height": meta["height"], "mtime": meta["mtime"]}
 
 

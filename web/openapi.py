@@ -71,6 +71,9 @@ ITEM = {"type": "object", "properties": {
     "format": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
     "size": {"type": "integer"}, "mtime": {"type": ["string", "null"]}, "indexed_at": {"type": "string"},
     "url": {"type": "string"}, "thumbnail_url": {"type": "string"}, "file_url": {"type": "string"},
+    "source_url": {"type": ["string", "null"], "description": "Where an imported item's original lives "
+                   "(then file_url and thumbnail_url are it, when there is no local file)."},
+    "caption": {"type": ["string", "null"], "description": "An imported item's caption."},
     "labels": {"type": "array", "description": "Best zero-shot labels first (empty without SPYGLASS_LABELS).",
                "items": {"type": "object", "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}}}}
 

@@ -19,6 +19,7 @@ def item_json(item: MediaItem) -> dict:
     """
     exposed = current_app.extensions["spyglass"].settings.expose_paths
     root = None if item.root is None else item.root.path if exposed else os.path.basename(item.root.path)
+    remote = bool(item.url) and item.path == item.url  # imported with no local file
     return {
         "id": item.id,
         "path": item.relative_path,
@@ -32,8 +33,10 @@ def item_json(item: MediaItem) -> dict:
         "mtime": _mtime_iso(item.mtime_ns),
         "indexed_at": format_time(item.indexed_at),
         "url": url_for("api.item", item_id=item.id, _external=True),
-        "thumbnail_url": url_for("api.thumbnail", item_id=item.id, _external=True),
-        "file_url": url_for("api.item_file", item_id=item.id, _external=True),
+        "thumbnail_url": item.url if remote else url_for("api.thumbnail", item_id=item.id, _external=True),
+        "file_url": item.url if remote else url_for("api.item_file", item_id=item.id, _external=True),
+        "source_url": item.url,
+        "caption": item.caption,
         "labels": [{"label": label.label, "score": round(label.score, 4)} for label in item.labels],
     }
 

@@ -1,4 +1,5 @@
-"""approximate indexes beside each generation's stored vectors, with their tuned parameters and recall
+"""approximate indexes beside each generation's stored vectors, with their tuned parameters and
+recall; source URLs and captions of imported items
 
 Revision ID: 0005
 Revises: 0004
@@ -15,6 +16,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('media_items') as batch:
+        batch.add_column(sa.Column('url', sa.Text(), nullable=True))
+        batch.add_column(sa.Column('caption', sa.Text(), nullable=True))
     with op.batch_alter_table('index_generations') as batch:
         batch.add_column(sa.Column('ann_factory', sa.String(length=256), nullable=True))
         batch.add_column(sa.Column('ann_filename', sa.String(length=256), nullable=True))
@@ -33,3 +37,6 @@ def downgrade() -> None:
         for column in ('ann_stale', 'ann_built_vectors', 'exact_query_ms', 'ann_query_ms', 'ann_recall',
                        'ann_params', 'ann_checksum', 'ann_size_bytes', 'ann_filename', 'ann_factory'):
             batch.drop_column(column)
+    with op.batch_alter_table('media_items') as batch:
+        batch.drop_column('caption')
+        batch.drop_column('url')
