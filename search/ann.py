@@ -88,7 +88,8 @@ def apply_params(index, params: AnnParams) -> None:
     """Set FAISS search parameters by name (they reach through id maps and transforms)."""
     import faiss
 
-    space = faiss.ParameterSpace()
+    on_gpu = type(faiss.downcast_index(index)).__name__.startswith("Gpu") or "Gpu" in type(index).__name__
+    space = faiss.GpuParameterSpace() if on_gpu and hasattr(faiss, "GpuParameterSpace") else faiss.ParameterSpace()
     for name, value in params.faiss.items():
         space.set_index_parameter(index, name, value)
 
