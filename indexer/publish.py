@@ -139,9 +139,9 @@ def publish_ann(sessions: sessionmaker[Session], live: IndexGeneration, ann: Car
                                      checksum=live.checksum, created_at=utcnow(), **fields)
         session.add(generation)
         session.flush()
-        failpoint("publish")
+        failpoint("ann-publish")
         generation_id = generation.id
-    failpoint("published")
+    failpoint("ann-published")
     remove_unused_files(sessions, index_dir)
     return generation_id
 

@@ -200,3 +200,65 @@ def test_live_swap_never_fails_a_query(sqlite_settings, tmp_path, other_model):
     assert len({g for g, _ in answers}) >= 3
     assert answers[-1][0] == max(sizes)  # the swapped-in model answers at the end
     assert engine.live().index.dim == 24
+
+
+def assert_approximate_index_consistent(settings) -> None:
+    """The live approximate index (if any) loads, verifies, and searched to the end gives exact results."""
+    import numpy as np
+
+    from spyglass.search.ann import AnnIndex, AnnParams
+
+    engine = SearchEngine(settings)
+    try:
+        snapshot = engine.live()
+        if not isinstance(snapshot.index, AnnIndex):
+            return
+        exhaustive = AnnIndex(snapshot.index.index, snapshot.stored, AnnParams({"nprobe": 64}, rerank=1000),
+                              duplicates=True)
+        queries = snapshot.stored.vectors(snapshot.stored.ids()[:5])
+        _, found = exhaustive.search(queries, 10)
+        _, exact = snapshot.stored.search(queries, 10)
+        assert np.array_equal(found, exact), "the approximate index disagrees with the stored vectors"
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_kill_9_around_approximate_index_publishes(sqlite_settings, tmp_path):
+    """Killed while a carried or a rebuilt approximate index is published: the catalog, the stored
+    vectors and the approximate index stay consistent, and the next run completes."""
+    from spyglass.search.failpoints import ANN_NAMES
+
+    media = tmp_path / "library"
+    media.mkdir()
+    for seed in range(60):
+        make_image(media / f"img-{seed:04d}.png", seed)
+    base = {**spyglass_env(sqlite_settings), "SPYGLASS_INDEX_RECALL": "0.9"}
+    first = run_spyglass("index", "--no-progress", str(media), env=base | {"SPYGLASS_INDEX_FACTORY": "IVF4,Flat"})
+    assert first.returncode == 0 and "tuned to" in first.stderr, first.stderr
+    rng, seed, landed = random.Random(7), 1000, {}
+    # A changed factory forces a rebuild (ann-*); changed files make a carried publish (publish*).
+    for name in ANN_NAMES + ("publish", "published"):
+        live = _live_factory(sqlite_settings)
+        other = "IVF8,Flat" if live == "IVF4,Flat" else "IVF4,Flat"
+        env = base | {"SPYGLASS_INDEX_FACTORY": other if name in ANN_NAMES else live}
+        seed = change_library(media, rng, seed)
+        command = [sys.executable, "-m", "spyglass.cli", "index", "--no-progress", str(media)]
+        if kill_at_failpoint(command, env, name):
+            landed[name] = True
+        assert_consistent(sqlite_settings, media)
+        assert_approximate_index_consistent(sqlite_settings)
+    assert landed == {name: True for name in ANN_NAMES + ("publish", "published")}, landed
+    final = run_spyglass("index", "--no-progress", str(media), env=base | {"SPYGLASS_INDEX_FACTORY": "IVF4,Flat"})
+    assert final.returncode == 0, final.stderr
+    assert assert_consistent(sqlite_settings, media) == len(list(media.glob("*.png")))
+    assert_approximate_index_consistent(sqlite_settings)
+    assert json.loads(run_spyglass("status", "--json", env=base).stdout)["index"]["type"] == "IVF4,Flat"
+
+
+def _live_factory(settings) -> str:
+    engine = SearchEngine(settings)
+    try:
+        return engine.catalog.live_generation().ann_factory or "IVF4,Flat"
+    finally:
+        engine.close()
