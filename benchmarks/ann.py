@@ -118,7 +118,7 @@ def main() -> None:
         ann = CarriedAnn.of_build(built)
         with sessions() as session:
             live = live_generation(session)
-        publish_ann(sessions, live, ann, settings.index_dir)
+        publish_ann(sessions, live, ann, settings.index_dir, "auto")
         contenders = {"Flat": store, f"auto ({built.factory})": built.ann}
         figures: dict[str, dict[str, list[float]]] = {name: {"single": [], "batch": []} for name in contenders}
         recalls = {name: recall_at_10(searcher.search(queries, RECALL_K)[1], truth)

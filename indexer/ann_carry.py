@@ -64,6 +64,10 @@ class CarriedAnn:
 
     def worn(self, vector_count: int) -> bool:
         """Whether it has drifted far enough from what it was tuned on to rebuild."""
-        built = self.fields.get("ann_built_vectors") or 0
-        stale = self.fields.get("ann_stale") or 0
-        return stale > STALE_FRACTION * max(built, 1) or vector_count > GROWTH_FACTOR * max(built, 1)
+        return worn(self.fields.get("ann_built_vectors"), self.fields.get("ann_stale"), vector_count)
+
+
+def worn(built_at: int | None, stale: int | None, vector_count: int) -> bool:
+    """Too many stale entries, or a library that has doubled since the index was trained."""
+    built_at = max(built_at or 0, 1)
+    return (stale or 0) > STALE_FRACTION * built_at or vector_count > GROWTH_FACTOR * built_at

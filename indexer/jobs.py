@@ -37,7 +37,7 @@ from .labels import update_labels
 from .pipeline import EmbeddedBatch, embed_files
 from .plan import Plan, plan_run, under
 from .ann_build import build_to_target, wanted_factory
-from .ann_carry import GROWTH_FACTOR, CarriedAnn
+from .ann_carry import GROWTH_FACTOR, CarriedAnn, worn
 from .publish import PendingChanges, publish, publish_ann
 from .scan import FoundFile, Skipped, walk
 from .staging import drop_staged, model_key, stage, staged_vectors
@@ -265,27 +265,32 @@ class IndexJob:
 
     def _maintain_ann(self) -> None:
         """Build (or drop) the approximate index when the type for this library has changed,
-        or the live one has worn; after the vectors are live, so search never waits for it."""
+        or the live one has worn; after the vectors are live, so search never waits for it.
+
+        Decided from the live generation's row: a run with nothing to do reads no index file.
+        """
         with self.sessions() as session:
             live = live_generation(session)
         if live is None:
             return
-        store, _ = self._target_index()
-        count = len(store)
-        options = wanted_factory(self.settings.index_factory, count, store.dim, self.settings.index_memory)
-        if self._ann is not None:
-            if live.ann_factory in options and not self._ann.worn(count):
+        count = live.vector_count
+        options = wanted_factory(self.settings.index_factory, count, live.model.dim, self.settings.index_memory)
+        if live.ann_factory:
+            if live.ann_factory in options and not worn(live.ann_built_vectors, live.ann_stale, count):
                 return  # the preferred type, or the fallback an earlier build settled on
         elif options[0] == "Flat":
             return
-        elif live.ann_built_vectors and count <= GROWTH_FACTOR * live.ann_built_vectors:
-            return  # an earlier build fell back to exact search at about this size
+        elif (live.ann_built_vectors and count <= GROWTH_FACTOR * live.ann_built_vectors
+              and live.factory == self.settings.index_factory):
+            return  # an earlier build for this setting fell back to exact search at about this size
+        store, _ = self._target_index()
         built = build_to_target(store, self.settings.index_factory, self.settings.index_memory,
                                 self.settings.index_recall, self.echo, self.progress)
-        if built is None and self._ann is None and options[0] == "Flat":
+        if built is None and not live.ann_factory and options[0] == "Flat":
             return
         self._ann = CarriedAnn.of_build(built) if built else None
         self.summary.generation_id = publish_ann(self.sessions, live, self._ann, self.settings.index_dir,
+                                                 self.settings.index_factory,
                                                  tried_at=None if built or options[0] == "Flat" else count)
         if built is None:
             self.echo("Index: searching exactly (Flat).")

@@ -121,12 +121,13 @@ def write_ann(ann: CarriedAnn, index_dir: Path) -> dict:
 
 
 def publish_ann(sessions: sessionmaker[Session], live: IndexGeneration, ann: CarriedAnn | None,
-                index_dir: Path, tried_at: int | None = None) -> int:
+                index_dir: Path, setting: str, tried_at: int | None = None) -> int:
     """Make a generation live that shares the live one's stored vectors, with a new approximate
     index (or none: exact search). The file is written first; the transaction is one insert.
 
-    `tried_at`, with no index, records the vector count at which a build fell back to exact
-    search, so that later runs do not try again until the library has grown.
+    `setting` is the SPYGLASS_INDEX_FACTORY it was built for. `tried_at`, with no index, records
+    the vector count at which a build for that setting fell back to exact search, so that later
+    runs do not try again until the library has grown (or the setting changes).
     """
     if ann is not None:
         fields = write_ann(ann, index_dir)
@@ -134,7 +135,7 @@ def publish_ann(sessions: sessionmaker[Session], live: IndexGeneration, ann: Car
         fields = {name: None for name in ANN_COLUMNS} | {"ann_built_vectors": tried_at}
     filename = share_file(index_dir, live.filename)
     with sessions.begin() as session:
-        generation = IndexGeneration(model_id=live.model_id, factory=live.factory, filename=filename,
+        generation = IndexGeneration(model_id=live.model_id, factory=setting, filename=filename,
                                      vector_count=live.vector_count, size_bytes=live.size_bytes,
                                      checksum=live.checksum, created_at=utcnow(), **fields)
         session.add(generation)

@@ -100,3 +100,30 @@ def test_an_unbuildable_factory_is_refused_before_anything_is_embedded(tmp_path,
     assert result.returncode != 0
     assert "SPYGLASS_INDEX_FACTORY='IVF4,NoSuchCodes' is not a FAISS index factory string" in result.stderr
     assert "Indexing" not in result.stderr
+
+
+def test_a_fallback_is_remembered_and_a_setting_back_to_flat_drops_the_index(tmp_path, sqlite_settings, encoder):
+    from spyglass.indexer.jobs import run_index
+    from spyglass.search.catalog import Catalog
+    from spyglass.search.db import create_db_engine, session_factory
+
+    media = tmp_path / "media"
+    draw_images(media, 60)
+    messages: list[str] = []
+    unreachable = sqlite_settings.override(index_factory="IVF64,Flat", index_recall=0.9)
+    run_index(unreachable, [str(media)], encoder=encoder, progress=False, echo=messages.append)
+    assert any("too few to train IVF64,Flat" in m for m in messages), messages
+    messages.clear()
+    run_index(unreachable, [str(media)], encoder=encoder, progress=False, echo=messages.append)
+    assert not any("training" in m or "tuned" in m for m in messages), messages  # not tried again
+
+    ivf = sqlite_settings.override(index_factory="IVF4,Flat", index_recall=0.9)
+    run_index(ivf, [str(media)], encoder=encoder, progress=False, echo=messages.append)
+    db = create_db_engine(sqlite_settings.db_url)
+    assert Catalog(session_factory(db)).live_generation().ann_factory == "IVF4,Flat"
+    run_index(sqlite_settings.override(index_factory="Flat"), [str(media)], encoder=encoder, progress=False,
+              echo=messages.append)
+    live = Catalog(session_factory(db)).live_generation()
+    assert live.ann_factory is None and live.ann_filename is None
+    assert not list(sqlite_settings.index_dir.glob(".*.tmp"))
+    db.dispose()
