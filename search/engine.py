@@ -64,7 +64,8 @@ class Hit:
         return {"rank": self.rank, "id": item.id, "score": round(self.score, 6), "path": item.path,
                 "kind": item.kind, "format": item.format, "width": item.width,
                 "height": item.height, "size": item.size, "mtime_ns": item.mtime_ns,
-                "content_hash": item.content_hash, "labels": [label.label for label in item.labels]}
+                "content_hash": item.content_hash, "labels": [label.label for label in item.labels],
+                "source_url": item.url, "caption": item.caption}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from spyglass.search.settings import Settings
 
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+# https: images: the thumbnails of items imported with only a url are the originals' own URLs.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data: https:; media-src 'self' blob:; "
                            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 
