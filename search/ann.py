@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -13,6 +14,8 @@ from .errors import ConfigError
 from .vectors import GPU_MAX_K, VectorIndex, _faiss_reason
 
 log = logging.getLogger(__name__)
+# Search parameters are tuned for recall@10.
+TUNED_K = 10
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,11 @@ class AnnIndex:
         # build means no id can come back twice.
         self.exact_codes = exact_codes
         self.duplicates = duplicates
+        import faiss
+
+        inner = faiss.downcast_index(index)
+        self._ivf = inner if isinstance(inner, faiss.IndexIVF) else None
+        self._ivf_params = faiss.SearchParametersIVF
         apply_params(index, params)
         self._gpu = None
         self._gpu_lock = threading.Lock()
@@ -126,7 +134,7 @@ class AnnIndex:
         """Top-k (scores, ids) per query row, exactly scored; -1 ids pad short rows."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         fetch = max(1, min(k * self.params.rerank, self.index.ntotal))
-        approximate, candidates = self._search_candidates(queries, fetch)
+        approximate, candidates = self._search_candidates(queries, fetch, k)
         valid = candidates >= 0
         valid[valid] = self.store.contains(candidates[valid])  # removed since the index was built
         if self.exact_codes and self.params.rerank == 1:
@@ -147,10 +155,15 @@ class AnnIndex:
             top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
         return top_scores, top_ids
 
-    def _search_candidates(self, queries: np.ndarray, fetch: int):
+    def _search_candidates(self, queries: np.ndarray, fetch: int, k: int):
         if self._gpu is not None and fetch <= GPU_MAX_K:
             with self._gpu_lock:  # FAISS GPU indexes are not thread-safe
                 return self._gpu.search(queries, fetch)
+        nprobe = self.params.faiss.get("nprobe")
+        if nprobe and k > TUNED_K and self._ivf is not None:
+            # Tuned for the top 10: the true top k of a larger k lies in more lists.
+            wider = min(self._ivf.nlist, math.ceil(nprobe * math.sqrt(k / TUNED_K)))
+            return self.index.search(queries, fetch, params=self._ivf_params(nprobe=wider))
         return self.index.search(queries, fetch)
 
     def vector(self, item_id: int) -> np.ndarray:

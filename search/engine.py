@@ -393,18 +393,25 @@ class SearchEngine:
         total = len(snapshot.index)
         n = min(total, max(wanted * _WIDEN, 64))
         subset: np.ndarray | None = None
+        if isinstance(snapshot.index, AnnIndex):
+            # An approximate index is tuned for unfiltered queries: exact scores for any filter
+            # that few enough items meet, and only the broad ones go through it.
+            subset = self.catalog.ids_where(conditions, limit=SUBSET_LIMIT + 1)
+            if len(subset) <= SUBSET_LIMIT:
+                return exact_among(snapshot.stored, vector, subset, wanted, min_score)
         while True:
             ranked = self._nearest(snapshot, vector, n, min_score)
             meeting = self.catalog.ids_meeting([i for i, _ in ranked], conditions)
             matched = [(i, s) for i, s in ranked if i in meeting]
-            exhausted = n >= total or len(ranked) < n  # every vector seen, or the rest score too low
-            if len(matched) >= wanted or exhausted:
+            if len(matched) >= wanted or n >= total:
                 return matched
             if subset is None:
                 # Too few of the nearest meet it: how many items meet it at all?
                 subset = self.catalog.ids_where(conditions, limit=SUBSET_LIMIT + 1)
                 if len(subset) <= SUBSET_LIMIT:
                     return exact_among(snapshot.stored, vector, subset, wanted, min_score)
+            if len(ranked) < n:  # the index has no more candidates, or the rest score too low
+                return matched
             n = min(total, n * _WIDEN)
 
     def item(self, item_id: int) -> MediaItem:

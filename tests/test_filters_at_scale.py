@@ -80,3 +80,28 @@ def test_paging_through_a_selective_filter_is_exact(library):
     assert second.next_offset == 40
     last = library.search_in(library.live(), query, k=20, offset=40, filters=Filters(folder="rare"))
     assert [h.item.id for h in last.hits] == expected[40:] and last.next_offset is None
+
+
+@pytest.mark.parametrize("subset_limit", [200_000, 1_000])
+def test_filters_over_an_approximate_index(library, monkeypatch, subset_limit):
+    """Filters that few enough items meet are scored exactly; broader ones keep the recall target."""
+    from spyglass.indexer.ann_build import build
+    from spyglass.search import engine as engine_module
+    from spyglass.search.engine import Snapshot
+
+    monkeypatch.setattr(engine_module, "SUBSET_LIMIT", subset_limit)
+    broad = {name for name, every in FOLDERS.items() if COUNT // every > subset_limit}
+    live = library.live()
+    built = build(live.stored, "IVF64,PQ8x4fs", 0.9, lambda _: None, progress=False)
+    approximate = Snapshot(live.generation, built.ann, live.stored)
+    queries = clustered_vectors(5, DIM, clusters=50, seed=4)
+    overlap = []
+    for folder in FOLDERS:
+        for query in queries:
+            found = [h.item.id for h in library.search_in(approximate, query, k=10, filters=Filters(folder=folder)).hits]
+            expected = brute_force(library, query, folder, 10)
+            if folder in broad:
+                overlap.append(len(set(found) & set(expected)) / 10)
+            else:
+                assert found == expected, folder
+    assert not overlap or np.mean(overlap) >= 0.9, overlap
