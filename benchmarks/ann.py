@@ -33,13 +33,13 @@ import numpy as np  # noqa: E402
 from query_latency import _free_port, _wait_until_up, client, write_checkpoint  # noqa: E402
 from spyglass.indexer.ann_build import RECALL_K, build_to_target  # noqa: E402
 from spyglass.indexer.ann_carry import CarriedAnn  # noqa: E402
-from spyglass.indexer.publish import PendingChanges, publish, publish_ann  # noqa: E402
+from spyglass.indexer.publish import PendingChanges, publish, publish_index  # noqa: E402
 from spyglass.search.catalog import live_generation  # noqa: E402
 from spyglass.search.db import create_db_engine, session_factory  # noqa: E402
 from spyglass.search.migrate import upgrade  # noqa: E402
 from spyglass.search.schema import EmbeddingModel, MediaRoot  # noqa: E402
 from spyglass.search.settings import Settings, _byte_size  # noqa: E402
-from spyglass.search.vectors import VectorIndex  # noqa: E402
+from spyglass.search.segments import SegmentedStore  # noqa: E402
 from synthetic_vectors import clustered_vectors  # noqa: E402
 
 DIM = 512
@@ -102,7 +102,7 @@ def main() -> None:
             session.add_all([model, root])
             session.flush()
             model_id, root_id = model.id, root.id
-        store = VectorIndex.empty(DIM)
+        store = SegmentedStore.empty(DIM)
         began = time.perf_counter()
         publish(sessions, store, settings.index_dir, model_id, "auto",
                 PendingChanges(new=rows(0, args.items, root_id, vectors)))
@@ -118,7 +118,7 @@ def main() -> None:
         ann = CarriedAnn.of_build(built)
         with sessions() as session:
             live = live_generation(session)
-        publish_ann(sessions, live, ann, settings.index_dir, "auto")
+        publish_index(sessions, live, store, ann, settings.index_dir, "auto")
         contenders = {"Flat": store, f"auto ({built.factory})": built.ann}
         figures: dict[str, dict[str, list[float]]] = {name: {"single": [], "batch": []} for name in contenders}
         recalls = {name: recall_at_10(searcher.search(queries, RECALL_K)[1], truth)
@@ -128,7 +128,7 @@ def main() -> None:
                 single, batch = timed_queries(searcher, queries)
                 figures[name]["single"].append(single)
                 figures[name]["batch"].append(batch)
-        ram = {"Flat": store.index.ntotal * DIM * 4, f"auto ({built.factory})": _serialized_bytes(built.ann.index)}
+        ram = {"Flat": len(store) * DIM * 4, f"auto ({built.factory})": _serialized_bytes(built.ann.index)}
         builds = {"Flat": flat_build, f"auto ({built.factory})": auto_build}
 
         # Publishing 1,000 new vectors into the live generation, as a nightly run would.

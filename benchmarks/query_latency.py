@@ -32,7 +32,7 @@ from spyglass.search.db import create_db_engine, session_factory  # noqa: E402
 from spyglass.search.migrate import upgrade  # noqa: E402
 from spyglass.search.schema import EmbeddingModel, MediaRoot  # noqa: E402
 from spyglass.search.settings import Settings  # noqa: E402
-from spyglass.search.vectors import VectorIndex  # noqa: E402
+from spyglass.search.segments import SegmentedStore  # noqa: E402
 
 
 def build_index(settings: Settings, items: int, checkpoint: Path) -> None:
@@ -55,7 +55,7 @@ def build_index(settings: Settings, items: int, checkpoint: Path) -> None:
                              "size": 100_000 + i, "mtime_ns": 1_700_000_000_000_000_000 + i,
                              "content_hash": f"{i:064x}", "kind": "image", "format": "JPEG",
                              "width": 640, "height": 480}, vectors[i]))
-    publish(sessions, VectorIndex.empty(512), settings.index_dir, model_id, "Flat", changes)
+    publish(sessions, SegmentedStore.empty(512), settings.index_dir, model_id, "Flat", changes)
     engine.dispose()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from spyglass.search.schema import IndexGeneration
-from spyglass.search.vectors import read_faiss_file
+from spyglass.search.vectors import generation_filename, read_faiss_file, write_index_file
 
 from .ann_build import AnnBuild
 
@@ -16,14 +16,20 @@ from .ann_build import AnnBuild
 # doubled since training: the lists and the tuned parameters were fitted to what was there.
 STALE_FRACTION = 0.2
 GROWTH_FACTOR = 2
+FILE_COLUMNS = ("ann_filename", "ann_size_bytes", "ann_checksum")
 
 
 @dataclass
 class CarriedAnn:
-    """An approximate index being carried forward, with the columns it is published under."""
+    """An approximate index being carried forward, with the columns it is published under.
+
+    It covers the base segment of the exact vectors: between compactions every generation
+    shares its file, and search scores the deltas exactly beside it.
+    """
 
     index: object  # a FAISS index that stores ids
     fields: dict  # IndexGeneration's ann_* columns, file ones excluded
+    file: dict | None = None  # ann_filename, ann_size_bytes, ann_checksum while the file is current
 
     @classmethod
     def of_generation(cls, generation: IndexGeneration, index_dir: Path) -> "CarriedAnn | None":
@@ -32,9 +38,9 @@ class CarriedAnn:
             return None
         index = read_faiss_file(index_dir / generation.ann_filename, generation.ann_size_bytes,
                                 generation.ann_checksum)
-        fields = {k: v for k, v in generation.ann_fields().items()
-                  if k not in ("ann_filename", "ann_size_bytes", "ann_checksum")}
-        return cls(index, fields)
+        columns = generation.ann_fields()
+        file = {k: columns.pop(k) for k in FILE_COLUMNS}
+        return cls(index, columns, file)
 
     @classmethod
     def of_build(cls, built: AnnBuild) -> "CarriedAnn":
@@ -53,6 +59,7 @@ class CarriedAnn:
         """
         import faiss
 
+        self.file = None
         if gone:
             try:
                 self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(gone, dtype=np.int64)))
@@ -61,6 +68,14 @@ class CarriedAnn:
         if len(ids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
                                     np.ascontiguousarray(ids, dtype=np.int64))
+
+    def columns(self, index_dir: Path) -> dict:
+        """Its generation columns, writing its file first when it has changed."""
+        if self.file is None:
+            filename = generation_filename(suffix=".ann.faiss")
+            size, checksum = write_index_file(self, index_dir, filename)
+            self.file = {"ann_filename": filename, "ann_size_bytes": size, "ann_checksum": checksum}
+        return {**self.fields, **self.file}
 
     def worn(self, vector_count: int) -> bool:
         """Whether it has drifted far enough from what it was tuned on to rebuild."""

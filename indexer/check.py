@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
 from sqlalchemy import select
 
 from spyglass.search.catalog import Catalog
@@ -15,7 +14,7 @@ from spyglass.search.errors import IndexFileError, NoIndex
 from spyglass.search.migrate import require_current
 from spyglass.search.schema import MediaItem
 from spyglass.search.settings import Settings
-from spyglass.search.vectors import VectorIndex, read_index_file
+from spyglass.search.segments import SegmentedStore
 
 from spyglass.search.lock import indexer_lock
 
@@ -49,7 +48,7 @@ class CheckReport:
         if self.file_problem:
             lines.append(f"index file: {self.file_problem}")
         else:
-            lines.append("index file: size and checksum match the catalog")
+            lines.append("index files (segments and tombstones): sizes and checksums match the catalog")
         if self.ann_problem:
             lines.append(f"approximate index: {self.ann_problem} (a repair searches exactly until the "
                          "next index run builds it again)")
@@ -118,7 +117,7 @@ def _live_ann(settings: Settings, live, report: CheckReport) -> CarriedAnn | Non
         return None
 
 
-def _first_readable(settings: Settings, generations, report: CheckReport) -> VectorIndex | None:
+def _first_readable(settings: Settings, generations, report: CheckReport) -> SegmentedStore | None:
     """The live generation's index or, if its file is damaged, the newest intact older one.
 
     Only generations of the live model count: another model's vectors republished under the
@@ -128,8 +127,7 @@ def _first_readable(settings: Settings, generations, report: CheckReport) -> Vec
         if generation.model_id != generations[0].model_id:
             continue
         try:
-            index = read_index_file(settings.index_dir / generation.filename, generation.size_bytes,
-                                    generation.checksum)
+            index = SegmentedStore.load(settings.index_dir, generation.base_file(), generation.manifest())
         except IndexFileError as exc:
             if generation is generations[0]:
                 report.file_problem = str(exc)
@@ -140,13 +138,13 @@ def _first_readable(settings: Settings, generations, report: CheckReport) -> Vec
     return None
 
 
-def _repair(settings, sessions, index: VectorIndex, ann: CarriedAnn | None, live, report: CheckReport,
+def _repair(settings, sessions, index: SegmentedStore, ann: CarriedAnn | None, live, report: CheckReport,
             gone: set[int]) -> None:
     index.remove(report.orphan_vectors)
     removed = set(report.rows_without_vectors) | gone
     changes = PendingChanges(removed=removed)
-    if ann is not None:
-        ann.update(report.orphan_vectors, np.zeros(0, np.int64), None)
+    if report.file_problem:
+        ann = None  # it covers the live generation's base, not the older one repaired from
     generation = publish(sessions, index, settings.index_dir, live.model_id, live.factory,
                          changes, force_generation=True, ann=ann)
     report.repaired.append(f"published generation {generation}: dropped {len(report.orphan_vectors):,} "

@@ -71,7 +71,7 @@ class ImportJob(IndexJob):
                 self._import_part(part, pending, bar)
         if pending:
             self._publish(pending)
-        self._maintain_ann()
+        self._maintain_index()
         self._update_labels()
 
     def _check_all(self, parts: list[EmbeddingPart]) -> None:

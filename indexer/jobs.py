@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
+import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
@@ -30,7 +31,7 @@ from spyglass.search.migrate import upgrade
 from spyglass.search.paths import inside
 from spyglass.search.schema import EmbeddingModel, IndexRun, MediaItem, MediaRoot, SkippedFile, utcnow
 from spyglass.search.settings import Settings
-from spyglass.search.vectors import VectorIndex, read_index_file
+from spyglass.search.segments import SegmentedStore
 
 from .decode import LoadedFile, load_file
 from .labels import update_labels
@@ -38,7 +39,7 @@ from .pipeline import EmbeddedBatch, embed_files
 from .plan import Plan, plan_run, under
 from .ann_build import build_to_target, wanted_factory
 from .ann_carry import GROWTH_FACTOR, CarriedAnn, worn
-from .publish import PendingChanges, publish, publish_ann
+from .publish import PendingChanges, publish, publish_index
 from .scan import FoundFile, Skipped, walk
 from .staging import drop_staged, model_key, stage, staged_vectors
 
@@ -97,7 +98,7 @@ class IndexJob:
         self.model_key = model_key(self.identity)
         self.summary = IndexSummary()
         self._text_swap = False
-        self._index: VectorIndex | None = None
+        self._index: SegmentedStore | None = None
         self._ann: CarriedAnn | None = None
         self._model_id: int | None = None
 
@@ -260,12 +261,13 @@ class IndexJob:
             self._publish(pending, force=self.rebuild or self._text_swap)
         self._remember_skips(skipped_files)
         drop_staged(self.sessions, self.roots)
-        self._maintain_ann()
+        self._maintain_index()
         self._update_labels()
 
-    def _maintain_ann(self) -> None:
-        """Build (or drop) the approximate index when the type for this library has changed,
-        or the live one has worn; after the vectors are live, so search never waits for it.
+    def _maintain_index(self) -> None:
+        """At the end of a run: compact the segments when the deltas have grown, and build (or
+        drop) the approximate index when the type for this library has changed or the live one
+        has worn. Both after the run's vectors are live, so search never waits for them.
 
         Decided from the live generation's row: a run with nothing to do reads no index file.
         """
@@ -275,25 +277,54 @@ class IndexJob:
             return
         count = live.vector_count
         options = wanted_factory(self.settings.index_factory, count, live.model.dim, self.settings.index_memory)
+        build = True
         if live.ann_factory:
             if live.ann_factory in options and not worn(live.ann_built_vectors, live.ann_stale, count):
-                return  # the preferred type, or the fallback an earlier build settled on
+                build = False  # the preferred type, or the fallback an earlier build settled on
         elif options[0] == "Flat":
-            return
+            build = False
         elif (live.ann_built_vectors and count <= GROWTH_FACTOR * live.ann_built_vectors
               and live.factory == self.settings.index_factory):
-            return  # an earlier build for this setting fell back to exact search at about this size
-        store, _ = self._target_index()
-        built = build_to_target(store, self.settings.index_factory, self.settings.index_memory,
-                                self.settings.index_recall, self.echo, self.progress)
-        if built is None and not live.ann_factory and options[0] == "Flat":
+            build = False  # an earlier build for this setting fell back to exact search at about this size
+        manifest = live.manifest()
+        if not build and not manifest.deltas and not manifest.tombstones:
             return
-        self._ann = CarriedAnn.of_build(built) if built else None
-        self.summary.generation_id = publish_ann(self.sessions, live, self._ann, self.settings.index_dir,
-                                                 self.settings.index_factory,
-                                                 tried_at=None if built or options[0] == "Flat" else count)
-        if built is None:
+        store, _ = self._target_index()
+        if not build and not store.compaction_due():
+            return
+        if build:
+            self._ann = None  # rebuilt below: no point carrying the old one
+        self._compact(store)
+        if build:
+            built = build_to_target(self._index, self.settings.index_factory, self.settings.index_memory,
+                                    self.settings.index_recall, self.echo, self.progress)
+            self._ann = CarriedAnn.of_build(built) if built else None
+            tried_at = None if built or options[0] == "Flat" else count
+        else:
+            tried_at = live.ann_built_vectors if not live.ann_factory else None
+        self.summary.generation_id = publish_index(self.sessions, live, self._index, self._ann,
+                                                   self.settings.index_dir, self.settings.index_factory, tried_at)
+        if build and self._ann is None:
             self.echo("Index: searching exactly (Flat).")
+
+    def _compact(self, store: SegmentedStore) -> None:
+        """One base of every live vector; the approximate index gets the deltas' changes."""
+        if len(store.segments) <= 1 and not store.removed:
+            return
+        self.echo(f"Index: compacting {len(store.segments)} segments ({store.dead_count():,} dead entries) "
+                  f"into one base of {len(store):,} vectors.")
+        if self._ann is not None:
+            base = store.segments[0].ids()
+            gone = base[~store.live_in_base(base)]  # removed, or re-embedded into a delta
+            moved = [(ids, vectors) for position in range(1, len(store.segments))
+                     for ids, vectors in store.segments[position].all_vectors()]
+            ids = np.concatenate([i for i, _ in moved]) if moved else np.zeros(0, np.int64)
+            vectors = np.concatenate([v for _, v in moved]) if moved else None
+            if len(ids):
+                alive = store.contains(ids) & ~store.live_in_base(ids)
+                ids, vectors = ids[alive], vectors[alive]
+            self._ann.update(gone.tolist(), ids, vectors)
+        self._index = store.compacted()
 
     def _update_labels(self) -> None:
         """Zero-shot labels for what this run embedded, or for everything when the labels or model changed."""
@@ -390,20 +421,19 @@ class IndexJob:
                              self.settings.index_factory, pending, force_generation=force, ann=self._ann)
         self.summary.generation_id = generation or self.summary.generation_id
 
-    def _target_index(self) -> tuple[VectorIndex, int]:
+    def _target_index(self) -> tuple[SegmentedStore, int]:
         """The index being built: the live one, or a new one for a first run or a rebuild."""
         if self._index is None:
             with self.sessions() as session:
                 live = live_generation(session)
             if live is not None and not self.rebuild:
-                self._index = read_index_file(self.settings.index_dir / live.filename,
-                                              live.size_bytes, live.checksum)
+                self._index = SegmentedStore.load(self.settings.index_dir, live.base_file(), live.manifest())
                 self._ann = CarriedAnn.of_generation(live, self.settings.index_dir)
                 # After a text-side fine-tune, the same vectors go live under the new model.
                 self._model_id = self._model_row(live.model.dim) if self._text_swap else live.model_id
             else:
                 encoder = self.encoder()
-                self._index = VectorIndex.empty(encoder.dim)
+                self._index = SegmentedStore.empty(encoder.dim)
                 self._ann = None  # built once the new vectors are live
                 self._model_id = self._model_row(encoder.dim)
         return self._index, self._model_id

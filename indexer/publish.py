@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from spyglass.search.catalog import live_generation
 from spyglass.search.failpoints import failpoint
 from spyglass.search.schema import (ANN_COLUMNS, LEASE_SECONDS, IndexGeneration, IndexReader, ItemLabel, MediaItem,
                                     utcnow)
-from spyglass.search.vectors import VectorIndex, generation_filename, write_index_file
+from spyglass.search.segments import Manifest, SegmentedStore, SegmentFile
 
 from .ann_carry import CarriedAnn
 from .staging import unstage
@@ -57,16 +56,17 @@ class PendingChanges:
         return bool(self.new or self.reembedded or self.touched or self.removed)
 
 
-def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path, model_id: int,
+def publish(sessions: sessionmaker[Session], index: SegmentedStore, index_dir: Path, model_id: int,
             factory: str, changes: PendingChanges, force_generation: bool = False,
             ann: CarriedAnn | None = None) -> int | None:
     """Apply changes to the catalog and the index; returns the new live generation id, if any.
 
-    `index` is the store of exact vectors; `ann`, when the live generation has one, is its
-    approximate index, which gets the same changes.
+    `index` is the store of exact vectors: only its new delta segment and its tombstones are
+    written. `ann`, when the live generation has one, is its approximate index: it covers the
+    base segment, which a publish leaves as it is, so its file is shared.
 
-    The index file is written and renamed into place inside the SQL transaction, and the
-    generation row that names it commits with the item rows: a crash at any point leaves the
+    The new files are written and renamed into place inside the SQL transaction, and the
+    generation row that names them commits with the item rows: a crash at any point leaves the
     previous generation live and consistent with the catalog.
     """
     generation_id = None
@@ -88,21 +88,14 @@ def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path
         if changes.staged_model:
             unstage(session, changes.staged_model, changes.embedded_paths())
         if changes.changes_vectors() or force_generation:
-            index.remove([item_id for item_id, _, _ in changes.reembedded] + removed)
+            index.remove(reembedded + removed)
             vectors = [v for _, v in changes.new] + [v for _, _, v in changes.reembedded]
-            ids = [row.id for row in rows] + [item_id for item_id, _, _ in changes.reembedded]
+            ids = [row.id for row in rows] + reembedded
             if ids:
                 index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
-            filename = generation_filename()
-            size, checksum = write_index_file(index, index_dir, filename)
-            ann_fields = {}
-            if ann is not None:
-                ann.update([item_id for item_id, _, _ in changes.reembedded] + removed,
-                           np.asarray(ids, dtype=np.int64), np.stack(vectors) if vectors else None)
-                ann_fields = write_ann(ann, index_dir)
-            generation = IndexGeneration(model_id=model_id, factory=factory, filename=filename,
-                                         vector_count=len(index), size_bytes=size,
-                                         checksum=checksum, created_at=utcnow(), **ann_fields)
+            base, manifest, _ = index.write(index_dir)
+            generation = new_generation(model_id, factory, base, manifest, len(index),
+                                        ann.columns(index_dir) if ann is not None else {})
             session.add(generation)
             session.flush()
             generation_id = generation.id
@@ -113,31 +106,28 @@ def publish(sessions: sessionmaker[Session], index: VectorIndex, index_dir: Path
     return generation_id
 
 
-def write_ann(ann: CarriedAnn, index_dir: Path) -> dict:
-    """Write an approximate index to its own file; returns its generation columns."""
-    filename = generation_filename(suffix=".ann.faiss")
-    size, checksum = write_index_file(ann, index_dir, filename)
-    return {**ann.fields, "ann_filename": filename, "ann_size_bytes": size, "ann_checksum": checksum}
+def new_generation(model_id: int, factory: str, base: SegmentFile, manifest: Manifest, vector_count: int,
+                   ann_columns: dict) -> IndexGeneration:
+    """The row that names a generation's files."""
+    columns = {name: None for name in ANN_COLUMNS} | ann_columns
+    return IndexGeneration(model_id=model_id, factory=factory, filename=base.filename, size_bytes=base.size,
+                           checksum=base.checksum, segments=manifest.to_json(), vector_count=vector_count,
+                           created_at=utcnow(), **columns)
 
 
-def publish_ann(sessions: sessionmaker[Session], live: IndexGeneration, ann: CarriedAnn | None,
-                index_dir: Path, setting: str, tried_at: int | None = None) -> int:
-    """Make a generation live that shares the live one's stored vectors, with a new approximate
-    index (or none: exact search). The file is written first; the transaction is one insert.
+def publish_index(sessions: sessionmaker[Session], live: IndexGeneration, store: SegmentedStore,
+                  ann: CarriedAnn | None, index_dir: Path, setting: str, tried_at: int | None = None) -> int:
+    """Make a generation live with the same items: a compacted store, a rebuilt approximate index,
+    or both (ann None: exact search). Files are written first; the transaction is one insert.
 
     `setting` is the SPYGLASS_INDEX_FACTORY it was built for. `tried_at`, with no index, records
     the vector count at which a build for that setting fell back to exact search, so that later
     runs do not try again until the library has grown (or the setting changes).
     """
-    if ann is not None:
-        fields = write_ann(ann, index_dir)
-    else:
-        fields = {name: None for name in ANN_COLUMNS} | {"ann_built_vectors": tried_at}
-    filename = share_file(index_dir, live.filename)
+    base, manifest, _ = store.write(index_dir)
+    columns = ann.columns(index_dir) if ann is not None else {"ann_built_vectors": tried_at}
     with sessions.begin() as session:
-        generation = IndexGeneration(model_id=live.model_id, factory=setting, filename=filename,
-                                     vector_count=live.vector_count, size_bytes=live.size_bytes,
-                                     checksum=live.checksum, created_at=utcnow(), **fields)
+        generation = new_generation(live.model_id, setting, base, manifest, len(store), columns)
         session.add(generation)
         session.flush()
         failpoint("ann-publish")
@@ -145,19 +135,6 @@ def publish_ann(sessions: sessionmaker[Session], live: IndexGeneration, ann: Car
     failpoint("ann-published")
     remove_unused_files(sessions, index_dir)
     return generation_id
-
-
-def share_file(index_dir: Path, filename: str) -> str:
-    """The same stored vectors under a new generation's own name: a hard link, no bytes copied
-    (a copy where the file system has no links), so each generation's files are removed alone."""
-    shared = generation_filename()
-    temp = index_dir / f".{shared}.{os.getpid()}.tmp"
-    try:
-        os.link(index_dir / filename, temp)
-    except OSError:
-        shutil.copyfile(index_dir / filename, temp)
-    os.replace(temp, index_dir / shared)
-    return shared
 
 
 def remove_unused_files(sessions: sessionmaker[Session], index_dir: Path) -> list[str]:
@@ -170,11 +147,12 @@ def remove_unused_files(sessions: sessionmaker[Session], index_dir: Path) -> lis
     stale = utcnow() - timedelta(seconds=LEASE_SECONDS)
     with sessions.begin() as session:
         session.execute(delete(IndexReader).where(IndexReader.seen_at < stale))
-        kept = list(session.execute(select(IndexGeneration.filename, IndexGeneration.ann_filename).order_by(
-            IndexGeneration.id.desc()).limit(1 + KEEP_PREVIOUS_GENERATIONS)))
-        kept += list(session.execute(select(IndexGeneration.filename, IndexGeneration.ann_filename).join(
-            IndexReader, IndexReader.generation_id == IndexGeneration.id)))
-        keep = {name for pair in kept for name in pair if name}
+        files = (IndexGeneration.filename, IndexGeneration.ann_filename, IndexGeneration.segments)
+        kept = list(session.execute(select(*files).order_by(IndexGeneration.id.desc())
+                                    .limit(1 + KEEP_PREVIOUS_GENERATIONS)))
+        kept += list(session.execute(select(*files).join(IndexReader, IndexReader.generation_id == IndexGeneration.id)))
+        keep = {name for base, ann, segments in kept
+                for name in [base, ann, *Manifest.from_json(segments).filenames()] if name}
         if live_generation(session) is None:
             return []
     removed = []

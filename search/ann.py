@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConfigError
+from .segments import top_k
 from .vectors import GPU_MAX_K, VectorIndex, _faiss_reason
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,10 @@ def apply_params(index, params: AnnParams) -> None:
 class AnnIndex:
     """Searches like a VectorIndex: candidates from the approximate index, scores from the store.
 
-    Scoring every candidate against the exact stored vector makes compressed codes as precise
-    as their candidate lists, and drops ids the store no longer holds (removed items) and stale
-    duplicates (items re-embedded since the approximate index was built).
+    The approximate index covers the store's base segment. Scoring every candidate against the
+    exact stored vector makes compressed codes as precise as their candidate lists; candidates
+    whose base entry is dead (removed or re-embedded since) are dropped, and the delta segments
+    published since the base are searched exactly and merged in.
     """
 
     def __init__(self, index, store: VectorIndex, params: AnnParams, exact_codes: bool = False,
@@ -136,7 +138,8 @@ class AnnIndex:
         fetch = max(1, min(k * self.params.rerank, self.index.ntotal))
         approximate, candidates = self._search_candidates(queries, fetch, k)
         valid = candidates >= 0
-        valid[valid] = self.store.contains(candidates[valid])  # removed since the index was built
+        # Only entries still live in the base count: the rest were removed or re-embedded since.
+        valid[valid] = self._covered(candidates[valid])
         if self.exact_codes and self.params.rerank == 1:
             scores = np.where(valid, approximate, -np.inf).astype(np.float32)
         else:
@@ -146,14 +149,16 @@ class AnnIndex:
             scores[valid] = np.einsum("ij,ij->i", found, queries[rows])
         if self.duplicates:
             scores = _drop_repeats(candidates, scores)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        top_scores = np.take_along_axis(scores, order, axis=1)
-        top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(candidates, order, axis=1), -1)
-        if top_scores.shape[1] < k:  # fewer candidates than asked for
-            pad = k - top_scores.shape[1]
-            top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
-        return top_scores, top_ids
+        deltas = getattr(self.store, "segments", [])[1:]
+        if deltas:  # vectors published since the base: searched exactly beside it
+            delta_scores, delta_ids = self.store.search_segments(queries, k, range(1, len(deltas) + 1))
+            scores = np.concatenate([scores, delta_scores], axis=1)
+            candidates = np.concatenate([candidates, delta_ids], axis=1)
+        return top_k(scores, np.where(np.isfinite(scores), candidates, -1), k)
+
+    def _covered(self, ids: np.ndarray) -> np.ndarray:
+        live_in_base = getattr(self.store, "live_in_base", None)
+        return live_in_base(ids) if live_in_base is not None else self.store.contains(ids)
 
     def _search_candidates(self, queries: np.ndarray, fetch: int, k: int):
         if self._gpu is not None and fetch <= GPU_MAX_K:

@@ -25,7 +25,8 @@ from .query import MAX_QUERY_PARTS, Filters, QueryPart
 from .schema import LEASE_REFRESH_SECONDS, IndexGeneration, IndexReader, MediaItem, utcnow
 from .settings import Settings
 from .ann import AnnIndex, AnnParams, has_exact_codes
-from .vectors import VectorIndex, read_faiss_file, read_index_file
+from .segments import SegmentedStore
+from .vectors import VectorIndex, read_faiss_file
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str, str | None], Encoder]
@@ -84,10 +85,10 @@ class Snapshot:
 
     generation: IndexGeneration
     index: VectorIndex | AnnIndex  # what searches: on the search device, exact or approximate
-    stored: VectorIndex  # the exact vectors, on the CPU: image_id lookups, scoring, filters
+    stored: SegmentedStore  # the exact vectors, on the CPU: image_id lookups, scoring, filters
 
 
-def exact_among(stored: VectorIndex, vector: np.ndarray, ids: np.ndarray, wanted: int,
+def exact_among(stored: SegmentedStore, vector: np.ndarray, ids: np.ndarray, wanted: int,
                 min_score: float | None) -> list[tuple[int, float]]:
     """The exact top `wanted` of these ids by inner product with the vector, best first."""
     ids = ids[stored.contains(ids)]  # rows added after this snapshot was loaded are not in it
@@ -119,6 +120,7 @@ class SearchEngine:
         self._encoder_loader = encoder_loader or self._load_encoder
         self._encoders: dict[tuple[str, str], Encoder] = {}
         self._snapshot: Snapshot | None = None
+        self._segment_cache: dict = {}
         self._schema_checked = False
         self._load_lock = threading.Lock()
         self._lease_lock = threading.Lock()
@@ -204,11 +206,15 @@ class SearchEngine:
         raise error or NoIndex("no index generation could be loaded")
 
     def _read(self, generation: IndexGeneration) -> Snapshot:
-        """A generation's stored vectors (memory-mapped) and its approximate index, if any."""
+        """A generation's stored vectors (segments, memory-mapped) and its approximate index, if any."""
         directory = self.settings.index_dir
-        stored = read_index_file(directory / generation.filename, generation.size_bytes, generation.checksum,
-                                 mmap=True)
+        # Segments already loaded for the current generation are reused: a worker reads (and
+        # checks) only the files a publish wrote.
+        stored = SegmentedStore.load(directory, generation.base_file(), generation.manifest(),
+                                     cache=self._segment_cache, mmap=True)
         stored.sorted_ids()  # computed now, not by the first query
+        self._segment_cache = {(f.filename, f.checksum): segment
+                               for f, segment in zip(stored.files, stored.segments, strict=True)}
         if generation.ann_filename:
             raw = read_faiss_file(directory / generation.ann_filename, generation.ann_size_bytes,
                                   generation.ann_checksum)

@@ -104,14 +104,17 @@ class EmbeddingModel(Base):
 
 
 class IndexGeneration(Base):
-    """A published FAISS index file; the row with the highest id is the live one."""
+    """A published index: its segment files and approximate index; the row with the highest id is live."""
 
     __tablename__ = "index_generations"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id"), index=True)
     factory: Mapped[str] = mapped_column(String(256))
-    filename: Mapped[str] = mapped_column(String(256), unique=True)
+    # The base segment of its exact vectors; `segments` lists the deltas and tombstones (see
+    # search.segments). Generations that changed nothing of the base share its file.
+    filename: Mapped[str] = mapped_column(String(256))
+    segments: Mapped[str | None] = mapped_column(Text)
     vector_count: Mapped[int] = mapped_column(BigInteger)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     checksum: Mapped[str] = mapped_column(String(64))
@@ -130,6 +133,18 @@ class IndexGeneration(Base):
     ann_stale: Mapped[int | None] = mapped_column(BigInteger)  # entries removed or replaced since
 
     model: Mapped[EmbeddingModel] = relationship(lazy="joined")
+
+    def manifest(self) -> "Manifest":
+        """Its delta segments and tombstones."""
+        from .segments import Manifest
+
+        return Manifest.from_json(self.segments)
+
+    def base_file(self) -> "SegmentFile":
+        """Its base segment."""
+        from .segments import SegmentFile
+
+        return SegmentFile(self.filename, self.size_bytes, self.checksum, 0)
 
     def ann_fields(self) -> dict:
         """The approximate-index columns, to carry over to a generation that shares them."""

@@ -22,10 +22,12 @@ def _run_status(recorded: str, engine: Engine, settings: Settings) -> str:
 
 
 def index_facts(generation: IndexGeneration) -> dict:
-    """The live generation: its type and, for an approximate one, what tuning measured."""
+    """The live generation: its type, its segments and, for an approximate one, what tuning measured."""
+    manifest = generation.manifest()
     facts = {"type": generation.ann_factory or "Flat", "setting": generation.factory,
              "generation": generation.id, "vectors": generation.vector_count,
-             "bytes": generation.size_bytes + (generation.ann_size_bytes or 0),
+             "bytes": generation.size_bytes + manifest.size + (generation.ann_size_bytes or 0),
+             "segments": 1 + len(manifest.deltas), "tombstones": manifest.tombstones.count if manifest.tombstones else 0,
              "published": format_time(generation.created_at)}
     if generation.ann_factory:
         facts.update(search_params=AnnParams.from_json(generation.ann_params).describe(),

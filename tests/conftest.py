@@ -214,3 +214,28 @@ def run_spyglass(*args: str, env: dict[str, str], timeout: float = 120) -> subpr
     """Run the real `spyglass` command in a subprocess."""
     return subprocess.run([sys.executable, "-m", "spyglass.cli", *args], env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def kept_index_files(settings: Settings) -> set[str]:
+    """The files the live generation and the one before it name: all an index folder should hold."""
+    from sqlalchemy import create_engine, select
+
+    from spyglass.search.schema import IndexGeneration
+
+    engine = create_engine(settings.db_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(IndexGeneration.filename, IndexGeneration.ann_filename,
+                                             IndexGeneration.segments)
+                                      .order_by(IndexGeneration.id.desc()).limit(2)).all()
+    finally:
+        engine.dispose()
+    from spyglass.search.segments import Manifest
+
+    return {name for base, ann, segments in rows for name in [base, ann, *Manifest.from_json(segments).filenames()]
+            if name}
+
+
+def index_files(settings: Settings) -> set[str]:
+    """The generation files in the index folder (temp files excluded)."""
+    return {path.name for path in settings.index_dir.glob("gen-*")}

@@ -10,7 +10,7 @@ from spyglass.search.migrate import upgrade
 from spyglass.search.query import Filters
 from spyglass.search.schema import EmbeddingModel, MediaRoot
 from spyglass.search.settings import Settings
-from spyglass.search.vectors import VectorIndex
+from spyglass.search.segments import SegmentedStore
 from synthetic_vectors import clustered_vectors
 
 COUNT = 50_000
@@ -40,7 +40,7 @@ def library(tmp_path_factory, tiny_model):
     changes = PendingChanges(new=[({"path": f"/big/{folder_of(i)}/{i}.jpg", "root_id": root_id, "size": 1,
                                     "mtime_ns": i, "content_hash": f"{i:064x}", "kind": "image",
                                     "format": "JPEG", "width": 1, "height": 1}, vectors[i]) for i in range(COUNT)])
-    publish(sessions, VectorIndex.empty(DIM), settings.index_dir, model_id, "Flat", changes)
+    publish(sessions, SegmentedStore.empty(DIM), settings.index_dir, model_id, "Flat", changes)
     engine.dispose()
     search = SearchEngine(settings)
     yield search

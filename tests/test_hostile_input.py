@@ -21,7 +21,7 @@ from spyglass.search.images import DecodeGate, decode_image
 from spyglass.search.errors import ServerBusy
 from spyglass.search.migrate import upgrade
 from spyglass.search.schema import EmbeddingModel, MediaRoot
-from spyglass.search.vectors import VectorIndex
+from spyglass.search.segments import SegmentedStore
 from spyglass.web import create_app
 
 
@@ -163,7 +163,7 @@ def test_a_selective_filter_on_a_big_library_does_not_overflow_sqlite(tmp_path, 
                                     "root_id": root_id, "size": 1, "mtime_ns": i, "content_hash": f"{i:064x}",
                                     "kind": "image", "format": "JPEG", "width": 1, "height": 1}, vectors[i])
                                   for i in range(40_000)])
-    publish(sessions, VectorIndex.empty(32), settings.index_dir, model_id, "Flat", changes)
+    publish(sessions, SegmentedStore.empty(32), settings.index_dir, model_id, "Flat", changes)
     engine.dispose()
     client = create_app(settings).test_client()
     # SQLite builds differ (Debian's allows 250,000 variables); hold this one to the usual 32,766.

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from conftest import GOOD_IMAGES
+from conftest import GOOD_IMAGES, index_files, kept_index_files
 from spyglass.indexer.jobs import run_index
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ModelMismatch, NoIndex
@@ -155,7 +155,7 @@ def test_checkpoints_publish_generations_and_clean_old_files(settings, media, en
         generations = session.scalar(select(func.count(IndexGeneration.id)))
     assert generations >= 4
     # The live generation and the one before it are kept; older files are deleted.
-    assert len(list(settings.index_dir.glob("gen-*.faiss"))) == 2
+    assert index_files(settings) == kept_index_files(settings)
     assert not list(settings.index_dir.glob(".*tmp"))
 
 

@@ -176,14 +176,18 @@ def test_model_swap_builds_beside_the_live_index_then_swaps(settings, media, enc
     assert count(settings, IndexGeneration) == 2  # one publish: never a half-built new index
 
 
-def test_damaged_new_generation_is_refused_and_the_previous_keeps_serving(settings, media, encoder):
+def test_damaged_new_generation_is_refused_and_the_previous_keeps_serving(settings, media, encoder, monkeypatch):
+    from spyglass.search import segments
+
+    monkeypatch.setattr(segments, "DELTA_FRACTION", 1.0)  # keep the new vector in its own delta file
     run_index(settings, [str(media)], encoder=encoder, progress=False)
     engine = SearchEngine(settings, encoder_loader=lambda a, p: encoder)
     good = engine.search_text("x").generation_id
     Image.new("RGB", (20, 20), (1, 1, 1)).save(media / "added.png")
     newer = run_index(settings, [str(media)], encoder=encoder, progress=False).generation_id
     with engine.catalog.sessions() as session:
-        filename = session.get(IndexGeneration, newer).filename
+        # The newer generation's own file: the delta segment that holds added.png's vector.
+        filename = session.get(IndexGeneration, newer).manifest().deltas[-1].filename
     path = settings.index_dir / filename
     path.write_bytes(path.read_bytes()[:-40])  # truncated
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import GOOD_IMAGES, spyglass_env
+from conftest import GOOD_IMAGES, index_files, kept_index_files, spyglass_env
 from spyglass.indexer.jobs import run_index
 from spyglass.search.ann import check_factory
 from spyglass.search.engine import SearchEngine
@@ -135,7 +135,7 @@ def test_killed_publish_leaves_the_previous_generation_live(sqlite_settings, med
     # The next run completes the work and removes the orphan file of the killed one.
     summary = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
     assert (summary.added, summary.removed, summary.moved) == (1, 1, 1)
-    assert len(list(sqlite_settings.index_dir.glob("gen-*.faiss"))) == 2
+    assert index_files(sqlite_settings) == kept_index_files(sqlite_settings)  # the killed run's file is gone
     assert len(engine.live().index) == len(GOOD_IMAGES)
 
 
