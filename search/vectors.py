@@ -1,4 +1,5 @@
-"""FAISS indexes keyed by catalog ids, and their files, published atomically, never rewritten."""
+"""FAISS flat indexes keyed by catalog ids (the segments of the exact vectors), and their files:
+written atomically, checked before they are read, never rewritten."""
 
 from __future__ import annotations
 
@@ -23,11 +24,7 @@ class VectorIndex:
 
     @classmethod
     def empty(cls, dim: int) -> "VectorIndex":
-        """A new store of exact vectors (a flat index in an id map).
-
-        Every generation has one: it answers exact searches and image_id lookups, scores the
-        candidates an approximate index proposes, and is what approximate indexes are trained on.
-        """
+        """A new segment of exact vectors: a flat index in an id map (see segments.SegmentedStore)."""
         import faiss
 
         return cls(faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT))
