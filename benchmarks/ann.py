@@ -158,7 +158,7 @@ def main() -> None:
           f"batched x{statistics.median(auto['batch']) / statistics.median(flat['batch']):.1f}; tuned "
           f"{built.ann.params.describe()} (recall {built.recall:.3f} on its own held-out vectors)")
     print(f"publish of 1,000 new vectors: {publish_seconds:.1f} s, {publish_bytes / 2**20:.1f} MiB written "
-          f"= {100 * publish_bytes / index_bytes:.1f} % of the index's {index_bytes / 2**20:.0f} MiB")
+          f"= {100 * publish_bytes / index_bytes:.2f} % of the index's {index_bytes / 2**20:.0f} MiB")
     if http:
         print(f"HTTP text query, 1 client: p50 {http['p50']:.1f} ms, p99 {http['p99']:.1f} ms; bare text encode "
               f"p50 {http['encode']:.1f} ms -> x{http['p50'] / http['encode']:.2f}")
