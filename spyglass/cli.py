@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -55,6 +56,12 @@ class SpyglassGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; everything published before this is kept") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" writing {printable(exc.filename)}" if exc.filename else ""
+            raise click.ClickException(f"the disk is full{where}; everything published before this is kept "
+                                       "(free some space and run again)") from None
         except Exception as exc:
             message = database_failure(exc)
             if message is None:

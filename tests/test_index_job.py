@@ -195,3 +195,30 @@ def test_two_roots_are_indexed_and_diffed_separately(settings, media, tmp_path, 
     summary = run_index(settings, [str(other_root)], encoder=encoder, progress=False)
     assert (summary.removed, summary.unchanged) == (0, 1)
     assert len(assert_consistent(settings).live().index) == len(GOOD_IMAGES) + 1
+
+
+def test_a_full_disk_is_one_clear_line_and_keeps_what_was_published(sqlite_settings, media, monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    from conftest import spyglass_env
+    from spyglass import cli as cli_module
+    from spyglass.search import segments
+
+    env = spyglass_env(sqlite_settings)
+    runner = CliRunner()
+    first = runner.invoke(cli_module.cli, ["index", "--no-progress", str(media)], env=env)
+    assert first.exit_code == 0, first.output
+    Image.new("RGB", (30, 30), (5, 5, 5)).save(media / "one-more.png")
+
+    def full(_index, directory, filename):
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory / filename))
+
+    monkeypatch.setattr(segments, "write_index_file", full)
+    result = runner.invoke(cli_module.cli, ["index", "--no-progress", str(media)], env=env)
+    assert result.exit_code == 1
+    assert "the disk is full writing" in result.output and "everything published before this is kept" in result.output
+    assert "Traceback" not in result.output
+    engine = assert_consistent(sqlite_settings)  # the first run's generation, whole
+    assert engine.catalog.item_by_path(str(media / "one-more.png")) is None
