@@ -395,6 +395,8 @@ class IndexJob:
 
     def _record_embedded(self, plan: Plan, pending: PendingChanges, loaded: LoadedFile,
                          vector) -> None:
+        if self.rebuild:
+            vector = None  # staged already: a rebuild publishes once, reading them back in chunks
         fields = _item_fields(loaded, self._root_id(loaded.file.root))
         known = plan.known.get(loaded.file.path)
         if known is None:
@@ -427,7 +429,9 @@ class IndexJob:
             with self.sessions() as session:
                 live = live_generation(session)
             if live is not None and not self.rebuild:
-                self._index = SegmentedStore.load(self.settings.index_dir, live.base_file(), live.manifest())
+                # Mapped, not read: the written segments are never changed, only added to.
+                self._index = SegmentedStore.load(self.settings.index_dir, live.base_file(), live.manifest(),
+                                                  mmap=True)
                 self._ann = CarriedAnn.of_generation(live, self.settings.index_dir)
                 # After a text-side fine-tune, the same vectors go live under the new model.
                 self._model_id = self._model_row(live.model.dim) if self._text_swap else live.model_id

@@ -8,29 +8,33 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from spyglass.search.catalog import live_generation
 from spyglass.search.failpoints import failpoint
-from spyglass.search.schema import (ANN_COLUMNS, LEASE_SECONDS, IndexGeneration, IndexReader, ItemLabel, MediaItem,
-                                    utcnow)
+from spyglass.search.schema import (ANN_COLUMNS, LEASE_SECONDS, CatalogState, IndexGeneration, IndexReader,
+                                    ItemLabel, MediaItem, utcnow)
 from spyglass.search.segments import Manifest, SegmentedStore, SegmentFile
 
 from .ann_carry import CarriedAnn
-from .staging import unstage
+from .staging import staged_by_path, unstage
 
 # Generations kept on disk besides the live one, for readers that loaded it a moment ago.
 KEEP_PREVIOUS_GENERATIONS = 1
+# The highest item id ever given: ids of deleted items are not handed out again.
+HIGHEST_ID_KEY = "highest_item_id"
 _DELETE_CHUNK = 500
+_ADD_CHUNK = 20_000
 
 
 @dataclass
 class PendingChanges:
     """Catalog and vector changes collected since the last publish."""
 
-    new: list[tuple[dict, np.ndarray]] = field(default_factory=list)
-    reembedded: list[tuple[int, dict, np.ndarray]] = field(default_factory=list)
+    # A vector of None is in staged_vectors under staged_model (a rebuild keeps them there).
+    new: list[tuple[dict, np.ndarray | None]] = field(default_factory=list)
+    reembedded: list[tuple[int, dict, np.ndarray | None]] = field(default_factory=list)
     touched: list[tuple[int, dict]] = field(default_factory=list)
     removed: set[int] = field(default_factory=set)
     staged_model: str = ""  # whose staged vectors these new vectors are
@@ -65,37 +69,44 @@ def publish(sessions: sessionmaker[Session], index: SegmentedStore, index_dir: P
     written. `ann`, when the live generation has one, is its approximate index: it covers the
     base segment, which a publish leaves as it is, so its file is shared.
 
-    The new files are written and renamed into place inside the SQL transaction, and the
-    generation row that names them commits with the item rows: a crash at any point leaves the
-    previous generation live and consistent with the catalog.
+    The new files are written, fsynced and renamed into place first; then one short SQL
+    transaction commits the item rows and the generation row that names the files. A crash at
+    any point leaves the previous generation live and consistent with the catalog (a file no
+    row names is removed by the next publish). New rows get their ids before the transaction,
+    since the files hold them: under the indexer lock, nothing else inserts items.
     """
+    new_ids = _next_ids(sessions, len(changes.new))
+    reembedded = [item_id for item_id, _, _ in changes.reembedded]
+    removed = sorted(changes.removed)
+    files = None
+    if changes.changes_vectors() or force_generation:
+        index.remove(reembedded + removed)
+        _add_vectors(sessions, index, new_ids + reembedded,
+                     [(f["path"], v) for f, v in changes.new] + [(f["path"], v) for _, f, v in changes.reembedded],
+                     changes.staged_model)
+        base, manifest, _ = index.write(index_dir)
+        files = (base, manifest, ann.columns(index_dir) if ann is not None else {})
     generation_id = None
     with sessions.begin() as session:
-        rows = [MediaItem(**fields) for fields, _ in changes.new]
-        session.add_all(rows)
-        session.flush()  # assigns the ids that become FAISS ids
+        session.add_all(MediaItem(id=item_id, **fields) for item_id, (fields, _) in zip(new_ids, changes.new, strict=True))
+        session.flush()
         updates = [{"id": item_id, **fields} for item_id, fields in changes.touched]
         updates += [{"id": item_id, **fields} for item_id, fields, _ in changes.reembedded]
         if updates:
             session.execute(update(MediaItem), updates)
-        reembedded = [item_id for item_id, _, _ in changes.reembedded]
         for start in range(0, len(reembedded), _DELETE_CHUNK):  # their labels were of the old vectors
             session.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(reembedded[start:start + _DELETE_CHUNK])))
-        removed = sorted(changes.removed)
         for start in range(0, len(removed), _DELETE_CHUNK):
             chunk = removed[start:start + _DELETE_CHUNK]
             session.execute(delete(MediaItem).where(MediaItem.id.in_(chunk)))
         if changes.staged_model:
             unstage(session, changes.staged_model, changes.embedded_paths())
-        if changes.changes_vectors() or force_generation:
-            index.remove(reembedded + removed)
-            vectors = [v for _, v in changes.new] + [v for _, _, v in changes.reembedded]
-            ids = [row.id for row in rows] + reembedded
-            if ids:
-                index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
-            base, manifest, _ = index.write(index_dir)
-            generation = new_generation(model_id, factory, base, manifest, len(index),
-                                        ann.columns(index_dir) if ann is not None else {})
+        if new_ids:
+            session.merge(CatalogState(key=HIGHEST_ID_KEY, value=str(new_ids[-1])))
+            _advance_id_sequence(session)
+        if files is not None:
+            base, manifest, ann_columns = files
+            generation = new_generation(model_id, factory, base, manifest, len(index), ann_columns)
             session.add(generation)
             session.flush()
             generation_id = generation.id
@@ -104,6 +115,39 @@ def publish(sessions: sessionmaker[Session], index: SegmentedStore, index_dir: P
         failpoint("published")
         remove_unused_files(sessions, index_dir)
     return generation_id
+
+
+def _add_vectors(sessions: sessionmaker[Session], index: SegmentedStore, ids: list[int],
+                 entries: list[tuple[str, np.ndarray | None]], staged_model: str) -> None:
+    """Add the vectors chunk by chunk; a vector left as None is read from staged_vectors, so a
+    rebuild never holds all its new vectors in memory besides the index itself."""
+    for start in range(0, len(ids), _ADD_CHUNK):
+        part = entries[start:start + _ADD_CHUNK]
+        missing = [path for path, vector in part if vector is None]
+        staged = {}
+        if missing:
+            with sessions() as session:
+                staged = staged_by_path(session, staged_model, missing)
+        vectors = np.stack([staged[path] if vector is None else vector for path, vector in part])
+        index.add(np.asarray(ids[start:start + _ADD_CHUNK], dtype=np.int64), vectors)
+
+
+def _next_ids(sessions: sessionmaker[Session], count: int) -> list[int]:
+    """Ids for new items, never one a deleted item had (the indexer lock keeps other writers out)."""
+    if not count:
+        return []
+    with sessions() as session:
+        highest = session.scalar(select(func.max(MediaItem.id))) or 0
+        given = session.get(CatalogState, HIGHEST_ID_KEY)
+    highest = max(highest, int(given.value) if given else 0)
+    return list(range(highest + 1, highest + 1 + count))
+
+
+def _advance_id_sequence(session: Session) -> None:
+    """PostgreSQL hands out ids from a sequence: move it past the ids given explicitly."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT setval(pg_get_serial_sequence('media_items', 'id'), "
+                             "(SELECT max(id) FROM media_items))"))
 
 
 def new_generation(model_id: int, factory: str, base: SegmentFile, manifest: Manifest, vector_count: int,

@@ -68,6 +68,16 @@ def staged_vectors(session: Session, model: str, roots: list[str]) -> dict[str, 
     return found
 
 
+def staged_by_path(session: Session, model: str, paths: list[str]) -> dict[str, np.ndarray]:
+    """The staged vectors of these paths (KeyError later for a path that has none)."""
+    found = {}
+    for start in range(0, len(paths), _CHUNK):
+        query = select(StagedVector.path, StagedVector.vector).where(
+            StagedVector.model == model, StagedVector.path.in_(paths[start:start + _CHUNK]))
+        found.update((path, np.frombuffer(vector, dtype="<f4")) for path, vector in session.execute(query))
+    return found
+
+
 def unstage(session: Session, model: str, paths: list[str]) -> None:
     """Forget staged vectors of these paths (they were published, or re-embedded)."""
     for start in range(0, len(paths), _CHUNK):

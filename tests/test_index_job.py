@@ -222,3 +222,43 @@ def test_a_full_disk_is_one_clear_line_and_keeps_what_was_published(sqlite_setti
     assert "Traceback" not in result.output
     engine = assert_consistent(sqlite_settings)  # the first run's generation, whole
     assert engine.catalog.item_by_path(str(media / "one-more.png")) is None
+
+
+def test_ids_of_deleted_items_are_never_handed_out_again(settings, media, encoder):
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    Image.new("RGB", (30, 30), (9, 9, 9)).save(media / "newest.png")
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    engine = SearchEngine(settings)
+    newest = engine.catalog.item_by_path(str(media / "newest.png")).id
+    (media / "newest.png").unlink()
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    Image.new("RGB", (30, 30), (200, 9, 9)).save(media / "after.png")
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    after = engine.catalog.item_by_path(str(media / "after.png")).id
+    assert after > newest  # a client holding the deleted item's id never gets another item
+    assert_consistent(settings)
+    engine.close()
+
+
+def test_a_rebuild_reads_its_vectors_back_from_staging_instead_of_holding_them(settings, media, encoder,
+                                                                               monkeypatch):
+    from spyglass.indexer import jobs
+
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    before = SearchEngine(settings)
+    vectors = {item_id: before.live().stored.vector(item_id) for item_id in before.live().stored.ids().tolist()}
+    before.close()
+    held = []
+    real_publish = jobs.publish
+
+    def watching(sessions, index, index_dir, model_id, factory, changes, **options):
+        held.extend(v for _, _, v in changes.reembedded)
+        return real_publish(sessions, index, index_dir, model_id, factory, changes, **options)
+
+    monkeypatch.setattr(jobs, "publish", watching)
+    summary = run_index(settings, [str(media)], rebuild=True, encoder=encoder, progress=False)
+    assert summary.updated == len(GOOD_IMAGES) and held and all(v is None for v in held)
+    engine = assert_consistent(settings)
+    # The same model on the same files: the vectors read back from staging are the embeddings.
+    for item_id, vector in vectors.items():
+        assert np.allclose(engine.live().stored.vector(item_id), vector, atol=1e-5)
