@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import GOOD_IMAGES
 from spyglass.indexer.jobs import run_index
@@ -66,3 +67,32 @@ def test_repeated_text_is_encoded_once(engine, encoder, monkeypatch):
     assert first.hits[0].item.id not in [h.item.id for h in second.hits]
     assert np.allclose(engine.embed([QueryPart(text="a lighthouse at dusk")], engine.live()),
                        original(["a lighthouse at dusk"])[0], atol=1e-6)
+
+
+def test_under_a_server_no_request_waits_for_a_new_generation_to_load(sqlite_settings, media, encoder, monkeypatch):
+    import threading
+
+    from spyglass.indexer.jobs import run_index
+    from spyglass.search.live_index import LiveIndex
+
+    first = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False).generation_id
+    engine = SearchEngine(sqlite_settings, encoder_loader=lambda a, p: encoder, background_reload=True)
+    assert engine.live().generation.id == first
+    Image.new("RGB", (20, 20), (3, 4, 5)).save(media / "later.png")
+    second = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False).generation_id
+
+    release = threading.Event()
+    real_read = LiveIndex._read
+
+    def slow_read(self, generation):
+        assert release.wait(30), "the test never let the load finish"
+        return real_read(self, generation)
+
+    monkeypatch.setattr(LiveIndex, "_read", slow_read)
+    # The load is held; requests go on with the loaded generation instead of waiting for it.
+    assert engine.live().generation.id == first
+    assert engine.search_text("x").generation_id == first
+    release.set()
+    engine.wait_for_reload()
+    assert engine.live().generation.id == second
+    engine.close()
