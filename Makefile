@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast fuzz bench demo clean
+.PHONY: setup run test test-fast fuzz bench bench-ann demo clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ demo: setup
 
 bench: setup
 	$(BIN)/python benchmarks/index_throughput.py
+
+# Exact against approximate search on a million synthetic vectors (about 15 minutes here).
+bench-ann: setup
+	$(BIN)/python benchmarks/ann.py --items 1000000
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
