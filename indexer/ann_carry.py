@@ -77,10 +77,6 @@ class CarriedAnn:
             self.file = {"ann_filename": filename, "ann_size_bytes": size, "ann_checksum": checksum}
         return {**self.fields, **self.file}
 
-    def worn(self, vector_count: int) -> bool:
-        """Whether it has drifted far enough from what it was tuned on to rebuild."""
-        return worn(self.fields.get("ann_built_vectors"), self.fields.get("ann_stale"), vector_count)
-
 
 def worn(built_at: int | None, stale: int | None, vector_count: int) -> bool:
     """Too many stale entries, or a library that has doubled since the index was trained."""

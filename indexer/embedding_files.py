@@ -112,6 +112,24 @@ def metadata_batches(part: EmbeddingPart) -> Iterator[dict[str, list]]:
         raise BadInput(f"{part.metadata} could not be read: {exc}") from None
 
 
+def metadata_rows(part: EmbeddingPart) -> int:
+    """How many rows the metadata holds: from a parquet file's footer, or by reading a CSV once.
+
+    Its columns are checked too, so a missing one is refused before anything is written.
+    """
+    if part.metadata.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            reader = pq.ParquetFile(part.metadata)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BadInput(f"{part.metadata} could not be read: {exc}") from None
+        _wanted(reader.schema_arrow.names, part)
+        return reader.metadata.num_rows
+    return sum(len(next(iter(batch.values()))) for batch in metadata_batches(part))
+
+
 def _wanted(names: list[str], part: EmbeddingPart) -> list[str]:
     present = [name for name in PATH_COLUMNS if name in names]
     if not present:

@@ -17,7 +17,7 @@ from spyglass.search.catalog import live_generation
 from spyglass.search.paths import is_inside
 from spyglass.search.schema import MediaItem, MediaRoot
 
-from .embedding_files import EmbeddingPart, check_vectors, find_parts, metadata_batches, open_vectors
+from .embedding_files import EmbeddingPart, check_vectors, find_parts, metadata_batches, metadata_rows, open_vectors
 from .jobs import IndexJob, IndexSummary
 from .publish import PendingChanges
 from .scan import Skipped
@@ -77,7 +77,7 @@ class ImportJob(IndexJob):
     def _check_all(self, parts: list[EmbeddingPart]) -> None:
         for part in parts:
             vectors = open_vectors(part, self._encoder.dim)
-            rows = sum(len(next(iter(batch.values()))) for batch in metadata_batches(part))
+            rows = metadata_rows(part)
             if rows != len(vectors):
                 raise BadInput(f"{part.metadata} has {rows:,} rows but {part.vectors} holds {len(vectors):,} vectors",
                                "row N of the metadata must describe vector N")
@@ -110,9 +110,8 @@ class ImportJob(IndexJob):
 
     def _fields(self, batch: dict, row: int, where: str) -> dict | None:
         """An item's catalog fields: a local file's own facts, or a remote item's URL and caption."""
-        caption = (batch.get("caption") or [None] * (row + 1))[row]
-        local = (batch.get("image_path") or [None] * (row + 1))[row]
-        url = (batch.get("url") or [None] * (row + 1))[row]
+        caption, local, url = (batch[name][row] if name in batch else None
+                               for name in ("caption", "image_path", "url"))
         if local:
             path = os.path.abspath(os.path.join(self.base, os.path.expanduser(str(local))))
             if os.path.isfile(path):

@@ -11,18 +11,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .ann import AnnIndex
 from .catalog import Catalog
 from .db import create_db_engine, session_factory
 from .encoder import Encoder, load_encoder
 from .errors import BadQuery, UnknownItem
 from .images import decode_gate, decode_image
+from .live_index import LiveIndex, Snapshot
 from .media_files import MediaRoots, read_regular_file
 from .query import MAX_QUERY_PARTS, Filters, QueryPart
 from .schema import MediaItem
-from .settings import Settings
-from .ann import AnnIndex
-from .live_index import Snapshot, LiveIndex
 from .segments import SegmentedStore
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str, str | None], Encoder]

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexFileError
-from .vectors import VectorIndex, _fsync_dir, file_sha256, generation_filename, read_index_file, write_index_file
+from .vectors import (VectorIndex, _fsync_dir, file_sha256, generation_filename, in_sorted, read_index_file,
+                      write_index_file)
 
 # Compact when the deltas hold more than this share of the base's entries, when this share of
 # the base is dead, or when there are more delta segments than this.
@@ -140,7 +141,7 @@ class SegmentedStore:
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Which of these ids have a live entry (a boolean mask)."""
-        return _member(self.sorted_ids(), np.asarray(ids, dtype=np.int64))
+        return in_sorted(self.sorted_ids(), np.asarray(ids, dtype=np.int64))
 
     def live_in_base(self, ids: np.ndarray) -> np.ndarray:
         """Which of these ids have their live entry in the base (what an approximate index covers)."""
@@ -322,13 +323,6 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     top_scores = np.take_along_axis(scores, order, axis=1)
     top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(ids, order, axis=1), -1)
     return top_scores, top_ids
-
-
-def _member(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    if not len(sorted_ids):
-        return np.zeros(len(ids), dtype=bool)
-    where = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[where] == ids
 
 
 def write_tombstones(directory: Path, removed: dict[int, int]) -> SegmentFile:

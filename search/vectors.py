@@ -30,12 +30,8 @@ class VectorIndex:
         return cls(faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT))
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
-        """Which of these ids the store holds (a boolean mask); needs sorted_ids() first."""
-        held = self.sorted_ids()
-        if not len(held):
-            return np.zeros(len(ids), dtype=bool)
-        where = np.minimum(np.searchsorted(held, ids), len(held) - 1)
-        return held[where] == ids
+        """Which of these ids the segment holds (a boolean mask)."""
+        return in_sorted(self.sorted_ids(), np.asarray(ids, dtype=np.int64))
 
     def sorted_ids(self) -> np.ndarray:
         """Every id held, sorted; computed once until the next add or remove."""
@@ -143,6 +139,14 @@ class GpuIndex(VectorIndex):
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Membership is read from the CPU copy."""
         return self.cpu.contains(ids)
+
+
+def in_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Which of ids appear in the sorted array sorted_ids (a boolean mask)."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=bool)
+    where = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[where] == ids
 
 
 def generation_filename(suffix: str = ".faiss") -> str:
