@@ -158,7 +158,7 @@ class ImportJob(IndexJob):
     def _update_labels(self) -> None:
         if self.settings.labels:  # labels need the text tower: the real model, only now
             self._encoder = load_encoder(self.settings.model, self.settings.pretrained, self.settings.device,
-                                         self.settings.model_cache)
+                                         self.settings.model_cache, self.settings.precision)
         super()._update_labels()
 
 

@@ -29,6 +29,7 @@ from spyglass.search.lock import indexer_lock
 from spyglass.search.media_files import MediaRoots
 from spyglass.search.migrate import upgrade
 from spyglass.search.paths import inside
+from spyglass.search.precision import PrecisionMix
 from spyglass.search.schema import EmbeddingModel, IndexRun, MediaItem, MediaRoot, SkippedFile, utcnow
 from spyglass.search.settings import Settings
 from spyglass.search.segments import SegmentedStore
@@ -101,6 +102,7 @@ class IndexJob:
         self._index: SegmentedStore | None = None
         self._ann: CarriedAnn | None = None
         self._model_id: int | None = None
+        self._precision = PrecisionMix()  # of the vectors in the index being built
 
     def run(self) -> IndexSummary:
         """Bring the catalog and index in step with the roots."""
@@ -358,6 +360,10 @@ class IndexJob:
 
     def _embed(self, plan: Plan, pending: PendingChanges) -> None:
         encoder = self.encoder()
+        self._target_index()  # so that the live generation's precisions are read before they are added to
+        check = getattr(encoder, "precision_check", None)
+        if check is not None:
+            self._precision = self._precision.with_check(check)
         load = partial(load_file, preprocess=encoder.preprocess,
                        max_pixels=self.settings.max_image_pixels,
                        draft_size=encoder.image_size, wants_pixels=plan.wants_pixels, media=self.media,
@@ -420,7 +426,8 @@ class IndexJob:
     def _publish(self, pending: PendingChanges, force: bool = False) -> None:
         index, model_id = self._target_index()
         generation = publish(self.sessions, index, self.settings.index_dir, model_id,
-                             self.settings.index_factory, pending, force_generation=force, ann=self._ann)
+                             self.settings.index_factory, pending, force_generation=force, ann=self._ann,
+                             precision=self._precision)
         self.summary.generation_id = generation or self.summary.generation_id
 
     def _target_index(self) -> tuple[SegmentedStore, int]:
@@ -433,6 +440,7 @@ class IndexJob:
                 self._index = SegmentedStore.load(self.settings.index_dir, live.base_file(), live.manifest(),
                                                   mmap=True)
                 self._ann = CarriedAnn.of_generation(live, self.settings.index_dir)
+                self._precision = live.precision_mix()
                 # After a text-side fine-tune, the same vectors go live under the new model.
                 self._model_id = self._model_row(live.model.dim) if self._text_swap else live.model_id
             else:
@@ -447,7 +455,9 @@ class IndexJob:
         if self._encoder is None:
             self.echo(f"Loading model {self.settings.model} ({self.settings.pretrained})...")
             self._encoder = load_encoder(self.settings.model, self.settings.pretrained,
-                                         self.settings.device, self.settings.model_cache)
+                                         self.settings.device, self.settings.model_cache,
+                                         self.settings.precision)
+            self.echo(f"Encoder precision: {self._encoder.precision_check.describe()}.")
         return self._encoder
 
     def _model_row(self, dim: int) -> int:

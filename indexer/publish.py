@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spyglass.search.catalog import live_generation
 from spyglass.search.failpoints import failpoint
+from spyglass.search.precision import PrecisionMix
 from spyglass.search.schema import (ANN_COLUMNS, LEASE_SECONDS, CatalogState, IndexGeneration, IndexReader,
                                     ItemLabel, MediaItem, utcnow)
 from spyglass.search.segments import Manifest, SegmentedStore, SegmentFile
@@ -62,12 +63,13 @@ class PendingChanges:
 
 def publish(sessions: sessionmaker[Session], index: SegmentedStore, index_dir: Path, model_id: int,
             factory: str, changes: PendingChanges, force_generation: bool = False,
-            ann: CarriedAnn | None = None) -> int | None:
+            ann: CarriedAnn | None = None, precision: PrecisionMix = PrecisionMix()) -> int | None:
     """Apply changes to the catalog and the index; returns the new live generation id, if any.
 
     `index` is the store of exact vectors: only its new delta segment and its tombstones are
     written. `ann`, when the live generation has one, is its approximate index: it covers the
-    base segment, which a publish leaves as it is, so its file is shared.
+    base segment, which a publish leaves as it is, so its file is shared. `precision` is what
+    the generation's vectors were embedded in, recorded with it.
 
     The new files are written, fsynced and renamed into place first; then one short SQL
     transaction commits the item rows and the generation row that names the files. A crash at
@@ -106,7 +108,8 @@ def publish(sessions: sessionmaker[Session], index: SegmentedStore, index_dir: P
             _advance_id_sequence(session)
         if files is not None:
             base, manifest, ann_columns = files
-            generation = new_generation(model_id, factory, base, manifest, len(index), ann_columns)
+            generation = new_generation(model_id, factory, base, manifest, len(index),
+                                        ann_columns | precision.columns())
             session.add(generation)
             session.flush()
             generation_id = generation.id
@@ -151,9 +154,9 @@ def _advance_id_sequence(session: Session) -> None:
 
 
 def new_generation(model_id: int, factory: str, base: SegmentFile, manifest: Manifest, vector_count: int,
-                   ann_columns: dict) -> IndexGeneration:
-    """The row that names a generation's files."""
-    columns = {name: None for name in ANN_COLUMNS} | ann_columns
+                   columns: dict) -> IndexGeneration:
+    """The row that names a generation's files; `columns` sets its approximate-index and precision ones."""
+    columns = {name: None for name in ANN_COLUMNS} | columns
     return IndexGeneration(model_id=model_id, factory=factory, filename=base.filename, size_bytes=base.size,
                            checksum=base.checksum, segments=manifest.to_json(), vector_count=vector_count,
                            created_at=utcnow(), **columns)
@@ -170,6 +173,7 @@ def publish_index(sessions: sessionmaker[Session], live: IndexGeneration, store:
     """
     base, manifest, _ = store.write(index_dir)
     columns = ann.columns(index_dir) if ann is not None else {"ann_built_vectors": tried_at}
+    columns |= live.precision_mix().columns()  # the same vectors
     with sessions.begin() as session:
         generation = new_generation(live.model_id, setting, base, manifest, len(store), columns)
         session.add(generation)

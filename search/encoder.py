@@ -57,6 +57,9 @@ class OpenClipEncoder:
         self.device = device
         self.architecture = architecture
         self.pretrained = pretrained
+        self.precision = "fp32"
+        self.precision_check = None  # a PrecisionCheck once reduce_precision has run
+        self._dtype = None  # the model's dtype; None is fp32
         size = getattr(model.visual, "image_size", 224)
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         self.dim = int(self.encode_texts(["a photo"]).shape[1])
@@ -66,6 +69,14 @@ class OpenClipEncoder:
         """The checksum of the image tower: an index built by another model with the same one is valid."""
         return image_tower_checksum(self.model)
 
+    def use_model(self, model, precision: str) -> None:
+        """Embed with this copy of the model from now on (the same weights in another precision)."""
+        from .precision import torch_dtype
+
+        self.model = model.eval()
+        self.precision = precision
+        self._dtype = None if precision == "fp32" else torch_dtype(precision)
+
     def preprocess(self, image):
         """Resize, crop and normalise one RGB image the way the model was trained."""
         return self._preprocess(image)
@@ -74,8 +85,11 @@ class OpenClipEncoder:
         """Embed a batch of preprocessed images."""
         import torch
 
+        if self.device.startswith("cuda") and not pixels.is_cuda:
+            pixels = pixels.pin_memory()  # so the copy to the GPU runs by DMA, off the CPU's back
         with torch.inference_mode():
-            features = self.model.encode_image(pixels.to(self.device), normalize=True)
+            pixels = pixels.to(self.device, dtype=pixels.dtype if self._dtype is None else self._dtype, non_blocking=True)
+            features = self.model.encode_image(pixels, normalize=True)
         return _as_float32(features)
 
     def encode_images(self, images: Sequence) -> np.ndarray:
@@ -189,14 +203,22 @@ def load_open_clip(architecture: str, pretrained: str | None, device: str = "aut
 
 
 def load_encoder(architecture: str, pretrained: str | None, device: str = "auto",
-                 cache_dir: str | os.PathLike | None = None) -> OpenClipEncoder:
+                 cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> OpenClipEncoder:
     """The model, ready to embed; pretrained=None means random weights.
 
     Random weights are for tests and benchmarks only: their embeddings mean nothing.
+    precision other than fp32 (auto, bf16, fp16) runs the reduced precision only if a
+    fidelity check against fp32 passes (see search.precision); encoder.precision_check says.
     """
+    from .precision import reduce_precision
+
     loaded = load_open_clip(architecture, pretrained, device, cache_dir)
-    return OpenClipEncoder(loaded.model, loaded.preprocess_val, loaded.tokenizer, loaded.device,
-                           architecture, pretrained)
+    encoder = OpenClipEncoder(loaded.model, loaded.preprocess_val, loaded.tokenizer, loaded.device,
+                              architecture, pretrained)
+    if pretrained is not None and precision != "fp32":
+        encoder.image_tower  # noqa: B018 - of the fp32 weights, the ones the checkpoint holds
+    encoder.precision_check = reduce_precision(encoder, precision)
+    return encoder
 
 
 def embedding_dim(architecture: str, pretrained: str | None) -> int:

@@ -109,7 +109,8 @@ class SearchEngine:
         self.generations.wait_for_reload(timeout)
 
     def _load_encoder(self, architecture: str, pretrained: str | None) -> Encoder:
-        return load_encoder(architecture, pretrained, self.settings.device, self.settings.model_cache)
+        return load_encoder(architecture, pretrained, self.settings.device, self.settings.model_cache,
+                            self.settings.precision)
 
     def encoder(self, snapshot: Snapshot | None = None) -> Encoder:
         """The encoder of the model a generation was built with, loaded once."""

@@ -135,6 +135,10 @@ class IndexGeneration(Base):
     exact_query_ms: Mapped[float | None] = mapped_column(Float)
     ann_built_vectors: Mapped[int | None] = mapped_column(BigInteger)  # vectors when it was trained
     ann_stale: Mapped[int | None] = mapped_column(BigInteger)  # entries removed or replaced since
+    # The precisions its vectors were embedded in ("bf16,fp32"; none recorded before 0006 or for
+    # imported vectors), and the lowest cosine against fp32 the fidelity check measured for them.
+    precisions: Mapped[str | None] = mapped_column(String(64))
+    precision_cosine: Mapped[float | None] = mapped_column(Float)
 
     model: Mapped[EmbeddingModel] = relationship(lazy="joined")
 
@@ -149,6 +153,12 @@ class IndexGeneration(Base):
         from .segments import SegmentFile
 
         return SegmentFile(self.filename, self.size_bytes, self.checksum, 0)
+
+    def precision_mix(self) -> "PrecisionMix":
+        """What its vectors were embedded in."""
+        from .precision import PrecisionMix
+
+        return PrecisionMix.of(self.precisions, self.precision_cosine)
 
     def ann_fields(self) -> dict:
         """The approximate-index columns, to carry over to a generation that shares them."""

@@ -75,6 +75,8 @@ class SpyglassGroup(click.Group):
 @click.option("--model", help="open_clip architecture, or a model-config JSON [SPYGLASS_MODEL].")
 @click.option("--pretrained", help="Pretrained tag, or local checkpoint file/folder [SPYGLASS_PRETRAINED].")
 @click.option("--device", help="auto, cpu, cuda, cuda:N [SPYGLASS_DEVICE].")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Encoder number format; a reduced one must pass a fidelity check [SPYGLASS_PRECISION].")
 @click.option("-v", "--verbose", is_flag=True, help="Show the libraries' log messages.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool, **overrides) -> None:
@@ -284,7 +286,8 @@ def eval_command(settings: Settings, data, image_key, caption_key, separator, mo
     settings = settings.override(model=model_override, pretrained=pretrained_override, batch_size=batch_size)
     templates = check_templates(templates) if templates else None
     dataset = _read_data(data, image_key, caption_key, separator)
-    encoder = load_encoder(settings.model, settings.pretrained or None, settings.device, settings.model_cache)
+    encoder = load_encoder(settings.model, settings.pretrained or None, settings.device, settings.model_cache,
+                           settings.precision)
     report = evaluate(dataset, encoder, settings, templates, progress=not no_progress)
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))

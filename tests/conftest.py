@@ -114,9 +114,13 @@ def _postgres_database():
 
 @pytest.fixture
 def settings(tmp_path, tiny_model, database_url) -> Settings:
-    """Settings for a test: its own home and database, the tiny model, small batches."""
+    """Settings for a test: its own home and database, the tiny model, small batches.
+
+    fp32, so that vectors compare exactly with the `encoder` fixture's; test_precision covers bf16.
+    """
     return Settings(home=tmp_path / "home", database_url=database_url, model=str(tiny_model[0]),
-                    pretrained=str(tiny_model[1]), device="cpu", batch_size=3, decode_workers=2)
+                    pretrained=str(tiny_model[1]), device="cpu", precision="fp32", batch_size=3,
+                    decode_workers=2)
 
 
 @pytest.fixture
