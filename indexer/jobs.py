@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -36,13 +37,16 @@ from spyglass.search.segments import SegmentedStore
 
 from .decode import LoadedFile, load_file
 from .labels import update_labels
-from .pipeline import EmbeddedBatch, embed_files
+from .pipeline import EmbeddedBatch, PipelineStats, embed_files
 from .plan import Plan, plan_run, under
 from .ann_build import build_to_target, wanted_factory
 from .ann_carry import GROWTH_FACTOR, CarriedAnn, worn
 from .publish import PendingChanges, publish, publish_index
 from .scan import FoundFile, Skipped, walk
 from .staging import drop_staged, model_key, stage, staged_vectors
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class IndexSummary:
     embed_seconds: float = 0.0
     generation_id: int | None = None
     labelled: int = 0
+    pipeline: PipelineStats | None = None  # where the encoder's time went, when anything was embedded
 
     def line(self) -> str:
         """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
@@ -371,9 +376,10 @@ class IndexJob:
         bar = tqdm(total=len(plan.to_read), unit="img", desc="Indexing", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
         started = time.monotonic()
+        stats = PipelineStats()
         with bar:
             for event in embed_files(plan.to_read, load, encoder.encode_pixels,
-                                     self.settings.batch_size, self.settings.decode_workers):
+                                     self.settings.batch_size, self.settings.decode_workers, stats=stats):
                 if isinstance(event, Skipped):
                     self._skip(event, bar)
                     if self.rebuild and event.path in plan.known:
@@ -398,6 +404,9 @@ class IndexJob:
                     self._publish(pending)
                     pending.clear()
         self.summary.embed_seconds = time.monotonic() - started
+        self.summary.pipeline = stats
+        if stats.batches:
+            log.debug("Indexing: %s.", stats.line())
 
     def _record_embedded(self, plan: Plan, pending: PendingChanges, loaded: LoadedFile,
                          vector) -> None:
