@@ -1,122 +1,219 @@
-"""Indexer images/s against the model-only forward rate on the same images, in one run.
+"""Indexing speed: model-only fp32 and reduced precision, `spyglass index`, and clip-retrieval, interleaved.
 
-    python benchmarks/index_throughput.py [--images 256] [--rounds 3] [--model ViT-B-32]
+    python benchmarks/index_throughput.py [--images 300] [--rounds 3] [--precision auto]
+                                          [--peer-venv /path/to/venv-with-clip-retrieval]
 
-The model runs with random weights (throughput does not depend on their values). Each round
-times A, the encoder alone on already-decoded batches, and B, a full `spyglass index` of the
-folder into a fresh catalog (scan, read, hash, decode, resize, embed, SQL, FAISS publish),
-interleaved so that both see the same machine. Prints best and median of each and the ratio.
+One run, on one folder of photo-like JPEGs of mixed sizes (640 px to 4000 px, tests/photo_corpus.py)
+and one ViT-B-32 checkpoint with random weights written here (throughput does not depend on
+the values of the weights; a stand-in for real ones, which cannot be downloaded here). Each
+round times, in turn:
+
+  model-only fp32     the encoder alone on already-decoded batches, in fp32;
+  model-only <prec>   the same in the precision SPYGLASS_PRECISION=<prec> chooses;
+  spyglass index      the CLI as a user runs it, into a fresh catalog: start-up, model load and
+                      fidelity check, scan, read, hash, decode, embed, SQL, FAISS publish;
+  clip-retrieval      `clip-retrieval inference` on the same folder with the same checkpoint,
+                      when --peer-venv names a venv where it is installed
+                      (pip install clip-retrieval "setuptools<70").
+
+Prints best and median of each, whole-job times and each tool's own steady rate (Spyglass's
+"images/s" figure; clip-retrieval's stats/*.json sample_count / total_duration), the ratios,
+the per-image cosine of the indexed vectors against open_clip's reference preprocess of the full
+image + fp32 encode (the minimum over every image), and text query encode time per precision.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from spyglass.indexer.decode import load_file  # noqa: E402
-from spyglass.search.media_files import MediaRoots  # noqa: E402
-from spyglass.indexer.jobs import IndexJob  # noqa: E402
-from spyglass.indexer.scan import FoundFile, walk  # noqa: E402
-from spyglass.search.encoder import load_encoder  # noqa: E402
-from spyglass.search.settings import Settings  # noqa: E402
 
 
-def make_jpegs(folder: Path, count: int, size: tuple[int, int]) -> None:
-    """Photo-like JPEGs: gradients, noise and shapes, each different."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    for i in range(count):
-        base = rng.integers(0, 255, 3)
-        pixels = (base + 80 * np.sin(xx[..., None] / (20 + i % 17) + yy[..., None] / 31)
-                  + rng.normal(0, 12, (h, w, 3)))
-        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(5):
-            x0, y0 = int(rng.integers(0, w - 50)), int(rng.integers(0, h - 50))
-            draw.ellipse([x0, y0, x0 + int(rng.integers(20, w // 3)), y0 + int(rng.integers(20, h // 3))],
-                         fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-        image.save(folder / f"photo_{i:05d}.jpg", quality=88)
-
-
-def model_only_rate(encoder, batches) -> float:
-    """Images/s of encode_pixels over pre-decoded batches."""
+def timed_rate(encode, batches) -> float:
+    """Images/s of encode over pre-decoded batches."""
     started = time.perf_counter()
     count = 0
     for batch in batches:
-        encoder.encode_pixels(batch)
+        encode(batch)
         count += len(batch)
     return count / (time.perf_counter() - started)
 
 
-def indexer_rate(encoder, settings: Settings, folder: Path, work: Path, round_no: int) -> float:
-    """Images/s of a whole index run into a fresh catalog."""
-    home = work / f"home-{round_no}"
-    job = IndexJob(settings.override(home=home, database_url=None), [str(folder)],
-                   encoder=encoder, progress=False, echo=lambda _: None)
+def spyglass_env(home: Path, checkpoint: Path, precision: str, batch_size: int) -> dict:
+    """The environment a user's `spyglass index` would run with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
+    env.update(SPYGLASS_HOME=str(home), SPYGLASS_MODEL="ViT-B-32", SPYGLASS_PRETRAINED=str(checkpoint),
+               SPYGLASS_DEVICE="cpu", SPYGLASS_PRECISION=precision, SPYGLASS_BATCH_SIZE=str(batch_size))
+    return env
+
+
+def run_spyglass(folder: Path, home: Path, checkpoint: Path, precision: str, batch_size: int) -> tuple[float, float]:
+    """(whole-job seconds, Spyglass's own images/s) of `spyglass index` into a fresh home."""
+    spyglass = Path(sys.executable).with_name("spyglass")
     started = time.perf_counter()
-    summary = job.run()
+    done = subprocess.run([str(spyglass), "index", "--no-progress", str(folder)], capture_output=True, text=True,
+                          env=spyglass_env(home, checkpoint, precision, batch_size), timeout=3600)
     elapsed = time.perf_counter() - started
-    assert summary.added == len(list(folder.glob("*.jpg"))), summary.line()
-    return summary.added / elapsed
+    if done.returncode:
+        sys.exit(f"spyglass index failed:\n{done.stderr[-2000:]}")
+    rate = re.search(r"([\d.]+) images/s", done.stdout + done.stderr)
+    return elapsed, float(rate[1]) if rate else float("nan")
+
+
+def run_peer(venv: Path, folder: Path, out: Path, checkpoint: Path, batch_size: int, workers: int) -> tuple[float, float]:
+    """(whole-job seconds, its own steady images/s) of `clip-retrieval inference`."""
+    command = [str(venv / "bin" / "clip-retrieval"), "inference", "--input_dataset", str(folder),
+               "--output_folder", str(out), "--clip_model", f"open_clip:ViT-B-32/{checkpoint}",
+               "--enable_text", "False", "--batch_size", str(batch_size), "--num_prepro_workers", str(workers)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    elapsed = time.perf_counter() - started
+    if done.returncode:
+        sys.exit(f"clip-retrieval failed:\n{done.stderr[-2000:]}")
+    stats = [json.loads(p.read_text()) for p in (out / "stats").glob("*.json")]
+    count = sum(s["sample_count"] for s in stats)
+    return elapsed, count / sum(s["total_duration"] for s in stats)
+
+
+def indexed_fidelity(home: Path, checkpoint: Path, precision: str, folder: Path) -> tuple[float, float, int]:
+    """(min, median, count) cosine of the indexed vectors against open_clip's own pipeline in fp32."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from spyglass.search.engine import SearchEngine
+    from spyglass.search.settings import Settings
+
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(checkpoint))
+    model.eval()
+    settings = Settings(home=home, model="ViT-B-32", pretrained=str(checkpoint), device="cpu", precision=precision)
+    engine = SearchEngine(settings)
+    live = engine.live()
+    cosines = []
+    for path in sorted(folder.iterdir()):
+        item = engine.catalog.item_by_path(str(path))
+        with torch.inference_mode():
+            reference = model.encode_image(preprocess(Image.open(path).convert("RGB"))[None], normalize=True)[0]
+        cosines.append(float(live.index.vector(item.id) @ reference.numpy()))
+    return min(cosines), statistics.median(cosines), len(cosines)
+
+
+def text_encode_ms(encoder, rounds: int = 20) -> float:
+    """Best time of one query's text encode, in milliseconds."""
+    encoder.encode_texts(["warm up"])
+    best = float("inf")
+    for i in range(rounds):
+        started = time.perf_counter()
+        encoder.encode_texts([f"a red bicycle leaning on a wall, number {i}"])
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
+def row(name: str, values: list[float], unit: str) -> str:
+    return f"{name:24}{max(values):>10.1f}{statistics.median(values):>10.1f}  {unit}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=256)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=Settings().decode_workers)
-    parser.add_argument("--size", default="1600x1200", help="JPEG size, WxH")
+    parser.add_argument("--peer-venv", type=Path, help="a venv with clip-retrieval installed")
+    parser.add_argument("--peer-workers", type=int, default=os.cpu_count() or 2,
+                        help="clip-retrieval's --num_prepro_workers (default: the cores)")
+    parser.add_argument("--work", type=Path, help="keep the corpus and checkpoint here (default: a temp dir)")
     args = parser.parse_args()
 
     import torch
 
-    w, h = (int(v) for v in args.size.split("x"))
+    from photo_corpus import write_corpus
+    from spyglass.indexer.decode import load_file
+    from spyglass.indexer.scan import FoundFile, walk
+    from spyglass.search.encoder import load_encoder
+    from spyglass.search.media_files import MediaRoots
+    from spyglass.search.settings import Settings
+
     with tempfile.TemporaryDirectory(prefix="spyglass-bench-") as tmp:
-        work = Path(tmp)
-        folder = work / "media"
-        print(f"making {args.images} JPEGs of {w}x{h} ...", flush=True)
-        make_jpegs(folder, args.images, (w, h))
-        torch.manual_seed(0)
-        encoder = load_encoder(args.model, None, device="cpu")
-        settings = Settings(home=work / "home", model=args.model, pretrained="", device="cpu",
-                            batch_size=args.batch_size, decode_workers=args.workers)
+        work = args.work or Path(tmp)
+        folder, checkpoint = work / "media", work / "vit-b-32.pt"
+        if not folder.is_dir() or len(list(folder.iterdir())) != args.images:
+            print(f"making {args.images} photo-like JPEGs of 640 to 4000 px ...", flush=True)
+            write_corpus(folder, args.images, ("JPEG",))
+        if not checkpoint.is_file():
+            torch.manual_seed(0)
+            torch.save(load_encoder("ViT-B-32", None, device="cpu").model.state_dict(), checkpoint)
+        fp32 = load_encoder("ViT-B-32", str(checkpoint), device="cpu")
+        reduced = load_encoder("ViT-B-32", str(checkpoint), device="cpu", precision=args.precision)
+        chosen = reduced.precision
+        print(f"precision {args.precision}: {reduced.precision_check.describe()}", flush=True)
+        settings = Settings(home=work / "unused")
         files = [f for f in walk(folder) if isinstance(f, FoundFile)]
-        load = partial(load_file, preprocess=encoder.preprocess, max_pixels=settings.max_image_pixels,
-                       draft_size=encoder.image_size, wants_pixels=lambda *_: True,
-                       media=MediaRoots.of([str(folder)], settings))
-        pixels = [load(f).pixels for f in files]
+        pixels = [load_file(f, fp32.preprocess, settings.max_image_pixels, fp32.image_size, lambda *_: True,
+                            MediaRoots.of([str(folder)], settings)).pixels for f in files]
         batches = [torch.stack(pixels[i:i + args.batch_size]) for i in range(0, len(pixels), args.batch_size)]
-        model_only_rate(encoder, batches[:1])  # warm-up
+        fp32.encode_pixels(batches[0][:2]), reduced.encode_pixels(batches[0][:2])  # warm-up
 
-        model_rates, index_rates = [], []
+        rates = {"fp32": [], chosen: [], "spyglass": [], "peer": []}
+        whole = {"spyglass": [], "peer": []}
         for round_no in range(args.rounds):
-            model_rates.append(model_only_rate(encoder, batches))
-            index_rates.append(indexer_rate(encoder, settings, folder, work, round_no))
-            print(f"round {round_no + 1}: model-only {model_rates[-1]:.1f} img/s, "
-                  f"indexer {index_rates[-1]:.1f} img/s", flush=True)
+            rates["fp32"].append(timed_rate(fp32.encode_pixels, batches))
+            if chosen != "fp32":
+                rates[chosen].append(timed_rate(reduced.encode_pixels, batches))
+            home = work / f"home-{round_no}"
+            seconds, rate = run_spyglass(folder, home, checkpoint, args.precision, args.batch_size)
+            whole["spyglass"].append(seconds)
+            rates["spyglass"].append(rate)
+            line = (f"round {round_no + 1}: model-only fp32 {rates['fp32'][-1]:.1f} img/s, {chosen} "
+                    f"{rates[chosen][-1]:.1f} img/s; spyglass index {seconds:.1f} s ({rate:.1f} img/s)")
+            if args.peer_venv:
+                out = work / f"peer-{round_no}"
+                seconds, rate = run_peer(args.peer_venv, folder, out, checkpoint, args.batch_size, args.peer_workers)
+                whole["peer"].append(seconds)
+                rates["peer"].append(rate)
+                line += f"; clip-retrieval {seconds:.1f} s ({rate:.1f} img/s)"
+            print(line, flush=True)
+        worst, median_cos, count = indexed_fidelity(work / "home-0", checkpoint, args.precision, folder)
+        text_fp32, text_reduced = text_encode_ms(fp32), text_encode_ms(reduced)
 
-    print(f"\n{args.model}, {args.images} JPEGs {w}x{h}, batch {args.batch_size}, "
-          f"{args.workers} decode threads, torch threads {torch.get_num_threads()}")
-    print(f"{'':12}{'best':>10}{'median':>10}  (images/s)")
-    print(f"{'model-only':12}{max(model_rates):>10.1f}{statistics.median(model_rates):>10.1f}")
-    print(f"{'indexer':12}{max(index_rates):>10.1f}{statistics.median(index_rates):>10.1f}")
-    print(f"{'ratio':12}{max(index_rates) / max(model_rates):>10.2f}"
-          f"{statistics.median(index_rates) / statistics.median(model_rates):>10.2f}")
+    n = args.images
+    print(f"\nViT-B-32, {n} photo-like JPEGs 640-4000 px, batch {args.batch_size}, {os.cpu_count()} cores, "
+          f"torch threads {torch.get_num_threads()}, precision {args.precision} -> {chosen}")
+    print(f"{'':24}{'best':>10}{'median':>10}")
+    print(row("model-only fp32", rates["fp32"], "img/s"))
+    if chosen != "fp32":
+        print(row(f"model-only {chosen}", rates[chosen], "img/s"))
+    print(row("spyglass index (rate)", rates["spyglass"], "img/s, its own figure"))
+    print(row("spyglass index (job)", [n / s for s in whole["spyglass"]], f"img/s over the whole job "
+              f"(best {min(whole['spyglass']):.1f} s)"))
+    if whole["peer"]:
+        print(row("clip-retrieval (rate)", rates["peer"], "img/s, its own figure"))
+        print(row("clip-retrieval (job)", [n / s for s in whole["peer"]], f"img/s over the whole job "
+                  f"(best {min(whole['peer']):.1f} s)"))
+        print(f"whole job: spyglass {min(whole['peer']) / min(whole['spyglass']):.2f}x clip-retrieval (best), "
+              f"{statistics.median(whole['peer']) / statistics.median(whole['spyglass']):.2f}x (median)")
+        print(f"steady rate: spyglass {max(rates['spyglass']) / max(rates['peer']):.2f}x clip-retrieval (best), "
+              f"{statistics.median(rates['spyglass']) / statistics.median(rates['peer']):.2f}x (median)")
+    print(f"spyglass index rate / model-only {chosen}: {max(rates['spyglass']) / max(rates[chosen]):.2f} (best), "
+          f"{statistics.median(rates['spyglass']) / statistics.median(rates[chosen]):.2f} (median)")
+    print(f"{chosen} / fp32 model-only: {max(rates[chosen]) / max(rates['fp32']):.2f}x")
+    print(f"fidelity: cosine of the {count} indexed vectors against open_clip's preprocess + fp32: "
+          f"min {worst:.5f}, median {median_cos:.6f}")
+    print(f"text query encode: fp32 {text_fp32:.1f} ms, {chosen} {text_reduced:.1f} ms "
+          f"({text_reduced / text_fp32:.2f}x)")
+    assert np.isfinite(worst)
 
 
 if __name__ == "__main__":

@@ -379,7 +379,9 @@ class IndexJob:
         stats = PipelineStats()
         with bar:
             for event in embed_files(plan.to_read, load, encoder.encode_pixels,
-                                     self.settings.batch_size, self.settings.decode_workers, stats=stats):
+                                     self.settings.batch_for(getattr(encoder, "device", "cpu")),
+                                     self.settings.decode_workers,
+                                     stats=stats):
                 if isinstance(event, Skipped):
                     self._skip(event, bar)
                     if self.rebuild and event.path in plan.known:

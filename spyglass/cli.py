@@ -105,7 +105,7 @@ def cli(ctx: click.Context, verbose: bool, **overrides) -> None:
 @click.option("--rebuild", is_flag=True,
               help="Re-embed every item of every indexed folder (needed after changing the model).")
 @click.option("--batch-size", type=click.IntRange(min=1),
-              help="Images per encoder batch [SPYGLASS_BATCH_SIZE].")
+              help="Images per encoder batch [SPYGLASS_BATCH_SIZE; default 256 on CUDA, 32 on a CPU].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [SPYGLASS_DECODE_WORKERS].")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
 @click.pass_obj

@@ -135,7 +135,8 @@ def spyglass_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
     env.update(SPYGLASS_HOME=str(settings.home), SPYGLASS_DATABASE_URL=settings.db_url,
                SPYGLASS_MODEL=settings.model, SPYGLASS_PRETRAINED=settings.pretrained,
-               SPYGLASS_DEVICE=settings.device, SPYGLASS_BATCH_SIZE=str(settings.batch_size))
+               SPYGLASS_DEVICE=settings.device, SPYGLASS_PRECISION=settings.precision,
+               SPYGLASS_BATCH_SIZE=str(settings.batch_for(settings.device)))
     return env
 
 
