@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def spyglass_env(home: Path, checkpoint: Path, precision: str, batch_size: int) 
 
 def run_spyglass(folder: Path, home: Path, checkpoint: Path, precision: str, batch_size: int) -> tuple[float, float]:
     """(whole-job seconds, Spyglass's own images/s) of `spyglass index` into a fresh home."""
+    shutil.rmtree(home, ignore_errors=True)
     spyglass = Path(sys.executable).with_name("spyglass")
     started = time.perf_counter()
     done = subprocess.run([str(spyglass), "index", "--no-progress", str(folder)], capture_output=True, text=True,
@@ -74,6 +76,7 @@ def run_spyglass(folder: Path, home: Path, checkpoint: Path, precision: str, bat
 
 def run_peer(venv: Path, folder: Path, out: Path, checkpoint: Path, batch_size: int, workers: int) -> tuple[float, float]:
     """(whole-job seconds, its own steady images/s) of `clip-retrieval inference`."""
+    shutil.rmtree(out, ignore_errors=True)
     command = [str(venv / "bin" / "clip-retrieval"), "inference", "--input_dataset", str(folder),
                "--output_folder", str(out), "--clip_model", f"open_clip:ViT-B-32/{checkpoint}",
                "--enable_text", "False", "--batch_size", str(batch_size), "--num_prepro_workers", str(workers)]

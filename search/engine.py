@@ -121,6 +121,14 @@ class SearchEngine:
                 self._encoders[key] = self._encoder_loader(model.architecture, model.pretrained or None)
             return self._encoders[key]
 
+    def loaded_precisions(self) -> list[dict]:
+        """The precision each loaded encoder embeds queries in, and what its fidelity check measured."""
+        with self._encoder_lock:
+            checks = [getattr(encoder, "precision_check", None) for encoder in self._encoders.values()]
+        return [{"precision": c.precision, "wanted": c.wanted,
+                 "min_cosine": None if c.min_cosine is None else round(c.min_cosine, 6)}
+                for c in checks if c is not None]
+
     def search(self, parts: Sequence[QueryPart], k: int = 10, offset: int = 0,
                min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
         """The weighted sum of the parts' unit embeddings, renormalised, searched in one snapshot."""

@@ -125,9 +125,9 @@ def settings(tmp_path, tiny_model, database_url) -> Settings:
 
 @pytest.fixture
 def sqlite_settings(tmp_path, tiny_model) -> Settings:
-    """Settings on SQLite only, for tests whose subject is not the database."""
+    """Settings on SQLite only, for tests whose subject is not the database (fp32, as `settings`)."""
     return Settings(home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
-                    device="cpu", batch_size=3, decode_workers=2)
+                    device="cpu", precision="fp32", batch_size=3, decode_workers=2)
 
 
 def spyglass_env(settings: Settings) -> dict[str, str]:

@@ -130,3 +130,25 @@ def test_model_identity_makes_local_paths_absolute(tiny_model, monkeypatch):
     assert model_identity(tiny_model[0].name, tiny_model[1].name) == (
         str(tiny_model[0]), str(tiny_model[1]))
     assert model_identity("ViT-B-32", "laion2b_s34b_b79k") == ("ViT-B-32", "laion2b_s34b_b79k")
+
+
+def test_a_checkpoint_loads_exactly_without_random_init_and_init_is_restored(tiny_model, tmp_path):
+    import torch
+    import torch.nn.init as init
+    from safetensors.torch import load_file, save_file
+
+    before = {name: getattr(init, name) for name in ("normal_", "uniform_", "kaiming_uniform_", "trunc_normal_")}
+    loaded = load_encoder(str(tiny_model[0]), str(tiny_model[1]), device="cpu")
+    saved = load_file(str(tiny_model[1]))
+    assert set(loaded.model.state_dict()) == set(saved)
+    assert all(torch.equal(tensor, saved[name]) for name, tensor in loaded.model.state_dict().items())
+    assert {name: getattr(init, name) for name in before} == before
+
+    # A checkpoint short of one tensor must fail, never leave that tensor uninitialised.
+    partial = dict(saved)
+    partial.pop(next(name for name in partial if name.startswith("visual.")))
+    short = tmp_path / "short.safetensors"
+    save_file(partial, str(short))
+    with pytest.raises(ModelUnavailable):
+        load_encoder(str(tiny_model[0]), str(short), device="cpu")
+    assert {name: getattr(init, name) for name in before} == before

@@ -148,6 +148,8 @@ def test_status_healthz_and_metrics(client):
     client.get("/api/v1/search?k=0&q=x")
     status = client.get("/api/v1/status").json
     assert status["items"] == len(GOOD_IMAGES) and "database" not in status
+    assert status["index"]["precision"] == "fp32" and "precision_min_cosine" not in status["index"]
+    assert status["query_encoder"] == {"precision": "fp32", "wanted": "fp32", "min_cosine": None}
     health = client.get("/api/v1/healthz").json
     assert health["status"] == "ok" and health["generation"] == status["index"]["generation"]
     text = client.get("/metrics").data.decode()

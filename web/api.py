@@ -94,7 +94,10 @@ def _inline_disposition(name: str) -> str:
 def status():
     """Items, model and index of the live generation."""
     web = state()
-    return jsonify(public_status(status_report(web.settings, web.engine().db), web.settings.expose_paths))
+    report = public_status(status_report(web.settings, web.engine().db), web.settings.expose_paths)
+    # This worker's text encoder, once a query has loaded it (none before: status loads nothing).
+    report["query_encoder"] = (web.engine().loaded_precisions() or [None])[0]
+    return jsonify(report)
 
 
 @blueprint.get("/healthz")
