@@ -103,7 +103,7 @@ def evaluate(dataset: Dataset, encoder: Encoder, settings, templates: Sequence[s
     started = time.monotonic()
     vectors, kept, failed = embed_image_files(
         encoder, [e.image for e in dataset.examples], settings.batch_for(getattr(encoder, "device", "cpu")),
-        settings.decode_workers,
+        settings.workers_for(getattr(encoder, "device", "cpu")),
         settings.max_image_pixels, settings.max_file_bytes, settings.decode_memory, progress)
     skipped = list(dataset.skipped) + [f"{s.path}: {s.reason}" for s in failed]
     examples = [dataset.examples[i] for i in kept]

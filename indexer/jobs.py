@@ -380,7 +380,7 @@ class IndexJob:
         with bar:
             for event in embed_files(plan.to_read, load, encoder.encode_pixels,
                                      self.settings.batch_for(getattr(encoder, "device", "cpu")),
-                                     self.settings.decode_workers,
+                                     self.settings.workers_for(getattr(encoder, "device", "cpu")),
                                      stats=stats):
                 if isinstance(event, Skipped):
                     self._skip(event, bar)

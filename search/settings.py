@@ -111,8 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
             _fraction),
     Setting("batch_size", "Images per encoder batch while indexing (default: 256 on CUDA, 32 on a CPU).",
             _positive_int),
-    Setting("decode_workers", "Threads that read, hash, "
-            "decode and resize images while the encoder runs.", _positive_int),
+    Setting("decode_workers", "Threads that read, hash, decode and resize images while the encoder "
+            "runs (default: the cores, at most 4, on a CPU; all cores but one beside a GPU).", _positive_int),
     Setting("max_image_pixels", "Library images that would decode to more pixels than this are "
             "refused as decompression bombs (Pillow's default limit; JPEGs count at the reduced "
             "scale they are decoded at).", _positive_int),
@@ -164,7 +164,7 @@ class Settings:
     index_memory: int = dataclasses.field(default_factory=lambda: _machine_memory() // 4)
     index_recall: float = 0.95
     batch_size: int | None = None  # None: batch_for() picks by device
-    decode_workers: int = max(1, min(4, os.cpu_count() or 1))
+    decode_workers: int | None = None  # None: workers_for() picks by device
     max_image_pixels: int = 89_478_485
     max_upload_pixels: int = 24_000_000
     max_file_bytes: int = 512 * 1024 * 1024
@@ -208,6 +208,11 @@ class Settings:
     def batch_for(self, device: str) -> int:
         """SPYGLASS_BATCH_SIZE, or the default for this device: a GPU needs big batches to be busy."""
         return self.batch_size or (256 if device.startswith("cuda") else 32)
+
+    def workers_for(self, device: str) -> int:
+        """SPYGLASS_DECODE_WORKERS, or the default for this device: beside a GPU, decoding is the work."""
+        cores = os.cpu_count() or 1
+        return self.decode_workers or (max(2, cores - 1) if device.startswith("cuda") else max(1, min(4, cores)))
 
     @property
     def db_url(self) -> str:

@@ -92,3 +92,12 @@ def test_an_index_records_the_precisions_of_its_vectors(settings, media, encoder
     later = status_report(settings)["index"]
     assert later["precision"] == "bf16,fp32"
     assert later["precision_min_cosine"] == facts["precision_min_cosine"]
+
+
+def test_batch_and_decode_threads_default_by_device(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    settings = Settings()
+    assert (settings.batch_for("cpu"), settings.workers_for("cpu")) == (32, 4)
+    assert (settings.batch_for("cuda:0"), settings.workers_for("cuda:0")) == (256, 15)
+    chosen = Settings.from_env({"SPYGLASS_BATCH_SIZE": "8", "SPYGLASS_DECODE_WORKERS": "3"})
+    assert (chosen.batch_for("cuda"), chosen.workers_for("cuda")) == (8, 3)
