@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -108,6 +109,16 @@ def test_real_subprocess_index_then_search(sqlite_settings, media):
     indexed = run_spyglass("index", str(media), env=env)
     assert indexed.returncode == 0, indexed.stderr
     assert "Indexing" in indexed.stderr and "img/s" in indexed.stderr  # the progress bar
+    assert "Encoder precision: fp32" in indexed.stderr and "encoder busy" not in indexed.stderr
+
+
+def test_verbose_index_says_where_the_encoders_time_went(sqlite_settings, media):
+    env = spyglass_env(sqlite_settings.override(precision="bf16"))
+    indexed = run_spyglass("-v", "index", "--no-progress", str(media), env=env)
+    assert indexed.returncode == 0, indexed.stderr
+    assert "Encoder precision: bf16 (min cosine" in indexed.stderr
+    busy = re.search(r"encoder busy (\d+)% of [\d.]+ s \([\d.]+ s waiting for decodes", indexed.stderr)
+    assert busy and 0 <= int(busy[1]) <= 100, indexed.stderr[-2000:]
     found = run_spyglass("search", "--image", str(media / "ünïcødé 猫.webp"), "-k", "1", env=env)
     assert found.returncode == 0, found.stderr
     assert found.stdout.split("  ", 1)[1].strip() == str(media / "ünïcødé 猫.webp")
