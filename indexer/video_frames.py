@@ -1,0 +1,148 @@
+"""Pick the frames of a video worth embedding: one at every cut and at least one every few seconds.
+
+Timestamps are the stream's presentation times (pts x time_base, in seconds), never a frame
+index divided by a rounded frame rate, which drifts on 29.97 fps and breaks on phone video
+with a variable frame rate. Cuts are found by a cheap change score on 48x27 thumbnails that
+libswscale makes while decoding: in colour, since two shots of one brightness are still a cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from spyglass.search.errors import SpyglassError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
+# The change score is the mean absolute difference of two 48x27 RGB thumbnails, 0 to 1.
+# Slow motion within a shot stays under 0.05; a cut between unrelated shots is well over 0.1.
+CUT_SCORE = 0.1
+_PROBE_SIZE = (48, 27)
+
+
+class VideoRefused(SpyglassError):
+    """A file that is not a video Spyglass can index: the message says why, in one line."""
+
+
+@dataclass
+class SampledFrame:
+    """A kept frame: its presentation time, why it was kept, and the picture, ready to preprocess."""
+
+    time_s: float
+    reason: str  # "first", "cut" or "gap"
+    image: object  # an RGB Pillow image whose short side covers the size asked for
+
+
+@dataclass
+class VideoFacts:
+    """What the header says about a video's stream."""
+
+    width: int
+    height: int
+    duration_s: float | None
+    codec: str
+
+
+def is_video(path: str | Path) -> bool:
+    """By extension, in any case."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def probe(path: str | Path, max_seconds: float) -> VideoFacts:
+    """The first video stream's facts; refused when there is none, or it is longer than max_seconds."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            return _facts(container, max_seconds)
+    except VideoRefused:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoRefused(f"not a readable video: {_reason(exc)}") from None
+
+
+def sample_frames(path: str | Path, cover: int, max_gap_s: float = 4.0, max_seconds: float = 4 * 3600,
+                  cut_score: float = CUT_SCORE) -> Iterator[SampledFrame]:
+    """Yield the frames to embed, in order: the first, the first after every cut, and one whenever
+    max_gap_s has passed since the last kept one. Each is scaled so its short side is `cover`.
+
+    A stream that breaks part way through ends the sampling with VideoRefused, after the frames
+    decoded before the break (the caller decides whether a partial video is kept).
+    """
+    av = _av()
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoRefused(f"not a readable video: {_reason(exc)}") from None
+    with container:
+        facts = _facts(container, max_seconds)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame and slice threads inside FFmpeg, off the GIL
+        size = _covering(facts.width, facts.height, cover)
+        previous, last_kept = None, None
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue  # no presentation time: it cannot be placed, so it is not kept
+                time_s = float(frame.pts * stream.time_base)
+                if time_s > max_seconds:
+                    raise VideoRefused(f"video runs past {max_seconds:.0f} s (SPYGLASS_MAX_VIDEO_SECONDS)")
+                small = frame.to_ndarray(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="rgb24")
+                score = 1.0 if previous is None else change_score(previous, small)
+                previous = small
+                if last_kept is None:
+                    reason = "first"
+                elif score >= cut_score:
+                    reason = "cut"
+                elif time_s - last_kept >= max_gap_s:
+                    reason = "gap"
+                else:
+                    continue
+                last_kept = time_s
+                yield SampledFrame(time_s, reason, frame.to_image(width=size[0], height=size[1]))
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise VideoRefused(f"video breaks off after {last_kept or 0:.1f} s: {_reason(exc)}") from None
+
+
+def change_score(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two thumbnails, from 0 (same) to 1."""
+    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)))) / 255.0
+
+
+def _facts(container, max_seconds: float) -> VideoFacts:
+    if not container.streams.video:
+        raise VideoRefused("the file has no video stream")
+    stream = container.streams.video[0]
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if not width or not height:
+        raise VideoRefused("the video stream has no picture size")
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000  # AV_TIME_BASE
+    if duration is not None and duration > max_seconds:
+        raise VideoRefused(f"video is {duration:.0f} s long, over the {max_seconds:.0f} s limit "
+                           "(SPYGLASS_MAX_VIDEO_SECONDS)")
+    return VideoFacts(width, height, duration, stream.codec_context.name)
+
+
+def _covering(width: int, height: int, cover: int) -> tuple[int, int]:
+    """The size whose short side is `cover` (never larger than the frame), aspect kept, even sides."""
+    scale = min(1.0, cover / min(width, height))
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def _av():
+    try:
+        import av
+    except ImportError:
+        raise VideoRefused("video needs PyAV", "pip install 'spyglass[video]'") from None
+    return av
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
