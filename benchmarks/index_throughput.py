@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 
+from spyglass.search.settings import PRECISIONS  # noqa: E402
+
 
 def timed_rate(encode, batches) -> float:
     """Images/s of encode over pre-decoded batches."""
@@ -132,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--peer-venv", type=Path, help="a venv with clip-retrieval installed")
     parser.add_argument("--peer-workers", type=int, default=os.cpu_count() or 2,

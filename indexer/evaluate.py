@@ -101,9 +101,9 @@ def evaluate(dataset: Dataset, encoder: Encoder, settings, templates: Sequence[s
              progress: bool = True) -> EvalReport:
     """Embed the set and measure: retrieval for captioned sets, zero-shot labelling for class folders."""
     started = time.monotonic()
+    device = getattr(encoder, "device", "cpu")
     vectors, kept, failed = embed_image_files(
-        encoder, [e.image for e in dataset.examples], settings.batch_for(getattr(encoder, "device", "cpu")),
-        settings.workers_for(getattr(encoder, "device", "cpu")),
+        encoder, [e.image for e in dataset.examples], settings.batch_for(device), settings.workers_for(device),
         settings.max_image_pixels, settings.max_file_bytes, settings.decode_memory, progress)
     skipped = list(dataset.skipped) + [f"{s.path}: {s.reason}" for s in failed]
     examples = [dataset.examples[i] for i in kept]

@@ -65,7 +65,6 @@ class IndexSummary:
     embed_seconds: float = 0.0
     generation_id: int | None = None
     labelled: int = 0
-    pipeline: PipelineStats | None = None  # where the encoder's time went, when anything was embedded
 
     def line(self) -> str:
         """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
@@ -365,6 +364,7 @@ class IndexJob:
 
     def _embed(self, plan: Plan, pending: PendingChanges) -> None:
         encoder = self.encoder()
+        device = getattr(encoder, "device", "cpu")
         self._target_index()  # so that the live generation's precisions are read before they are added to
         check = getattr(encoder, "precision_check", None)
         if check is not None:
@@ -379,8 +379,7 @@ class IndexJob:
         stats = PipelineStats()
         with bar:
             for event in embed_files(plan.to_read, load, encoder.encode_pixels,
-                                     self.settings.batch_for(getattr(encoder, "device", "cpu")),
-                                     self.settings.workers_for(getattr(encoder, "device", "cpu")),
+                                     self.settings.batch_for(device), self.settings.workers_for(device),
                                      stats=stats):
                 if isinstance(event, Skipped):
                     self._skip(event, bar)
@@ -406,7 +405,6 @@ class IndexJob:
                     self._publish(pending)
                     pending.clear()
         self.summary.embed_seconds = time.monotonic() - started
-        self.summary.pipeline = stats
         if stats.batches:
             log.debug("Indexing: %s.", stats.line())
 

@@ -41,14 +41,18 @@ class PipelineStats:
     batches: int = 0
 
     @property
+    def steady_seconds(self) -> float:
+        """The time after the first batch was full."""
+        return self.seconds - self.first_batch_wait_seconds
+
+    @property
     def busy(self) -> float:
-        """Fraction of the steady-state time (after the first batch) the encoder was computing."""
-        steady = self.seconds - self.first_batch_wait_seconds
-        return self.encode_seconds / steady if steady > 0 else 0.0
+        """Fraction of the steady-state time the encoder was computing."""
+        return self.encode_seconds / self.steady_seconds if self.steady_seconds > 0 else 0.0
 
     def line(self) -> str:
         """'encoder busy 97% of 12.1 s (0.2 s waiting for decodes, 0.1 s for writes; 1.3 s to the first batch)'."""
-        return (f"encoder busy {100 * self.busy:.0f}% of {self.seconds - self.first_batch_wait_seconds:.1f} s "
+        return (f"encoder busy {100 * self.busy:.0f}% of {self.steady_seconds:.1f} s "
                 f"({self.decode_wait_seconds - self.first_batch_wait_seconds:.1f} s waiting for decodes, "
                 f"{self.write_wait_seconds:.1f} s for writes; {self.first_batch_wait_seconds:.1f} s to "
                 f"the first batch), {self.batches} batches")

@@ -213,12 +213,12 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
     precision other than fp32 (auto, bf16, fp16) runs the reduced precision only if a
     fidelity check against fp32 passes (see search.precision); encoder.precision_check says.
     """
-    from .precision import reduce_precision
+    from .precision import chosen_precision, reduce_precision
 
     loaded = load_open_clip(architecture, pretrained, device, cache_dir)
     encoder = OpenClipEncoder(loaded.model, loaded.preprocess_val, loaded.tokenizer, loaded.device,
                               architecture, pretrained)
-    if pretrained is not None and precision != "fp32":
+    if pretrained is not None and chosen_precision(precision, encoder.device) != "fp32":
         encoder.image_tower  # noqa: B018 - of the fp32 weights, the ones the checkpoint holds
     encoder.precision_check = reduce_precision(encoder, precision)
     return encoder

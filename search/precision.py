@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Below this cosine between a vector and its fp32 twin, the reduced precision is refused: at
 # 0.999 a query's ranking of two images 0.03 apart in score (a close call) can flip, but
 # rarely; in our measurements bf16 stays above 0.9999 for ViT models.

@@ -85,6 +85,9 @@ def _flag(text: str) -> bool:
     raise ValueError("must be 1/true/yes/on or 0/false/no/off")
 
 
+# SPYGLASS_PRECISION's values (search.precision says what each means on which device).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", "Data folder: the SQLite catalog and the index files live here "
             "(default: $XDG_DATA_HOME/spyglass, i.e. ~/.local/share/spyglass).", _path),
@@ -100,7 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("precision", "Number format the encoder computes in: auto (fp16 on CUDA, bf16 on a CPU "
             "with AMX or AVX512-BF16, else fp32), fp32, bf16 or fp16. A reduced precision is used only "
             "if its vectors of a calibration batch stay within cosine 0.999 of fp32's.",
-            _choice("auto", "fp32", "bf16", "fp16")),
+            _choice(*PRECISIONS)),
     Setting("index_factory", "FAISS index type: auto (chosen from the vector count, "
             "SPYGLASS_INDEX_MEMORY and SPYGLASS_INDEX_RECALL), or any FAISS index factory string "
             "(Flat is exact search; IVF4096,Flat, OPQ64,IVF16384_HNSW32,PQ64x4fsr and HNSW32 are trained and tuned at build)."),

@@ -29,11 +29,11 @@ def index_facts(generation: IndexGeneration) -> dict:
              "bytes": generation.size_bytes + manifest.size + (generation.ann_size_bytes or 0),
              "segments": 1 + len(manifest.deltas), "tombstones": manifest.tombstones.count if manifest.tombstones else 0,
              "published": format_time(generation.created_at)}
-    mix = generation.precision_mix()
-    if mix.names:
-        facts["precision"] = ",".join(sorted(mix.names))
-        if mix.min_cosine is not None:
-            facts["precision_min_cosine"] = round(mix.min_cosine, 6)
+    precision = generation.precision_mix().columns()
+    if precision["precisions"]:
+        facts["precision"] = precision["precisions"]
+        if precision["precision_cosine"] is not None:
+            facts["precision_min_cosine"] = round(precision["precision_cosine"], 6)
     if generation.ann_factory:
         facts.update(search_params=AnnParams.from_json(generation.ann_params).describe(),
                      recall_at_10=round(generation.ann_recall, 4), query_ms=round(generation.ann_query_ms, 3),

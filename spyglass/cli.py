@@ -13,7 +13,7 @@ import click
 
 from spyglass.search.display import printable
 from spyglass.search.errors import SpyglassError
-from spyglass.search.settings import Settings
+from spyglass.search.settings import PRECISIONS, Settings
 
 
 class _SpyglassAndErrors(logging.Filter):
@@ -75,7 +75,7 @@ class SpyglassGroup(click.Group):
 @click.option("--model", help="open_clip architecture, or a model-config JSON [SPYGLASS_MODEL].")
 @click.option("--pretrained", help="Pretrained tag, or local checkpoint file/folder [SPYGLASS_PRETRAINED].")
 @click.option("--device", help="auto, cpu, cuda, cuda:N [SPYGLASS_DEVICE].")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+@click.option("--precision", type=click.Choice(PRECISIONS),
               help="Encoder number format; a reduced one must pass a fidelity check [SPYGLASS_PRECISION].")
 @click.option("-v", "--verbose", is_flag=True, help="Show the libraries' log messages.")
 @click.pass_context
