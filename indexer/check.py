@@ -12,7 +12,8 @@ from spyglass.search.db import create_db_engine, session_factory
 from spyglass.search.display import printable
 from spyglass.search.errors import IndexFileError, NoIndex
 from spyglass.search.migrate import require_current
-from spyglass.search.schema import MediaItem
+from spyglass.search.frames import FRAME_IDS_FROM, is_frame
+from spyglass.search.schema import MediaItem, VideoFrame
 from spyglass.search.settings import Settings
 from spyglass.search.segments import SegmentedStore
 
@@ -29,6 +30,8 @@ class CheckReport:
     generation_id: int | None = None
     vectors: int = 0
     rows: int = 0
+    frames: int = 0  # video frame rows, each with a vector of its own
+    videos_missing_frames: list[int] = field(default_factory=list)
     file_problem: str | None = None
     ann_problem: str | None = None
     orphan_vectors: list[int] = field(default_factory=list)
@@ -44,7 +47,8 @@ class CheckReport:
 
     def lines(self) -> list[str]:
         """The report for people."""
-        lines = [f"generation {self.generation_id}: {self.vectors:,} vectors, {self.rows:,} catalog rows"]
+        frames = f" and {self.frames:,} video frames" if self.frames else ""
+        lines = [f"generation {self.generation_id}: {self.vectors:,} vectors, {self.rows:,} catalog rows{frames}"]
         if self.file_problem:
             lines.append(f"index file: {self.file_problem}")
         else:
@@ -54,6 +58,8 @@ class CheckReport:
                          "next index run builds it again)")
         lines.append(f"vectors without a catalog row: {len(self.orphan_vectors):,}")
         lines.append(f"catalog rows without a vector: {len(self.rows_without_vectors):,}")
+        if self.videos_missing_frames:
+            lines.append(f"videos with a frame missing its vector: {len(self.videos_missing_frames):,}")
         lines.append(f"items whose file is gone: {len(self.missing_files):,}")
         lines += [f"  {printable(path)}" for path in self.missing_files[:10]]
         if len(self.missing_files) > 10:
@@ -93,12 +99,19 @@ def _check(settings: Settings, engine, repair: bool) -> CheckReport:
             rows[item_id] = path
             if url and path == url:  # imported with no local file: nothing on disk to miss
                 remote.add(item_id)
+        # A video's frames have vectors of their own, under ids past FRAME_IDS_FROM.
+        frame_owner = {FRAME_IDS_FROM + frame_id: item_id for frame_id, item_id
+                       in session.execute(select(VideoFrame.id, VideoFrame.item_id))}
     report.rows = len(rows)
+    report.frames = len(frame_owner)
     ids = set(index.ids().tolist()) if index is not None else set()
     report.vectors = len(ids)
-    report.orphan_vectors = sorted(ids - rows.keys())
-    report.rows_without_vectors = sorted(rows.keys() - ids) if index is not None else []
+    expected = rows.keys() | frame_owner.keys()
+    report.orphan_vectors = sorted(ids - expected)
+    report.rows_without_vectors = sorted(expected - ids) if index is not None else []
     gone = {item_id for item_id, path in rows.items() if item_id not in remote and not os.path.isfile(path)}
+    # A video missing one frame's vector is dropped whole: the next reindex embeds it again.
+    report.videos_missing_frames = sorted({frame_owner[i] for i in report.rows_without_vectors if is_frame(i)})
     report.missing_files = sorted(rows[i] for i in gone)
     if repair and not report.ok:
         if index is None:
@@ -141,7 +154,7 @@ def _first_readable(settings: Settings, generations, report: CheckReport) -> Seg
 def _repair(settings, sessions, index: SegmentedStore, ann: CarriedAnn | None, live, report: CheckReport,
             gone: set[int]) -> None:
     index.remove(report.orphan_vectors)
-    removed = set(report.rows_without_vectors) | gone
+    removed = {i for i in report.rows_without_vectors if not is_frame(i)} | set(report.videos_missing_frames) | gone
     changes = PendingChanges(removed=removed)
     if report.file_problem:
         ann = None  # it covers the live generation's base, not the older one repaired from

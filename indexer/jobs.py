@@ -35,14 +35,14 @@ from spyglass.search.schema import EmbeddingModel, IndexRun, MediaItem, MediaRoo
 from spyglass.search.settings import Settings
 from spyglass.search.segments import SegmentedStore
 
-from .decode import LoadedFile, load_file
+from .decode import LoadedFile, VideoRules, load_file
 from .labels import update_labels
-from .pipeline import EmbeddedBatch, PipelineStats, embed_files
+from .pipeline import EmbeddedBatch, PipelineStats, embed_files, serialised
 from .plan import Plan, plan_run, under
 from .ann_build import build_to_target, wanted_factory
 from .ann_carry import GROWTH_FACTOR, CarriedAnn, worn
 from .publish import PendingChanges, publish, publish_index
-from .scan import FoundFile, Skipped, walk
+from .scan import FoundFile, ScanCounts, Skipped, video_support, walk
 from .staging import drop_staged, model_key, stage, staged_vectors
 
 
@@ -65,11 +65,19 @@ class IndexSummary:
     embed_seconds: float = 0.0
     generation_id: int | None = None
     labelled: int = 0
+    videos: int = 0  # embedded this run
+    video_seconds: float = 0.0
+    frames_kept: int = 0
+    frames_sampled: int = 0
 
     def line(self) -> str:
         """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
-        rate = (f", {self.embedded / self.embed_seconds:.1f} images/s"
-                if self.embedded and self.embed_seconds else "")
+        images = self.embedded - self.videos
+        rate = (f", {images / self.embed_seconds:.1f} images/s"
+                if images and self.embed_seconds else "")
+        if self.videos:
+            rate += (f", {self.videos:,} videos ({self.video_seconds / 60:.1f} min): {self.frames_kept:,} "
+                     f"frames kept of {self.frames_sampled:,} sampled")
         resumed = f", {self.resumed:,} taken from an interrupted run" if self.resumed else ""
         labelled = f", {self.labelled:,} labelled" if self.labelled else ""
         return (f"{self.added:,} added, {self.updated:,} updated, {self.moved:,} moved, "
@@ -238,15 +246,19 @@ class IndexJob:
 
     def _index_roots(self) -> None:
         found: dict[str, FoundFile] = {}
+        videos, counts = video_support(), ScanCounts()
         with tqdm(unit=" files", desc="Scanning", file=sys.stderr, disable=not self.progress,
                   leave=False) as bar:
             for root in self.roots:
-                for entry in walk(root, self.media):
+                for entry in walk(root, self.media, videos, counts):
                     if isinstance(entry, Skipped):
                         self._skip(entry, bar)
                     else:
                         found.setdefault(entry.path, entry)
                         bar.update(1)
+        if counts.unindexable_videos:
+            self.echo(f"{counts.unindexable_videos:,} videos left out: indexing videos needs PyAV "
+                      "(pip install 'spyglass[video]')")
         failpoint("scan")
         with self.sessions() as session:
             plan = plan_run(session, list(found.values()), self.roots, self.rebuild)
@@ -369,17 +381,20 @@ class IndexJob:
         check = getattr(encoder, "precision_check", None)
         if check is not None:
             self._precision = self._precision.with_check(check)
+        encode = serialised(encoder.encode_pixels)
+        batch_size = self.settings.batch_for(device)
+        video = VideoRules(encode, batch_size, self.settings.video_max_gap, self.settings.max_video_seconds,
+                           self.settings.video_duplicate_cosine)
         load = partial(load_file, preprocess=encoder.preprocess,
                        max_pixels=self.settings.max_image_pixels,
                        draft_size=encoder.image_size, wants_pixels=plan.wants_pixels, media=self.media,
-                       gate=decode_gate(self.settings.decode_memory))
-        bar = tqdm(total=len(plan.to_read), unit="img", desc="Indexing", file=sys.stderr,
+                       gate=decode_gate(self.settings.decode_memory), video=video)
+        bar = tqdm(total=len(plan.to_read), unit=" files", desc="Indexing", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
         started = time.monotonic()
         stats = PipelineStats()
         with bar:
-            for event in embed_files(plan.to_read, load, encoder.encode_pixels,
-                                     self.settings.batch_for(device), self.settings.workers_for(device),
+            for event in embed_files(plan.to_read, load, encode, batch_size, self.settings.workers_for(device),
                                      stats=stats):
                 if isinstance(event, Skipped):
                     self._skip(event, bar)
@@ -394,6 +409,7 @@ class IndexJob:
                     stage(self.sessions, self.model_key, event.files, event.vectors)
                     for loaded, vector in zip(event.files, event.vectors, strict=True):
                         self._record_embedded(plan, pending, loaded, vector)
+                        self._count_video(loaded)
                     self.summary.embedded += len(event.files)
                     bar.update(len(event.files))
                 else:
@@ -408,8 +424,18 @@ class IndexJob:
         if stats.batches:
             log.debug("Indexing: %s.", stats.line())
 
+    def _count_video(self, loaded: LoadedFile) -> None:
+        video = loaded.video
+        if video is not None:
+            self.summary.videos += 1
+            self.summary.video_seconds += video.duration_s
+            self.summary.frames_kept += len(video.starts)
+            self.summary.frames_sampled += video.sampled
+
     def _record_embedded(self, plan: Plan, pending: PendingChanges, loaded: LoadedFile,
                          vector) -> None:
+        if loaded.video is not None:
+            pending.videos[loaded.file.path] = None if self.rebuild else loaded.video
         if self.rebuild:
             vector = None  # staged already: a rebuild publishes once, reading them back in chunks
         fields = _item_fields(loaded, self._root_id(loaded.file.root))
@@ -532,10 +558,12 @@ def _to_stderr(message: str) -> None:
 
 
 def _item_fields(loaded: LoadedFile, root_id: int) -> dict:
-    found = loaded.file
+    found, video = loaded.file, loaded.video
     return {"path": found.path, "root_id": root_id, "size": found.size, "mtime_ns": found.mtime_ns,
-            "content_hash": loaded.content_hash, "kind": "image", "format": loaded.format,
-            "width": loaded.width, "height": loaded.height, "indexed_at": utcnow()}
+            "content_hash": loaded.content_hash, "kind": "image" if video is None else "video",
+            "format": loaded.format, "width": loaded.width, "height": loaded.height, "indexed_at": utcnow(),
+            "duration_s": None if video is None else video.duration_s,
+            "poster_s": None if video is None else video.poster_s}
 
 
 def _check_root(root: str | os.PathLike) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spyglass.search.catalog import live_generation
 from spyglass.search.encoder import Encoder
+from spyglass.search.frames import FRAME_IDS_FROM
 from spyglass.search.labels import LABELS_STATE_KEY, LabelSet, label_vectors, top_labels
 from spyglass.search.schema import CatalogState, ItemLabel, MediaItem
 from spyglass.search.vectors import VectorIndex
@@ -64,6 +65,10 @@ def update_labels(sessions: sessionmaker[Session], label_set: LabelSet | None,
         if everything:
             session.execute(delete(ItemLabel))
         for ids, vectors in chunks:
+            items = ids < FRAME_IDS_FROM  # a video's frames are not items: its pooled vector is labelled
+            ids, vectors = ids[items], vectors[items]
+            if not len(ids):
+                continue
             best, scores = top_labels(vectors, weights, LABELS_PER_ITEM)
             session.add_all(ItemLabel(item_id=int(item_id), rank=rank + 1, label=label_set.labels[best[row, rank]],
                                       score=round(float(scores[row, rank]), 6))

@@ -16,6 +16,7 @@ from spyglass.search.errors import SpyglassError
 
 from .decode import LoadedFile
 from .scan import FoundFile, Skipped
+from .video_frames import VIDEO_SUFFIXES
 
 
 @dataclass
@@ -59,6 +60,17 @@ class PipelineStats:
 
 
 _DONE = object()
+
+
+def serialised(encode: Callable[[object], np.ndarray]) -> Callable[[object], np.ndarray]:
+    """The encoder, one call at a time: video frames embedded by decode threads take turns with
+    the image batches, instead of two forward passes fighting over the same cores."""
+    lock = threading.Lock()
+
+    def locked(pixels) -> np.ndarray:
+        with lock:
+            return encode(pixels)
+    return locked
 
 
 def embed_files(files: Iterable[FoundFile], load: Callable[[FoundFile], LoadedFile],
@@ -141,7 +153,11 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
             if not stats.batches:
                 stats.first_batch_wait_seconds += wait
             refill()
-            if isinstance(result, LoadedFile) and result.pixels is not None:
+            if isinstance(result, LoadedFile) and result.video is not None:
+                # A video was embedded frame batch by frame batch in its decode thread.
+                if not put(EmbeddedBatch([result], result.vector[None, :])):
+                    return
+            elif isinstance(result, LoadedFile) and result.pixels is not None:
                 batch.append(result)
                 if len(batch) == batch_size:
                     if not embed(batch):
@@ -166,4 +182,8 @@ def _load_or_skip(load: Callable[[FoundFile], LoadedFile], found: FoundFile) -> 
     except SpyglassError as exc:
         return Skipped(found.path, str(exc))
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile input
-        return Skipped(found.path, f"not a readable image: {type(exc).__name__}: {exc}")
+        what = "video" if found.path.lower().endswith(_VIDEO_ENDINGS) else "image"
+        return Skipped(found.path, f"not a readable {what}: {type(exc).__name__}: {exc}")
+
+
+_VIDEO_ENDINGS = tuple(VIDEO_SUFFIXES)

@@ -8,23 +8,26 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from spyglass.search.catalog import live_generation
 from spyglass.search.failpoints import failpoint
+from spyglass.search.frames import frame_vector_ids
 from spyglass.search.precision import PrecisionMix
 from spyglass.search.schema import (ANN_COLUMNS, LEASE_SECONDS, CatalogState, IndexGeneration, IndexReader,
-                                    ItemLabel, MediaItem, utcnow)
+                                    ItemLabel, MediaItem, VideoFrame, utcnow)
 from spyglass.search.segments import Manifest, SegmentedStore, SegmentFile
 
 from .ann_carry import CarriedAnn
-from .staging import staged_by_path, unstage
+from .staging import staged_by_path, staged_videos, unstage
+from .video_frames import VideoVectors
 
 # Generations kept on disk besides the live one, for readers that loaded it a moment ago.
 KEEP_PREVIOUS_GENERATIONS = 1
 # The highest item id ever given: ids of deleted items are not handed out again.
 HIGHEST_ID_KEY = "highest_item_id"
+HIGHEST_FRAME_ID_KEY = "highest_frame_id"
 _DELETE_CHUNK = 500
 _ADD_CHUNK = 20_000
 
@@ -39,6 +42,8 @@ class PendingChanges:
     touched: list[tuple[int, dict]] = field(default_factory=list)
     removed: set[int] = field(default_factory=set)
     staged_model: str = ""  # whose staged vectors these new vectors are
+    # The frames of the new and re-embedded videos, by path (None: in staged_vectors).
+    videos: dict[str, VideoVectors | None] = field(default_factory=dict)
 
     @property
     def vector_count(self) -> int:
@@ -52,6 +57,7 @@ class PendingChanges:
     def clear(self) -> None:
         """Forget everything, after a publish."""
         self.new, self.reembedded, self.touched, self.removed = [], [], [], set()
+        self.videos = {}
 
     def embedded_paths(self) -> list[str]:
         """Paths whose new vectors this holds."""
@@ -81,11 +87,17 @@ def publish(sessions: sessionmaker[Session], index: SegmentedStore, index_dir: P
     reembedded = [item_id for item_id, _, _ in changes.reembedded]
     removed = sorted(changes.removed)
     files = None
+    frames: list[dict] = []
     if changes.changes_vectors() or force_generation:
-        index.remove(reembedded + removed)
+        # A re-embedded or removed video's frames go with it.
+        old_frames = _frames_of(sessions, reembedded + removed)
+        index.remove(reembedded + removed + frame_vector_ids(old_frames).tolist())
         _add_vectors(sessions, index, new_ids + reembedded,
                      [(f["path"], v) for f, v in changes.new] + [(f["path"], v) for _, f, v in changes.reembedded],
                      changes.staged_model)
+        owners = {f["path"]: i for i, (f, _) in zip(new_ids, changes.new, strict=True)}
+        owners.update((f["path"], i) for i, f, _ in changes.reembedded)
+        frames = _add_frames(sessions, index, owners, changes.videos, changes.staged_model)
         base, manifest, _ = index.write(index_dir)
         files = (base, manifest, ann.columns(index_dir) if ann is not None else {})
     generation_id = None
@@ -98,9 +110,16 @@ def publish(sessions: sessionmaker[Session], index: SegmentedStore, index_dir: P
             session.execute(update(MediaItem), updates)
         for start in range(0, len(reembedded), _DELETE_CHUNK):  # their labels were of the old vectors
             session.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(reembedded[start:start + _DELETE_CHUNK])))
+        old_owners = reembedded + removed
+        for start in range(0, len(old_owners), _DELETE_CHUNK):
+            session.execute(delete(VideoFrame).where(VideoFrame.item_id.in_(old_owners[start:start + _DELETE_CHUNK])))
         for start in range(0, len(removed), _DELETE_CHUNK):
             chunk = removed[start:start + _DELETE_CHUNK]
             session.execute(delete(MediaItem).where(MediaItem.id.in_(chunk)))
+        for start in range(0, len(frames), _ADD_CHUNK):
+            session.execute(insert(VideoFrame), frames[start:start + _ADD_CHUNK])
+        if frames:
+            session.merge(CatalogState(key=HIGHEST_FRAME_ID_KEY, value=str(frames[-1]["id"])))
         if changes.staged_model:
             unstage(session, changes.staged_model, changes.embedded_paths())
         if new_ids:
@@ -133,6 +152,46 @@ def _add_vectors(sessions: sessionmaker[Session], index: SegmentedStore, ids: li
                 staged = staged_by_path(session, staged_model, missing)
         vectors = np.stack([staged[path] if vector is None else vector for path, vector in part])
         index.add(np.asarray(ids[start:start + _ADD_CHUNK], dtype=np.int64), vectors)
+
+
+def _frames_of(sessions: sessionmaker[Session], item_ids: list[int]) -> list[int]:
+    """The frame row ids of these items (videos have some)."""
+    found: list[int] = []
+    with sessions() as session:
+        for start in range(0, len(item_ids), _DELETE_CHUNK):
+            found += session.scalars(select(VideoFrame.id).where(
+                VideoFrame.item_id.in_(item_ids[start:start + _DELETE_CHUNK])))
+    return found
+
+
+def _add_frames(sessions: sessionmaker[Session], index: SegmentedStore, owners: dict[str, int],
+                videos: dict[str, VideoVectors | None], staged_model: str) -> list[dict]:
+    """Add the videos' frame vectors under fresh frame ids; returns the frame rows to insert."""
+    if not videos:
+        return []
+    staged = {}
+    missing = [path for path, video in videos.items() if video is None]
+    if missing:
+        with sessions() as session:
+            staged = staged_videos(session, staged_model, missing)
+    complete = {path: video if video is not None else staged[path] for path, video in videos.items()}
+    next_id = _highest_frame_id(sessions) + 1
+    rows: list[dict] = []
+    for path, video in complete.items():
+        ids = np.arange(next_id, next_id + len(video.starts), dtype=np.int64)
+        next_id += len(ids)
+        index.add(frame_vector_ids(ids), np.asarray(video.vectors, dtype=np.float32))
+        rows += [{"id": int(i), "item_id": owners[path], "start_s": float(a), "end_s": float(b)}
+                 for i, a, b in zip(ids, video.starts, video.ends, strict=True)]
+    return rows
+
+
+def _highest_frame_id(sessions: sessionmaker[Session]) -> int:
+    """The highest frame id ever given: an older generation a worker still holds keeps its meaning."""
+    with sessions() as session:
+        highest = session.scalar(select(func.max(VideoFrame.id))) or 0
+        given = session.get(CatalogState, HIGHEST_FRAME_ID_KEY)
+    return max(highest, int(given.value) if given else 0)
 
 
 def _next_ids(sessions: sessionmaker[Session], count: int) -> list[int]:

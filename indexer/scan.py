@@ -10,8 +10,24 @@ from typing import Iterator
 
 from spyglass.search.media_files import MediaRoots
 
+from .video_frames import VIDEO_SUFFIXES
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif",
                               ".bmp", ".dib", ".tif", ".tiff"})
+
+
+def video_support() -> bool:
+    """Whether PyAV is installed (`pip install 'spyglass[video]'`), so videos can be indexed."""
+    import importlib.util
+
+    return importlib.util.find_spec("av") is not None
+
+
+@dataclass
+class ScanCounts:
+    """What a walk passed over: videos, when they cannot be indexed."""
+
+    unindexable_videos: int = 0
 
 
 @dataclass(frozen=True)
@@ -32,8 +48,13 @@ class Skipped:
     reason: str
 
 
-def walk(root: str | os.PathLike, media: MediaRoots | None = None) -> Iterator[FoundFile | Skipped]:
+def walk(root: str | os.PathLike, media: MediaRoots | None = None, videos: bool = True,
+         counts: ScanCounts | None = None) -> Iterator[FoundFile | Skipped]:
     """Yield the supported files under root, recursively, following links but never looping.
+
+    Videos are yielded only when `videos` is true; otherwise `counts` counts them, so the caller
+    can say once how to index them (they are not recorded as skipped: installing PyAV is
+    enough for the next run to take them).
 
     A directory reached twice (a symlink loop, or two links to one folder) is walked once.
     Symbolic links are followed as media's policy allows (SPYGLASS_FOLLOW_SYMLINKS); without
@@ -60,7 +81,7 @@ def walk(root: str | os.PathLike, media: MediaRoots | None = None) -> Iterator[F
             continue
         subdirs = []
         for entry in children:
-            found = _visit(entry, root_path, media)
+            found = _visit(entry, root_path, media, videos, counts)
             if found == "dir":
                 subdirs.append(entry.path)
             elif found is not None:
@@ -69,7 +90,9 @@ def walk(root: str | os.PathLike, media: MediaRoots | None = None) -> Iterator[F
         stack.extend(reversed(subdirs))
 
 
-def _visit(entry: os.DirEntry, root: str, media: MediaRoots | None) -> FoundFile | Skipped | str | None:
+def _visit(entry: os.DirEntry, root: str, media: MediaRoots | None, videos: bool = True,
+           counts: ScanCounts | None = None) -> FoundFile | Skipped | str | None:
+    suffix = Path(entry.name).suffix.lower()
     try:
         info = entry.stat()  # follows symlinks
     except OSError as exc:
@@ -77,7 +100,11 @@ def _visit(entry: os.DirEntry, root: str, media: MediaRoots | None) -> FoundFile
             return Skipped(entry.path, "broken symbolic link")
         return Skipped(entry.path, f"cannot stat: {exc.strerror}")
     is_dir = stat.S_ISDIR(info.st_mode)
-    if not is_dir and (not stat.S_ISREG(info.st_mode) or Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS):
+    if not is_dir and not videos and suffix in VIDEO_SUFFIXES:
+        if counts is not None:
+            counts.unindexable_videos += 1
+        return None
+    if not is_dir and (not stat.S_ISREG(info.st_mode) or suffix not in _SUFFIXES):
         return None
     if media is not None and entry.is_symlink():
         refusal = media.link_refusal(entry.path)
@@ -91,6 +118,9 @@ def _visit(entry: os.DirEntry, root: str, media: MediaRoots | None) -> FoundFile
     if not os.access(entry.path, os.R_OK):
         return Skipped(entry.path, "permission denied")
     return FoundFile(path=entry.path, root=root, size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
+_SUFFIXES = IMAGE_EXTENSIONS | VIDEO_SUFFIXES
 
 
 def _is_utf8(path: str) -> bool:

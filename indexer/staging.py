@@ -14,6 +14,7 @@ from spyglass.search.schema import StagedVector
 from .decode import LoadedFile
 from .plan import under
 from .scan import FoundFile
+from .video_frames import VideoVectors
 
 _CHUNK = 500
 
@@ -30,6 +31,7 @@ class Staged:
     width: int
     height: int
     vector: np.ndarray
+    video: VideoVectors | None = None
 
     def matches(self, found: FoundFile) -> bool:
         """Whether the file is still the one that was embedded."""
@@ -37,7 +39,7 @@ class Staged:
 
     def as_loaded(self, found: FoundFile) -> LoadedFile:
         """The LoadedFile this vector came from, without reading the file again."""
-        return LoadedFile(found, self.content_hash, None, self.format, self.width, self.height)
+        return LoadedFile(found, self.content_hash, None, self.format, self.width, self.height, video=self.video)
 
 
 def model_key(identity: tuple[str, str]) -> str:
@@ -52,7 +54,8 @@ def stage(sessions: sessionmaker[Session], model: str, files: list[LoadedFile], 
         session.add_all(StagedVector(
             model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
             content_hash=f.content_hash, format=f.format, width=f.width, height=f.height,
-            vector=np.ascontiguousarray(v, dtype="<f4").tobytes()) for f, v in zip(files, vectors, strict=True))
+            vector=np.ascontiguousarray(v, dtype="<f4").tobytes(), **_video_columns(f.video))
+            for f, v in zip(files, vectors, strict=True))
         session.flush()
         failpoint("stage")
 
@@ -63,9 +66,39 @@ def staged_vectors(session: Session, model: str, roots: list[str]) -> dict[str, 
     query = select(StagedVector).where(StagedVector.model == model)
     for root in roots:
         for row in session.scalars(under(query, StagedVector.path, root)):
+            vector = np.frombuffer(row.vector, dtype="<f4")
             found[row.path] = Staged(row.path, row.size, row.mtime_ns, row.content_hash, row.format,
-                                     row.width, row.height, np.frombuffer(row.vector, dtype="<f4"))
+                                     row.width, row.height, vector, _video_of(row, vector))
     return found
+
+
+def staged_videos(session: Session, model: str, paths: list[str]) -> dict[str, VideoVectors]:
+    """The staged frames of these video paths."""
+    found = {}
+    for start in range(0, len(paths), _CHUNK):
+        query = select(StagedVector).where(StagedVector.model == model,
+                                           StagedVector.path.in_(paths[start:start + _CHUNK]))
+        for row in session.scalars(query):
+            found[row.path] = _video_of(row, np.frombuffer(row.vector, dtype="<f4"))
+    return found
+
+
+def _video_columns(video: VideoVectors | None) -> dict:
+    if video is None:
+        return {}
+    return {"duration_s": video.duration_s, "poster_s": video.poster_s,
+            "frame_times": np.ascontiguousarray(video.starts, dtype="<f8").tobytes(),
+            "frame_vectors": np.ascontiguousarray(video.vectors, dtype="<f4").tobytes()}
+
+
+def _video_of(row: StagedVector, pooled: np.ndarray) -> VideoVectors | None:
+    """The frames staged with a video (None for an image)."""
+    if row.frame_times is None:
+        return None
+    starts = np.frombuffer(row.frame_times, dtype="<f8")
+    vectors = np.frombuffer(row.frame_vectors, dtype="<f4").reshape(len(starts), -1)
+    ends = np.append(starts[1:], row.duration_s)
+    return VideoVectors(starts, ends, vectors, pooled, row.poster_s, row.duration_s, row.width, row.height)
 
 
 def staged_by_path(session: Session, model: str, paths: list[str]) -> dict[str, np.ndarray]:

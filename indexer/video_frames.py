@@ -8,9 +8,10 @@ libswscale makes while decoding: in colour, since two shots of one brightness ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -46,6 +47,33 @@ class VideoFacts:
     codec: str
 
 
+@dataclass
+class SamplingStats:
+    """What sampling saw besides the kept frames: every decoded frame counts."""
+
+    decoded: int = 0
+    last_time_s: float = 0.0
+    frame_step_s: float = 0.0  # the last gap between two decoded frames
+    facts: VideoFacts | None = None
+
+
+@dataclass
+class VideoVectors:
+    """A video's kept frames (start, end, vector, in time order), its pooled vector and poster time."""
+
+    starts: np.ndarray  # float64 seconds
+    ends: np.ndarray
+    vectors: np.ndarray  # float32, one unit row per kept frame
+    pooled: np.ndarray  # the duration-weighted mean of the frames, renormalised
+    poster_s: float  # the start of the frame nearest the pooled vector
+    duration_s: float
+    width: int
+    height: int
+    sampled: int = 0  # frames embedded, before near-duplicates were dropped
+    decoded: int = 0  # frames decoded
+    reasons: dict = field(default_factory=dict)  # kept frames by why they were sampled
+
+
 def is_video(path: str | Path) -> bool:
     """By extension, in any case."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
@@ -63,21 +91,23 @@ def probe(path: str | Path, max_seconds: float) -> VideoFacts:
         raise VideoRefused(f"not a readable video: {_reason(exc)}") from None
 
 
-def sample_frames(path: str | Path, cover: int, max_gap_s: float = 4.0, max_seconds: float = 4 * 3600,
-                  cut_score: float = CUT_SCORE) -> Iterator[SampledFrame]:
+def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.0, max_seconds: float = 4 * 3600,
+                  cut_score: float = CUT_SCORE, stats: SamplingStats | None = None) -> Iterator[SampledFrame]:
     """Yield the frames to embed, in order: the first, the first after every cut, and one whenever
     max_gap_s has passed since the last kept one. Each is scaled so its short side is `cover`.
 
     A stream that breaks part way through ends the sampling with VideoRefused, after the frames
-    decoded before the break (the caller decides whether a partial video is kept).
+    decoded before the break (the caller decides whether a partial video is kept). `path` may
+    be an open binary file. `stats`, when given, is filled in as frames are decoded.
     """
     av = _av()
+    stats = stats if stats is not None else SamplingStats()
     try:
-        container = av.open(str(path))
+        container = av.open(path if hasattr(path, "read") else str(path))
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise VideoRefused(f"not a readable video: {_reason(exc)}") from None
     with container:
-        facts = _facts(container, max_seconds)
+        facts = stats.facts = _facts(container, max_seconds)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame and slice threads inside FFmpeg, off the GIL
         size = _covering(facts.width, facts.height, cover)
@@ -89,6 +119,10 @@ def sample_frames(path: str | Path, cover: int, max_gap_s: float = 4.0, max_seco
                 time_s = float(frame.pts * stream.time_base)
                 if time_s > max_seconds:
                     raise VideoRefused(f"video runs past {max_seconds:.0f} s (SPYGLASS_MAX_VIDEO_SECONDS)")
+                if stats.decoded:
+                    stats.frame_step_s = max(0.0, time_s - stats.last_time_s)
+                stats.decoded += 1
+                stats.last_time_s = max(stats.last_time_s, time_s)
                 small = frame.to_ndarray(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="rgb24")
                 score = 1.0 if previous is None else change_score(previous, small)
                 previous = small
@@ -104,6 +138,85 @@ def sample_frames(path: str | Path, cover: int, max_gap_s: float = 4.0, max_seco
                 yield SampledFrame(time_s, reason, frame.to_image(width=size[0], height=size[1]))
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise VideoRefused(f"video breaks off after {last_kept or 0:.1f} s: {_reason(exc)}") from None
+
+
+def embed_video(source: str | Path | BinaryIO, cover: int, preprocess: Callable, encode: Callable,
+                batch_size: int, max_gap_s: float, max_seconds: float, duplicate_cosine: float) -> VideoVectors:
+    """Sample, embed and thin a video's frames, batch by batch, so memory holds one batch of pixels.
+
+    A sampled frame whose vector has at least `duplicate_cosine` with the last kept frame's is
+    dropped: a static shot costs one vector however long it runs. Each kept frame stands for
+    the time until the next kept one; the last, until the end of the video.
+    """
+    import torch
+
+    stats = SamplingStats()
+    times: list[float] = []
+    reasons: list[str] = []
+    kept_times: list[float] = []
+    kept: list[np.ndarray] = []
+    kept_reasons: dict[str, int] = {}
+    pending: list = []
+    sampled = 0
+
+    def flush() -> None:
+        nonlocal sampled
+        if not pending:
+            return
+        vectors = np.asarray(encode(torch.stack(pending)), dtype=np.float32)
+        sampled += len(pending)
+        for time_s, reason, vector in zip(times, reasons, vectors, strict=True):
+            if kept and float(np.dot(kept[-1], vector)) >= duplicate_cosine:
+                continue
+            kept_times.append(time_s)
+            kept.append(vector)
+            kept_reasons[reason] = kept_reasons.get(reason, 0) + 1
+        pending.clear()
+        times.clear()
+        reasons.clear()
+
+    for frame in sample_frames(source, cover, max_gap_s, max_seconds, stats=stats):
+        pending.append(preprocess(frame.image))
+        times.append(frame.time_s)
+        reasons.append(frame.reason)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    if not kept:
+        raise VideoRefused("the video has no frame that could be decoded")
+    facts = stats.facts
+    starts = np.asarray(kept_times, dtype=np.float64)
+    # The end: the stream's stated length, or the last frame's time plus one frame.
+    duration = max(facts.duration_s or 0.0, stats.last_time_s + stats.frame_step_s, float(starts[-1]))
+    ends = np.append(starts[1:], duration)
+    vectors = np.stack(kept).astype(np.float32)
+    pooled = pool(vectors, ends - starts)
+    poster = float(starts[int(np.argmax(vectors @ pooled))])
+    return VideoVectors(starts, ends, vectors, pooled, poster, duration, facts.width, facts.height,
+                        sampled=sampled, decoded=stats.decoded, reasons=kept_reasons)
+
+
+def pool(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted mean of unit vectors, renormalised (a plain mean when no weight is positive)."""
+    weights = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
+    if not weights.sum() > 0:
+        weights = np.ones(len(vectors))
+    mean = (vectors.astype(np.float64) * weights[:, None]).sum(axis=0)
+    norm = np.linalg.norm(mean)
+    if not norm > 1e-9:  # frames that cancel out: the first one stands for the video
+        return vectors[0].astype(np.float32)
+    return (mean / norm).astype(np.float32)
+
+
+def container_format(path: str | Path, head: bytes) -> str:
+    """The catalog's format name for a video file, by its first bytes (and its extension, to tell
+    WebM from other Matroska); VideoRefused when they are no container Spyglass reads."""
+    from spyglass.search.media_files import format_matches
+
+    for fmt in ("MP4", "MKV", "AVI"):
+        if format_matches(fmt, head):
+            return "WEBM" if fmt == "MKV" and Path(path).suffix.lower() == ".webm" else fmt
+    raise VideoRefused("not a readable video: the file starts like no MP4, QuickTime, Matroska, WebM or AVI file")
 
 
 def change_score(a: np.ndarray, b: np.ndarray) -> float:
@@ -145,4 +258,6 @@ def _av():
 
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    # FFmpeg's errors end with the file's name, which for an open file is a descriptor number.
+    text = re.sub(r"^\[Errno -?\d+\] |: '[^']*'$", "", text)
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
 from .labels import LABELS_STATE_KEY
-from .schema import CatalogState, IndexGeneration, IndexRun, ItemLabel, MediaItem, MediaRoot
+from .schema import CatalogState, IndexGeneration, IndexRun, ItemLabel, MediaItem, MediaRoot, VideoFrame
 
 
 ID_CHUNK = 1000
@@ -23,6 +23,9 @@ class CatalogStatus:
     """What `spyglass status` reports."""
 
     items: int
+    videos: int
+    frames: int
+    video_seconds: float
     roots: list[str]
     generation: IndexGeneration | None
     last_run: IndexRun | None
@@ -68,6 +71,27 @@ class Catalog:
             ids = session.scalars(select(MediaItem.id).where(*conditions).order_by(MediaItem.id).limit(limit)).all()
         return np.asarray(ids, dtype=np.int64)
 
+    def frame_owners(self, frame_ids: Sequence[int]) -> dict[int, int]:
+        """The video item of each of these frame rows (rows deleted since are left out)."""
+        found: dict[int, int] = {}
+        with self.sessions() as session:
+            for chunk in _id_chunks(frame_ids):
+                found.update(tuple(row) for row in session.execute(
+                    select(VideoFrame.id, VideoFrame.item_id).where(VideoFrame.id.in_(chunk))))
+        return found
+
+    def frames_of(self, item_ids: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each video's frames as (frame row ids, start times, end times), in time order."""
+        rows: dict[int, list] = {}
+        with self.sessions() as session:
+            for chunk in _id_chunks(item_ids):
+                query = (select(VideoFrame.item_id, VideoFrame.id, VideoFrame.start_s, VideoFrame.end_s)
+                         .where(VideoFrame.item_id.in_(chunk)).order_by(VideoFrame.item_id, VideoFrame.start_s))
+                for item_id, frame_id, start, end in session.execute(query):
+                    rows.setdefault(item_id, []).append((frame_id, start, end))
+        return {item_id: (np.array([r[0] for r in frames], np.int64), np.array([r[1] for r in frames]),
+                          np.array([r[2] for r in frames])) for item_id, frames in rows.items()}
+
     def root_paths(self) -> list[str]:
         """Every media root folder."""
         with self.sessions() as session:
@@ -93,6 +117,9 @@ class Catalog:
         with self.sessions() as session:
             return CatalogStatus(
                 items=session.scalar(select(func.count(MediaItem.id))) or 0,
+                videos=session.scalar(select(func.count(MediaItem.id)).where(MediaItem.kind == "video")) or 0,
+                frames=session.scalar(select(func.count(VideoFrame.id))) or 0,
+                video_seconds=session.scalar(select(func.sum(MediaItem.duration_s))) or 0.0,
                 roots=list(session.scalars(select(MediaRoot.path).order_by(MediaRoot.path))),
                 generation=live_generation(session),
                 last_run=session.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1)),

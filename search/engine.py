@@ -16,6 +16,7 @@ from .catalog import Catalog
 from .db import create_db_engine, session_factory
 from .encoder import Encoder, load_encoder
 from .errors import BadQuery, UnknownItem
+from .frames import FRAME_IDS_FROM, Segment, frame_row_ids, frame_vector_ids, segments
 from .images import decode_gate, decode_image
 from .live_index import LiveIndex, Snapshot
 from .media_files import MediaRoots, read_regular_file
@@ -47,6 +48,7 @@ class Hit:
     rank: int
     score: float
     item: MediaItem
+    segments: tuple[Segment, ...] = ()  # a video's best moments, best first
 
     @property
     def relative_path(self) -> str:
@@ -60,7 +62,9 @@ class Hit:
                 "kind": item.kind, "format": item.format, "width": item.width,
                 "height": item.height, "size": item.size, "mtime_ns": item.mtime_ns,
                 "content_hash": item.content_hash, "labels": [label.label for label in item.labels],
-                "source_url": item.url, "caption": item.caption}
+                "source_url": item.url, "caption": item.caption,
+                **({"duration_s": item.duration_s, "segments": [seg.as_dict() for seg in self.segments]}
+                   if item.kind == "video" else {})}
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,7 @@ class SearchEngine:
         wanted = offset + k + 1  # one more than the page, to know whether a next page exists
         filters = filters if filters is not None and filters.active() else None
         if filters is None:
-            ranked = self._nearest(snapshot, vector, min(total, wanted), min_score)
+            ranked = self._nearest_items(snapshot, vector, min(total, wanted), min_score)
         else:
             ranked = self._nearest_meeting(snapshot, vector, wanted, min_score,
                                            filters.conditions(self.catalog.root_paths()))
@@ -235,7 +239,9 @@ class SearchEngine:
         rows = self.catalog.items_by_id([i for i, _ in page])
         # An id without a row can only be an item deleted after this snapshot was loaded.
         matched = [(i, s) for i, s in page if i in rows]
-        hits = [Hit(offset + rank, score, rows[i]) for rank, (i, score) in enumerate(matched, start=1)]
+        moments = self._moments(snapshot, vector, [i for i, _ in matched if rows[i].kind == "video"])
+        hits = [Hit(offset + rank, score, rows[i], moments.get(i, ()))
+                for rank, (i, score) in enumerate(matched, start=1)]
         return SearchResult(hits=hits, generation_id=snapshot.generation.id, total=total,
                             next_offset=offset + k if len(ranked) > offset + k else None)
 
@@ -247,6 +253,59 @@ class SearchEngine:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
                 if i >= 0 and (min_score is None or s >= min_score)]
 
+    def _nearest_items(self, snapshot: Snapshot, vector: np.ndarray, n: int,
+                       min_score: float | None) -> list[tuple[int, float]]:
+        """The n best items: a video scores as its best vector (a frame, or its pooled one).
+
+        Frames are over-fetched: the nearest vectors widen until they name n items, since one
+        long video may hold many of them.
+        """
+        total = len(snapshot.index)
+        fetch = min(total, n)
+        while True:
+            raw = self._nearest(snapshot, vector, fetch, min_score)
+            items = self._grouped(raw)
+            if len(items) >= n or len(raw) < fetch or fetch >= total:
+                return items[:n] if len(items) > n else items
+            fetch = min(total, fetch * _WIDEN)
+
+    def _grouped(self, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """Ranked vectors as ranked items: frames stand for their video, each item once, at its best."""
+        frames = [i for i, _ in ranked if i >= FRAME_IDS_FROM]
+        if not frames:
+            return ranked
+        owners = self.catalog.frame_owners(frame_row_ids(frames).tolist())
+        seen: set[int] = set()
+        items = []
+        for vector_id, score in ranked:
+            item_id = vector_id if vector_id < FRAME_IDS_FROM else owners.get(vector_id - FRAME_IDS_FROM)
+            if item_id is None or item_id in seen:
+                continue  # a frame of a video deleted since this snapshot, or a lesser vector of one seen
+            seen.add(item_id)
+            items.append((item_id, score))
+        return items
+
+    def _exact_items(self, snapshot: Snapshot, vector: np.ndarray, subset: np.ndarray, wanted: int,
+                     min_score: float | None) -> list[tuple[int, float]]:
+        """The exact best `wanted` of these items, videos scored by their frames as well."""
+        frames = self.catalog.frames_of(subset.tolist())
+        if not frames:
+            return exact_among(snapshot.stored, vector, subset, wanted, min_score)
+        ids = np.concatenate([subset] + [frame_vector_ids(f[0]) for f in frames.values()])
+        return self._grouped(exact_among(snapshot.stored, vector, ids, len(ids), min_score))[:wanted]
+
+    def _moments(self, snapshot: Snapshot, vector: np.ndarray, video_ids: list[int]) -> dict[int, tuple[Segment, ...]]:
+        """Each video's best segments, from the exact scores of all its frames in this snapshot."""
+        found = {}
+        for item_id, (frame_ids, starts, ends) in self.catalog.frames_of(video_ids).items():
+            ids = frame_vector_ids(frame_ids)
+            present = snapshot.stored.contains(ids)
+            if not present.any():
+                continue
+            scores = snapshot.stored.vectors(ids[present]) @ vector
+            found[item_id] = tuple(segments(starts[present], ends[present], scores))
+        return found
+
     def _nearest_meeting(self, snapshot: Snapshot, vector: np.ndarray, wanted: int,
                          min_score: float | None, conditions: list) -> list[tuple[int, float]]:
         total = len(snapshot.index)
@@ -257,9 +316,9 @@ class SearchEngine:
             # that few enough items meet, and only the broad ones go through it.
             subset = self.catalog.ids_where(conditions, limit=SUBSET_LIMIT + 1)
             if len(subset) <= SUBSET_LIMIT:
-                return exact_among(snapshot.stored, vector, subset, wanted, min_score)
+                return self._exact_items(snapshot, vector, subset, wanted, min_score)
         while True:
-            ranked = self._nearest(snapshot, vector, n, min_score)
+            ranked = self._nearest_items(snapshot, vector, n, min_score)
             meeting = self.catalog.ids_meeting([i for i, _ in ranked], conditions)
             matched = [(i, s) for i, s in ranked if i in meeting]
             if len(matched) >= wanted or n >= total:
@@ -268,7 +327,7 @@ class SearchEngine:
                 # Too few of the nearest meet it: how many items meet it at all?
                 subset = self.catalog.ids_where(conditions, limit=SUBSET_LIMIT + 1)
                 if len(subset) <= SUBSET_LIMIT:
-                    return exact_among(snapshot.stored, vector, subset, wanted, min_score)
+                    return self._exact_items(snapshot, vector, subset, wanted, min_score)
             if len(ranked) < n:  # the index has no more candidates, or the rest score too low
                 return matched
             n = min(total, n * _WIDEN)

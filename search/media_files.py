@@ -27,12 +27,23 @@ _MAGIC = {
     "GIF": (b"GIF87a", b"GIF89a"), "BMP": (b"BM",), "TIFF": (b"II*\x00", b"MM\x00*"),
 }
 MAGIC_BYTES = 12
+# Video containers, as the catalog records them; MP4 covers .mp4, .m4v and .mov (ISO base media).
+VIDEO_FORMATS = frozenset({"MP4", "MKV", "WEBM", "AVI"})
+_EBML = b"\x1a\x45\xdf\xa3"  # Matroska and WebM
+# The box an ISO base-media file opens with: ftyp, or moov/mdat/wide/free/skip in old QuickTime.
+_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 
 
 def format_matches(fmt: str, head: bytes) -> bool:
     """Whether a file's first bytes are those of the format the catalog recorded."""
     if fmt == "WEBP":
         return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    if fmt == "AVI":
+        return head[:4] == b"RIFF" and head[8:12] == b"AVI "
+    if fmt in ("MKV", "WEBM"):
+        return head.startswith(_EBML)
+    if fmt == "MP4":
+        return head[4:8] in _ISO_BOXES
     return any(head.startswith(magic) for magic in _MAGIC.get(fmt, ()))
 
 
@@ -88,8 +99,13 @@ class MediaRoots:
                                  "(SPYGLASS_FOLLOW_SYMLINKS=inside)")
         return real
 
-    def open(self, path: str, expected: tuple[int, int] | None = None) -> tuple[BinaryIO, os.stat_result]:
-        """Open a media file for reading under the rules; expected is the (size, mtime_ns) it must have."""
+    def open(self, path: str, expected: tuple[int, int] | None = None,
+             streamed: bool = False) -> tuple[BinaryIO, os.stat_result]:
+        """Open a media file for reading under the rules; expected is the (size, mtime_ns) it must have.
+
+        `streamed` files (videos) are read piece by piece, never whole, so the byte limit does not
+        apply to them: SPYGLASS_MAX_VIDEO_SECONDS bounds the work instead.
+        """
         real = self._resolved(path)
         try:
             fd = os.open(real, _OPEN_FLAGS)
@@ -111,7 +127,7 @@ class MediaRoots:
             if expected is not None and (info.st_size, info.st_mtime_ns) != tuple(expected):
                 raise MediaFileError("the file changed since it was indexed (its size or modification "
                                      "time differs)", "`spyglass reindex` indexes it again")
-            if info.st_size > self.max_bytes:
+            if info.st_size > self.max_bytes and not streamed:
                 raise MediaFileError(f"the file is {info.st_size:,} bytes, over the "
                                      f"{self.max_bytes:,}-byte limit (SPYGLASS_MAX_FILE_BYTES)")
         except BaseException:
@@ -121,7 +137,7 @@ class MediaRoots:
 
     def open_indexed(self, path: str, size: int, mtime_ns: int, fmt: str) -> tuple[BinaryIO, os.stat_result]:
         """Open a file only while it is still the one indexed: same size, mtime and format by its magic bytes."""
-        handle, info = self.open(path, expected=(size, mtime_ns))
+        handle, info = self.open(path, expected=(size, mtime_ns), streamed=fmt in VIDEO_FORMATS)
         try:
             # pread leaves the file position alone: servers hand the descriptor to sendfile.
             if not format_matches(fmt, os.pread(handle.fileno(), MAGIC_BYTES, 0)):

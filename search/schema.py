@@ -60,6 +60,9 @@ class MediaItem(Base):
     # then `url` is where the original lives, and `path` is that same URL.
     url: Mapped[str | None] = mapped_column(Text)
     caption: Mapped[str | None] = mapped_column(Text)
+    # Videos only: the length, and the moment whose frame best stands for the whole (its poster).
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    poster_s: Mapped[float | None] = mapped_column(Float)
 
     root: Mapped[MediaRoot | None] = relationship()
     labels: Mapped[list["ItemLabel"]] = relationship(order_by="ItemLabel.rank", lazy="raise",
@@ -71,6 +74,21 @@ class MediaItem(Base):
         if self.root is None:
             return os.path.basename(self.path)
         return os.path.relpath(self.path, self.root.path)
+
+
+class VideoFrame(Base):
+    """A kept frame of a video: the stretch [start_s, end_s) it stands for.
+
+    Its vector's id in the index is FRAME_IDS_FROM + id (search.frames), beside the
+    video's pooled vector under the video item's own id.
+    """
+
+    __tablename__ = "video_frames"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"), index=True)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
 
 
 class SkippedFile(Base):
@@ -201,6 +219,12 @@ class StagedVector(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
+    # Videos: the length, the poster time, and the kept frames' start times (float64) and
+    # vectors (float32), little-endian.
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    poster_s: Mapped[float | None] = mapped_column(Float)
+    frame_times: Mapped[bytes | None] = mapped_column(LargeBinary)
+    frame_vectors: Mapped[bytes | None] = mapped_column(LargeBinary)
     staged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("model", "path", name="uq_staged_vectors_model_path"),)

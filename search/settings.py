@@ -62,6 +62,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):  # NaN fails this too
+        raise ValueError("must be a number of seconds above 0")
+    return value
+
+
 def _machine_memory() -> int:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -123,6 +130,13 @@ SETTINGS: tuple[Setting, ...] = (
             "anyone who can reach the server can send one.", _positive_int),
     Setting("max_file_bytes", "Library files larger than this are skipped, and never read into "
             "memory (512M, 1G or a number of bytes).", _byte_size),
+    Setting("max_video_seconds", "Videos longer than this are skipped with a reason (seconds; "
+            "default 14400, four hours).", _positive_seconds),
+    Setting("video_max_gap", "While indexing a video, a frame is embedded at every cut and at least "
+            "once every this many seconds (default 4).", _positive_seconds),
+    Setting("video_duplicate_cosine", "A sampled video frame whose embedding has at least this cosine "
+            "with the last kept frame's is dropped, so a static shot costs one vector (0 to 1; default 0.97).",
+            _fraction),
     Setting("decode_memory", "Memory that concurrent image decodes in one process may hold "
             "together (1G, ...); a decode waits until there is room.", _byte_size),
     Setting("follow_symlinks", "Symbolic links in the library: inside (only links whose target "
@@ -172,6 +186,9 @@ class Settings:
     max_upload_pixels: int = 24_000_000
     max_file_bytes: int = 512 * 1024 * 1024
     decode_memory: int = 1024 * 1024 * 1024
+    max_video_seconds: float = 4 * 3600.0
+    video_max_gap: float = 4.0
+    video_duplicate_cosine: float = 0.97
     follow_symlinks: str = "inside"
     checkpoint_items: int = 20_000
     model_cache: Path | None = None

@@ -63,6 +63,9 @@ def status_report(settings: Settings, db: Engine | None = None) -> dict:
             engine.dispose()
     generation, run = status.generation, status.last_run
     report.update(items=status.items, roots=status.roots)
+    if status.videos:
+        report["videos"] = {"videos": status.videos, "frames": status.frames,
+                            "hours": round(status.video_seconds / 3600, 2)}
     report["model"] = None if generation is None else {
         "architecture": generation.model.architecture,
         "pretrained": generation.model.pretrained or "random weights",

@@ -352,17 +352,23 @@ def finetune(settings: Settings, data, image_key, caption_key, separator, model_
 @click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many results.")
 @click.option("--label", help="Only items whose best zero-shot label is this (SPYGLASS_LABELS).")
+@click.option("--kind", type=click.Choice(["image", "video"]), help="Only images, or only videos.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 @click.pass_obj
-def search(settings: Settings, query, image, k, label, as_json) -> None:
-    """Search by text (QUERY) or by example (--image); prints score and path, best first."""
+def search(settings: Settings, query, image, k, label, kind, as_json) -> None:
+    """Search by text (QUERY) or by example (--image); prints score and path, best first.
+
+    A video prints once a moment that matches (at most 3), with its time range:
+    `0.3120  /media/beach.mp4  01:12–01:19`.
+    """
     from spyglass.search.engine import SearchEngine
+    from spyglass.search.frames import format_range
     from spyglass.search.query import Filters
 
     if bool(query) == bool(image):
         raise click.UsageError("give either a QUERY text or --image PATH (one of them)")
     engine = SearchEngine(settings)
-    filters = Filters(label=label) if label else None
+    filters = Filters(label=label, kind=kind) if label or kind else None
     try:
         result = (engine.search_image(image, k, filters) if image else engine.search_text(query, k, filters))
     finally:
@@ -375,7 +381,10 @@ def search(settings: Settings, query, image, k, label, as_json) -> None:
     if not result.hits:
         click.echo("no results", err=True)
     for hit in result.hits:
-        click.echo(f"{hit.score:.4f}  {printable(hit.item.path)}")
+        if not hit.segments:
+            click.echo(f"{hit.score:.4f}  {printable(hit.item.path)}")
+        for segment in hit.segments:
+            click.echo(f"{segment.score:.4f}  {printable(hit.item.path)}  {format_range(segment.start_s, segment.end_s)}")
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -11,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
-from spyglass.search.errors import SpyglassError
+from spyglass.search.errors import BadQuery, SpyglassError
 from spyglass.search.images import decode_gate
 from spyglass.search.status import status_report
 from spyglass.search.thumbnails import ensure_thumbnail
@@ -23,7 +24,8 @@ from .state import state
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 MIMETYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-             "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+             "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff",
+             "MP4": "video/mp4", "MKV": "video/x-matroska", "WEBM": "video/webm", "AVI": "video/x-msvideo"}
 # Characters a Content-Disposition file name may not carry as they are (controls, quotes).
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\]')
 
@@ -53,12 +55,15 @@ def item(item_id: int):
 
 @blueprint.get("/items/<int:item_id>/thumbnail")
 def thumbnail(item_id: int):
-    """A JPEG thumbnail, made on first request and cached; only for a file /file would serve."""
+    """A JPEG thumbnail, made on first request and cached; only for a file /file would serve.
+
+    For a video, `t` picks the moment (seconds); without it, the poster frame.
+    """
     web = state()
     engine = web.engine()
     found = engine.item(item_id)
     path = ensure_thumbnail(web.settings.home, found, engine.media(), web.settings.max_image_pixels,
-                            decode_gate(web.settings.decode_memory))
+                            decode_gate(web.settings.decode_memory), at_s=_moment(request.args.get("t")))
     response = send_file(path, mimetype="image/jpeg", max_age=86400)
     response.headers["Cache-Control"] = "public, max-age=86400, immutable"
     return response
@@ -82,6 +87,19 @@ def item_file(item_id: int):
     except RequestedRangeNotSatisfiable:
         handle.close()
         raise
+
+
+def _moment(text: str | None) -> float | None:
+    """The `t` query parameter: seconds, a finite number."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadQuery("t must be a number of seconds, e.g. t=72.5") from None
+    if not math.isfinite(value):
+        raise BadQuery("t must be a finite number of seconds")
+    return value
 
 
 def _inline_disposition(name: str) -> str:

@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify, request
 from spyglass.search.errors import BadQuery
 from spyglass.search.query import QueryPart
 
-from .present import item_json
+from .present import at_moment, item_json, media_fragment
 from .search_request import MAX_K, decode_base64, embedding, json_object
 from .state import state
 
@@ -45,7 +45,7 @@ def knn_service():
         fetch = min(MAX_K, num_images * 2 if deduplicate else num_images)
         result = engine.search_in(snapshot, vector, k=fetch)
         hits = _deduplicated(snapshot, result.hits) if deduplicate else result.hits
-    return jsonify([_knn_result(hit.item, hit.score) for hit in hits[:num_images]])
+    return jsonify([_knn_result(hit) for hit in hits[:num_images]])
 
 
 @blueprint.post("/metadata")
@@ -108,5 +108,12 @@ def _metadata(item) -> dict:
             "width": meta["width"], "height": meta["height"], "mtime": meta["mtime"]}
 
 
-def _knn_result(item, score: float) -> dict:
-    return {**_metadata(item), "id": item.id, "similarity": round(score, 6)}
+def _knn_result(hit) -> dict:
+    """A result; a video's `url` carries its best moment as a media fragment (#t=start,end)."""
+    found = {**_metadata(hit.item), "id": hit.item.id, "similarity": round(hit.score, 6)}
+    if hit.segments:
+        best = hit.segments[0]
+        found.update(url=found["url"] + media_fragment(best.start_s, best.end_s),
+                     thumbnail_url=at_moment(found["thumbnail_url"], best.best_s),
+                     start_s=round(best.start_s, 3), end_s=round(best.end_s, 3))
+    return found

@@ -36,7 +36,7 @@ SEARCH_FIELDS = [
     ("offset", {"type": "integer", "minimum": 0}, "Skip this many results (offset + k at most 100,000)."),
     ("min_score", {"type": "number"}, "Only results with at least this cosine similarity."),
     ("folder", {"type": "string"}, "Only items under this folder, relative to a media root (or absolute)."),
-    ("kind", {"type": "string"}, "Only items of this kind (image)."),
+    ("kind", {"type": "string"}, "Only items of this kind: image or video."),
     ("label", {"type": "string"}, "Only items whose best zero-shot label is this (SPYGLASS_LABELS)."),
     ("mtime_from", {"type": "string"}, "Only files modified at or after this ISO date or epoch second."),
     ("mtime_to", {"type": "string"}, "Only files modified at or before this ISO date or epoch second."),
@@ -75,7 +75,13 @@ ITEM = {"type": "object", "properties": {
                    "(then file_url and thumbnail_url are it, when there is no local file)."},
     "caption": {"type": ["string", "null"], "description": "An imported item's caption."},
     "labels": {"type": "array", "description": "Best zero-shot labels first (empty without SPYGLASS_LABELS).",
-               "items": {"type": "object", "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}}}}
+               "items": {"type": "object", "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}},
+    "duration_s": {"type": "number", "description": "Videos only: the length in seconds."},
+    "poster_s": {"type": "number", "description": "Videos only: the moment whose frame is the video's thumbnail."}}}
+
+SEGMENT = {"type": "object", "properties": {
+    "start_s": {"type": "number"}, "end_s": {"type": "number"}, "best_s": {"type": "number"},
+    "score": {"type": "number"}}}
 
 
 def openapi_document() -> dict:
@@ -103,15 +109,18 @@ def openapi_document() -> dict:
                 "summary": "An item's metadata.", "parameters": [ITEM_ID],
                 "responses": {**_ok("The item", {"$ref": "#/components/schemas/Item"}), **_errors(404, 503)}}},
             "/api/v1/items/{item_id}/thumbnail": {"get": {
-                "summary": "A JPEG thumbnail of the item.", "parameters": [ITEM_ID],
+                "summary": "A JPEG thumbnail of the item; of a video, its frame at t (default: its poster frame).",
+                "parameters": [ITEM_ID, {"name": "t", "in": "query", "required": False,
+                                         "schema": {"type": "number", "minimum": 0},
+                                         "description": "Videos only: the moment, in seconds."}],
                 "responses": {**_ok("JPEG", {"type": "string", "format": "binary"}, "image/jpeg"),
-                              **_errors(404, 415, 422, 503)}}},
+                              **_errors(400, 404, 415, 422, 503)}}},
             "/api/v1/items/{item_id}/file": {"get": {
                 "summary": "The original file: only while it is the indexed file, inside a media folder "
                            "(symbolic links as SPYGLASS_FOLLOW_SYMLINKS says). Answers Range requests.",
                 "parameters": [ITEM_ID, {"name": "Range", "in": "header", "required": False,
                                          "schema": {"type": "string"}, "description": "e.g. bytes=0-1023"}],
-                "responses": {**_ok("The file", {"type": "string", "format": "binary"}, "image/*"),
+                "responses": {**_ok("The file", {"type": "string", "format": "binary"}, "image/* or video/*"),
                               "206": {"description": "The requested part of the file",
                                       "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
                               **_errors(400, 404, 416, 503)}}},
@@ -146,6 +155,11 @@ def openapi_document() -> dict:
             "QueryPart": PART,
             "Item": ITEM,
             "Hit": {"allOf": [{"$ref": "#/components/schemas/Item"}, {"type": "object", "properties": {
-                "rank": {"type": "integer"}, "score": {"type": "number"}}}]},
+                "rank": {"type": "integer"}, "score": {"type": "number"},
+                "start_s": {"type": "number", "description": "Videos: the best segment's start."},
+                "end_s": {"type": "number"}, "best_s": {"type": "number", "description": "Its best frame's time."},
+                "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"},
+                             "description": "Videos: at most 3 matching moments, best first."}}}]},
+            "Segment": SEGMENT,
         }},
     }

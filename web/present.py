@@ -38,12 +38,35 @@ def item_json(item: MediaItem) -> dict:
         "source_url": item.url,
         "caption": item.caption,
         "labels": [{"label": label.label, "score": round(label.score, 4)} for label in item.labels],
+        **({"duration_s": round(item.duration_s or 0.0, 3), "poster_s": round(item.poster_s or 0.0, 3)}
+           if item.kind == "video" else {}),
     }
 
 
 def hit_json(hit: Hit) -> dict:
-    """A result: the item's metadata with its rank and score."""
-    return {"rank": hit.rank, "score": round(hit.score, 6), **item_json(hit.item)}
+    """A result: the item's metadata with its rank and score; a video's with its best moments.
+
+    A video hit's start_s, end_s and best_s are those of its best segment; its thumbnail is the
+    frame at best_s, and its file_url carries the media fragment #t=start,end that players seek to.
+    """
+    found = {"rank": hit.rank, "score": round(hit.score, 6), **item_json(hit.item)}
+    if hit.item.kind == "video" and hit.segments:
+        best = hit.segments[0]
+        found.update(start_s=round(best.start_s, 3), end_s=round(best.end_s, 3), best_s=round(best.best_s, 3),
+                     segments=[segment.as_dict() for segment in hit.segments],
+                     thumbnail_url=at_moment(found["thumbnail_url"], best.best_s),
+                     file_url=found["file_url"] + media_fragment(best.start_s, best.end_s))
+    return found
+
+
+def at_moment(thumbnail_url: str, seconds: float) -> str:
+    """The thumbnail URL of a video's frame at this time."""
+    return f"{thumbnail_url}?t={seconds:.3f}"
+
+
+def media_fragment(start_s: float, end_s: float) -> str:
+    """'#t=72.000,79.000': the W3C media fragment a browser's player starts and stops at."""
+    return f"#t={start_s:.3f},{end_s:.3f}"
 
 
 def public_status(report: dict, expose_paths: bool) -> dict:

@@ -42,7 +42,7 @@
       nextOffset = data.next_offset;
       more.hidden = nextOffset === null;
       const shown = results.children.length;
-      say(shown ? `${shown} result${shown === 1 ? "" : "s"} of ${data.total_considered} items`
+      say(shown ? `${shown} result${shown === 1 ? "" : "s"} (${data.total_considered} vectors searched)`
                 : "No results. Try other words, or lower the bar.");
     } catch (error) {
       more.hidden = true;
@@ -59,20 +59,65 @@
     link.className = "result";
     link.dataset.id = hit.id;
     link.title = hit.path;
-    const img = document.createElement("img");
-    img.src = hit.thumbnail_url;
-    img.loading = "lazy";
-    img.alt = hit.name;
+    const img = hit.kind === "video" ? posterOf(hit) : document.createElement("img");
+    if (hit.kind !== "video") {
+      img.src = hit.thumbnail_url;
+      img.loading = "lazy";
+      img.alt = hit.name;
+    }
     const caption = document.createElement("span");
     caption.className = "caption";
     caption.innerHTML = '<span class="name"></span><span class="score"></span>';
     caption.firstChild.textContent = hit.name;
     caption.lastChild.textContent = hit.score.toFixed(3);
     link.append(img, caption);
+    if (hit.kind === "video" && hit.segments) link.append(badge(hit.segments[0]));
     link.addEventListener("click", (event) => { event.preventDefault(); open(hit); });
     li.append(link);
+    if (hit.kind === "video" && hit.segments && hit.segments.length > 1) li.append(momentButtons(hit));
     if (hit.labels && hit.labels.length) li.append(labelLinks(hit.labels));
     results.append(li);
+  }
+
+  // A video in the grid: its best frame as the poster, and nothing fetched of the video itself
+  // (preload none), so a page of video results loads like a page of images.
+  function posterOf(hit) {
+    const video = document.createElement("video");
+    video.preload = "none";
+    video.muted = true;
+    video.poster = hit.thumbnail_url;
+    video.setAttribute("aria-label", hit.name);
+    return video;
+  }
+
+  function clock(seconds) {
+    const whole = Math.round(seconds), h = Math.floor(whole / 3600), m = Math.floor(whole / 60) % 60, s = whole % 60;
+    const two = (n) => String(n).padStart(2, "0");
+    return h ? `${h}:${two(m)}:${two(s)}` : `${two(m)}:${two(s)}`;
+  }
+
+  function span(segment) { return `${clock(segment.start_s)}–${clock(segment.end_s)}`; }
+
+  function badge(segment) {
+    const mark = document.createElement("span");
+    mark.className = "moment";
+    mark.textContent = span(segment);
+    return mark;
+  }
+
+  // A video's other matching moments; each opens the player there.
+  function momentButtons(hit) {
+    const box = document.createElement("div");
+    box.className = "moments";
+    for (const segment of hit.segments) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = span(segment);
+      button.title = `score ${segment.score.toFixed(3)}`;
+      button.addEventListener("click", () => open(hit, segment));
+      box.append(button);
+    }
+    return box;
   }
 
   // The item's best zero-shot labels; each narrows the search on screen to items labelled so.
@@ -93,11 +138,29 @@
     return box;
   }
 
-  function open(hit) {
+  function open(hit, segment) {
     viewing = hit;
-    $("viewer-image").src = hit.file_url;
-    $("viewer-image").alt = hit.name;
-    $("viewer-caption").textContent = `${hit.path} · ${hit.width}×${hit.height} · score ${hit.score.toFixed(3)}`;
+    const image = $("viewer-image"), video = $("viewer-video");
+    const isVideo = hit.kind === "video";
+    image.hidden = isVideo;
+    video.hidden = !isVideo;
+    let where = "";
+    if (isVideo) {
+      image.removeAttribute("src");
+      const moment = segment || (hit.segments && hit.segments[0]);
+      const base = hit.file_url.split("#")[0];
+      // The media fragment starts the player at the moment; play() from there, muted.
+      video.src = moment ? `${base}#t=${moment.start_s},${moment.end_s}` : base;
+      video.poster = hit.thumbnail_url;
+      video.play().catch(() => {});
+      where = moment ? ` · ${span(moment)}` : "";
+    } else {
+      video.pause();
+      video.removeAttribute("src");
+      image.src = hit.file_url;
+      image.alt = hit.name;
+    }
+    $("viewer-caption").textContent = `${hit.path}${where} · ${hit.width}×${hit.height} · score ${hit.score.toFixed(3)}`;
     $("viewer-open").href = hit.file_url;
     viewer.showModal();
     $("more-like-this").focus();
@@ -158,6 +221,7 @@
   more.addEventListener("click", () => nextOffset !== null && run(current, nextOffset));
   $("more-like-this").addEventListener("click", () => { viewer.close(); navigate({ like: viewing.id }); });
   $("viewer-close").addEventListener("click", () => viewer.close());
+  viewer.addEventListener("close", () => $("viewer-video").pause());
   window.addEventListener("popstate", fromUrl);
 
   let dragDepth = 0;
