@@ -10,7 +10,7 @@ COPY indexer indexer
 COPY web web
 COPY spyglass spyglass
 COPY migrations migrations
-RUN pip install .
+RUN pip install ".[video]"
 
 ENV SPYGLASS_HOME=/data
 VOLUME ["/data"]

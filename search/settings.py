@@ -130,6 +130,8 @@ SETTINGS: tuple[Setting, ...] = (
             "anyone who can reach the server can send one.", _positive_int),
     Setting("max_file_bytes", "Library files larger than this are skipped, and never read into "
             "memory (512M, 1G or a number of bytes).", _byte_size),
+    Setting("decode_memory", "Memory that concurrent image decodes in one process may hold "
+            "together (1G, ...); a decode waits until there is room.", _byte_size),
     Setting("max_video_seconds", "Videos longer than this are skipped with a reason (seconds; "
             "default 14400, four hours).", _positive_seconds),
     Setting("video_max_gap", "While indexing a video, a frame is embedded at every cut and at least "
@@ -137,8 +139,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("video_duplicate_cosine", "A sampled video frame whose embedding has at least this cosine "
             "with the last kept frame's is dropped, so a static shot costs one vector (0 to 1; default 0.97).",
             _fraction),
-    Setting("decode_memory", "Memory that concurrent image decodes in one process may hold "
-            "together (1G, ...); a decode waits until there is room.", _byte_size),
     Setting("follow_symlinks", "Symbolic links in the library: inside (only links whose target "
             "lies inside a media folder), all, or none.", _choice("inside", "all", "none")),
     Setting("checkpoint_items", "An index run publishes a new generation after this many "

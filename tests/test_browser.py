@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,54 @@ def test_label_chips_narrow_the_search(page, live_server):
     page.click("#filter a")  # show all again
     expect(page.locator("#filter")).to_be_hidden()
     expect(page.locator("#results li")).to_have_count(9)
+
+
+@pytest.fixture(scope="module")
+def video_server(tmp_path_factory, tiny_model, encoder):
+    """`spyglass serve` over a WebM film with cuts (VP9: every Chromium build plays it) and one image."""
+    pytest.importorskip("av")
+    from conftest import MEDIA, Settings, free_port, serving
+    from make_videos import write_video
+    from spyglass.indexer.jobs import run_index
+
+    base = tmp_path_factory.mktemp("served-video")
+    media = base / "media"
+    media.mkdir()
+    shutil.copy(MEDIA / "red.jpg", media / "red.jpg")
+    write_video(media / "film.webm", [(3, "solid", (200, 0, 0)), (4, "texture", (0, 0, 200)),
+                                      (5, "texture", (0, 200, 0)), (4, "solid", (240, 240, 0))])
+    settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+                        device="cpu", port=free_port())
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    with serving(settings, base / "server.log") as url:
+        yield url
+
+
+def test_a_video_result_plays_from_its_moment(page, video_server):
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{video_server}/api/v1/search?q=a+green+texture&kind=video&k=1") as answer:
+        hit = json.load(answer)["results"][0]
+    page.goto(video_server + "/?q=a+green+texture")
+    grid_video = page.locator("#results li video")
+    expect(grid_video).to_have_count(1)
+    assert grid_video.get_attribute("preload") == "none"  # the grid fetches posters, not videos
+    moment = page.locator("#results .moment")
+    expect(moment).to_have_text(re.compile(r"\d\d:\d\d–\d\d:\d\d"))
+    grid_video.click()
+    player = page.locator("#viewer-video")
+    expect(player).to_be_visible()
+    expect(page.locator("#viewer-caption")).to_contain_text(moment.inner_text())
+    # It plays, from the segment's start: never from 0 when the moment starts later.
+    deadline = time.monotonic() + 20
+    state = {}
+    while time.monotonic() < deadline:
+        state = player.evaluate("v => ({t: v.currentTime, paused: v.paused, ready: v.readyState, error: v.error && v.error.code})")
+        if state["ready"] >= 2 and not state["paused"] and state["t"] > hit["start_s"]:
+            break
+        time.sleep(0.2)
+    assert state.get("error") is None, state
+    assert not state["paused"] and hit["start_s"] <= state["t"] <= hit["end_s"] + 0.5, (state, hit)
+    page.keyboard.press("Escape")
+    assert player.evaluate("v => v.paused")
