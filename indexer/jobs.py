@@ -389,7 +389,7 @@ class IndexJob:
                        max_pixels=self.settings.max_image_pixels,
                        draft_size=encoder.image_size, wants_pixels=plan.wants_pixels, media=self.media,
                        gate=decode_gate(self.settings.decode_memory), video=video)
-        bar = tqdm(total=len(plan.to_read), unit=" files", desc="Indexing", file=sys.stderr,
+        bar = tqdm(total=len(plan.to_read), unit="img", desc="Indexing", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
         started = time.monotonic()
         stats = PipelineStats()
