@@ -16,7 +16,7 @@ from spyglass.search.errors import SpyglassError
 
 from .decode import LoadedFile
 from .scan import FoundFile, Skipped
-from .video_frames import VIDEO_SUFFIXES
+from .video_frames import is_video
 
 
 @dataclass
@@ -182,8 +182,5 @@ def _load_or_skip(load: Callable[[FoundFile], LoadedFile], found: FoundFile) -> 
     except SpyglassError as exc:
         return Skipped(found.path, str(exc))
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile input
-        what = "video" if found.path.lower().endswith(_VIDEO_ENDINGS) else "image"
+        what = "video" if is_video(found.path) else "image"
         return Skipped(found.path, f"not a readable {what}: {type(exc).__name__}: {exc}")
-
-
-_VIDEO_ENDINGS = tuple(VIDEO_SUFFIXES)
