@@ -7,9 +7,9 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -43,7 +43,8 @@ from .ann_build import build_to_target, wanted_factory
 from .ann_carry import GROWTH_FACTOR, CarriedAnn, worn
 from .publish import PendingChanges, publish, publish_index
 from .scan import FoundFile, ScanCounts, Skipped, video_support, walk
-from .staging import drop_staged, model_key, stage, staged_vectors
+from .ray_runner import Partition, PartitionResult, RayRunner, WorkerJob, partitions, stats_line
+from .staging import drop_staged, model_key, stage, stage_partition, staged_vectors
 
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class IndexSummary:
     video_seconds: float = 0.0
     frames_kept: int = 0
     frames_sampled: int = 0
+    ray_line: str = ""  # the Ray runner's partitions and their timings, when it ran
+
 
     def line(self) -> str:
         """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
@@ -80,9 +83,10 @@ class IndexSummary:
                      f"frames kept of {self.frames_sampled:,} sampled")
         resumed = f", {self.resumed:,} taken from an interrupted run" if self.resumed else ""
         labelled = f", {self.labelled:,} labelled" if self.labelled else ""
+        ray = f"\n{self.ray_line}" if self.ray_line else ""
         return (f"{self.added:,} added, {self.updated:,} updated, {self.moved:,} moved, "
                 f"{len(self.skipped):,} skipped, {self.removed:,} removed, "
-                f"{self.unchanged:,} unchanged ({self.seconds:.1f} s{rate}{resumed}{labelled})")
+                f"{self.unchanged:,} unchanged ({self.seconds:.1f} s{rate}{resumed}{labelled}){ray}")
 
 
 class IndexJob:
@@ -115,6 +119,8 @@ class IndexJob:
         self._ann: CarriedAnn | None = None
         self._model_id: int | None = None
         self._precision = PrecisionMix()  # of the vectors in the index being built
+        self._partition_stats: list = []  # of the Ray runner's partitions, as they finish
+        self._unclaimed: list[FoundFile] = []  # Ray: copies of a moved file that lost the claim
 
     def run(self) -> IndexSummary:
         """Bring the catalog and index in step with the roots."""
@@ -268,9 +274,10 @@ class IndexJob:
             self._skip(Skipped(found_file.path, reason))
             skipped_files[found_file.path] = (found_file, reason)
         pending = PendingChanges(staged_model=self.model_key)
+        planned = list(plan.to_read)  # the Ray runner's partitions are cut from all of them
         self._resume_staged(plan, pending)
         if plan.to_read:
-            self._embed(plan, pending)
+            self._embed(plan, pending, planned)
             skipped_files.update((s.path, (found[s.path], s.reason)) for s in self.summary.skipped
                                  if s.path in found)
         pending.removed |= set(plan.vanished)
@@ -359,9 +366,16 @@ class IndexJob:
         still_to_read = []
         for found in plan.to_read:
             entry = staged.get(found.path)
-            if entry is not None and entry.matches(found):
+            if entry is None or not entry.matches(found):
+                still_to_read.append(found)
+            elif entry.skip_reason is not None:  # a file of a finished Ray partition that failed
+                self._skip(Skipped(found.path, entry.skip_reason))
+                self._drop_old_vector(plan, pending, found.path)
+            elif entry.embedded:
                 self._record_embedded(plan, pending, entry.as_loaded(found), entry.vector)
                 self.summary.resumed += 1
+            elif not plan.wants_pixels(found, entry.content_hash):  # kept its vector (a move claims its row here)
+                self._record_kept(plan, pending, LoadedFile(found, entry.content_hash))
             else:
                 still_to_read.append(found)
         plan.to_read = still_to_read
@@ -374,7 +388,7 @@ class IndexJob:
             session.add_all(SkippedFile(path=f.path, size=f.size, mtime_ns=f.mtime_ns, reason=reason)
                             for f, reason in skipped.values())
 
-    def _embed(self, plan: Plan, pending: PendingChanges) -> None:
+    def _embed(self, plan: Plan, pending: PendingChanges, planned: list[FoundFile]) -> None:
         encoder = self.encoder()
         device = getattr(encoder, "device", "cpu")
         self._target_index()  # so that the live generation's precisions are read before they are added to
@@ -393,15 +407,18 @@ class IndexJob:
                    disable=not self.progress, dynamic_ncols=True)
         started = time.monotonic()
         stats = PipelineStats()
+        if self.settings.runner == "ray":
+            events = self._ray_events(plan, planned, encoder, bar)
+        else:
+            events = embed_files(plan.to_read, load, encode, batch_size, self.settings.workers_for(device),
+                                 stats=stats)
         with bar:
-            for event in embed_files(plan.to_read, load, encode, batch_size, self.settings.workers_for(device),
-                                     stats=stats):
-                if isinstance(event, Skipped):
+            for event in events:
+                if isinstance(event, PartitionResult):
+                    self._take_partition(plan, pending, event, bar)
+                elif isinstance(event, Skipped):
                     self._skip(event, bar)
-                    if self.rebuild and event.path in plan.known:
-                        # Its old vector is of the old model: without a new one it must go.
-                        pending.removed.add(plan.known[event.path].id)
-                        self.summary.removed += 1
+                    self._drop_old_vector(plan, pending, event.path)
                     bar.update(1)
                 elif isinstance(event, EmbeddedBatch):
                     failpoint("embed")
@@ -423,6 +440,76 @@ class IndexJob:
         self.summary.embed_seconds = time.monotonic() - started
         if stats.batches:
             log.debug("Indexing: %s.", stats.line())
+
+    def _drop_old_vector(self, plan: Plan, pending: PendingChanges, path: str) -> None:
+        """A rebuild's skipped file: its old vector is of the old model, and without a new one it must go."""
+        if self.rebuild and path in plan.known:
+            pending.removed.add(plan.known[path].id)
+            self.summary.removed += 1
+
+    def _ray_events(self, plan: Plan, planned: list[FoundFile], encoder: Encoder,
+                    bar: tqdm) -> Iterator[PartitionResult]:
+        """The partitions of this run that are not finished yet, embedded on Ray as they come back.
+
+        Cut from every file the plan had to read, before staged ones were taken, so that a
+        rerun cuts the same partitions and skips the finished ones.
+        """
+        waiting = {f.path for f in plan.to_read}
+        every = partitions(planned, self.settings.ray_partition_files)
+        todo = [Partition(p.index, p.key, tuple(f for f in p.files if f.path in waiting)) for p in every]
+        todo = [p for p in todo if p.files]
+        resumed = len(every) - len(todo)
+        known = {path: item.content_hash for path, item in plan.known.items()}
+        vanished = frozenset(item.content_hash for item in plan.vanished.values())
+        with RayRunner(self.settings, self.echo) as runner:
+            where = runner.describe()
+            actors, gpus = runner.encoders()
+            self.echo(f"Ray: {len(todo):,} partitions of up to {self.settings.ray_partition_files:,} files "
+                      f"on {where}, {actors} encoder{'s' * (actors != 1)}"
+                      f"{f' ({gpus:g} GPU each)' if gpus else ''}"
+                      f"{f'; {resumed:,} finished by an earlier run' if resumed else ''}.")
+            runner.check_shared_paths(todo[0].files[0])
+            job = WorkerJob(self.settings, self.media, encoder.preprocess, encoder.image_size, vanished,
+                            every=self.rebuild)
+            self._partition_stats = []
+            yield from runner.run(todo, job, known)
+            if self._unclaimed:
+                # Copies of a moved file whose row another copy claimed: they need vectors of their own.
+                extra = partitions(self._unclaimed, self.settings.ray_partition_files)
+                self._unclaimed = []
+                yield from runner.run(extra, replace(job, every=True), known)
+            self.summary.ray_line = stats_line(self._partition_stats, resumed, runner.retried, where)
+
+    def _take_partition(self, plan: Plan, pending: PendingChanges, result: PartitionResult, bar: tqdm) -> None:
+        """Commit a finished partition whole, then count it like the local runner's events."""
+        began = time.perf_counter()
+        if result.precision is not None:
+            self._precision = self._precision.with_check(result.precision)
+        kept, unclaimed = [], []
+        for loaded in result.kept:
+            (unclaimed if plan.wants_pixels(loaded.file, loaded.content_hash) else kept).append(loaded)
+        facts = {f.path: f for f in result.partition.files}
+        stage_partition(self.sessions, self.model_key, result.embedded, result.vectors, kept,
+                        [(facts[s.path], s.reason) for s in result.skipped])
+        result.stats.write_seconds = time.perf_counter() - began
+        self._partition_stats.append(result.stats)
+        failpoint("partition")
+        log.info("Ray partition %d: %d files, %d embedded on %s (try %d): read %.2f s, decode %.2f s, "
+                 "embed %.2f s, write %.2f s, %.1f files/s", result.partition.index, result.stats.files,
+                 result.stats.embedded, result.stats.worker or "-", result.stats.attempt,
+                 result.stats.read_seconds, result.stats.decode_seconds, result.stats.embed_seconds,
+                 result.stats.write_seconds, result.stats.images_per_second)
+        for skipped in result.skipped:
+            self._skip(skipped, bar)
+            self._drop_old_vector(plan, pending, skipped.path)
+        for loaded, vector in zip(result.embedded, result.vectors, strict=True):
+            self._record_embedded(plan, pending, loaded, vector)
+            self._count_video(loaded)
+        self.summary.embedded += len(result.embedded)
+        for loaded in kept:
+            self._record_kept(plan, pending, loaded)
+        self._unclaimed.extend(loaded.file for loaded in unclaimed)
+        bar.update(len(result.partition.files) - len(unclaimed))
 
     def _count_video(self, loaded: LoadedFile) -> None:
         video = loaded.video

@@ -141,7 +141,7 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
             found = next(remaining, None)
             if found is None:
                 return
-            pending.append(pool.submit(_load_or_skip, load, found))
+            pending.append(pool.submit(load_or_skip, load, found))
 
     try:
         refill()
@@ -175,7 +175,7 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _load_or_skip(load: Callable[[FoundFile], LoadedFile], found: FoundFile) -> LoadedFile | Skipped:
+def load_or_skip(load: Callable[[FoundFile], LoadedFile], found: FoundFile) -> LoadedFile | Skipped:
     # One bad file must never stop the batch: every failure becomes a skip with its reason.
     try:
         return load(found)

@@ -30,8 +30,14 @@ class Staged:
     format: str
     width: int
     height: int
-    vector: np.ndarray
+    vector: np.ndarray  # empty when the file needed no new vector (or was skipped)
     video: VideoVectors | None = None
+    skip_reason: str | None = None  # set when the file was skipped
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this row holds a new vector (not an outcome of a file that needed none)."""
+        return self.skip_reason is None and len(self.vector) > 0
 
     def matches(self, found: FoundFile) -> bool:
         """Whether the file is still the one that was embedded."""
@@ -60,6 +66,29 @@ def stage(sessions: sessionmaker[Session], model: str, files: list[LoadedFile], 
         failpoint("stage")
 
 
+def stage_partition(sessions: sessionmaker[Session], model: str, files: list[LoadedFile], vectors: np.ndarray,
+                    kept: list[LoadedFile], skipped: list[tuple[FoundFile, str]]) -> None:
+    """Commit one finished partition whole: its vectors, and rows for the files that kept
+    theirs or were skipped, so a rerun finds every file of it done."""
+    with sessions.begin() as session:
+        paths = [f.file.path for f in files + kept] + [found.path for found, _ in skipped]
+        unstage(session, model, paths)
+        session.add_all(StagedVector(
+            model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
+            content_hash=f.content_hash, format=f.format, width=f.width, height=f.height,
+            vector=np.ascontiguousarray(v, dtype="<f4").tobytes(), **_video_columns(f.video))
+            for f, v in zip(files, vectors, strict=True))
+        session.add_all(StagedVector(model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
+                                     content_hash=f.content_hash, format="", width=0, height=0, vector=b"")
+                        for f in kept)
+        session.add_all(StagedVector(model=model, path=found.path, size=found.size, mtime_ns=found.mtime_ns,
+                                     content_hash="", format="", width=0, height=0, vector=b"",
+                                     skip_reason=reason)
+                        for found, reason in skipped)
+        session.flush()
+        failpoint("stage")
+
+
 def staged_vectors(session: Session, model: str, roots: list[str]) -> dict[str, Staged]:
     """What earlier, unfinished runs of this model embedded under the roots."""
     found: dict[str, Staged] = {}
@@ -68,7 +97,7 @@ def staged_vectors(session: Session, model: str, roots: list[str]) -> dict[str, 
         for row in session.scalars(under(query, StagedVector.path, root)):
             vector = np.frombuffer(row.vector, dtype="<f4")
             found[row.path] = Staged(row.path, row.size, row.mtime_ns, row.content_hash, row.format,
-                                     row.width, row.height, vector, _video_of(row, vector))
+                                     row.width, row.height, vector, _video_of(row, vector), row.skip_reason)
     return found
 
 

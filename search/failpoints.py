@@ -26,3 +26,31 @@ def failpoint(name: str) -> None:
     print(f"spyglass failpoint {name}", file=sys.stderr, flush=True)
     while True:
         time.sleep(3600)
+
+
+CRASH_ENV = "SPYGLASS_CRASHPOINT"
+# Where a Ray encoder actor can be made to fail: "ray-actor" exits its process (as if killed),
+# "ray-partition" raises inside the partition (as a CUDA out-of-memory would).
+CRASH_NAMES = ("ray-actor", "ray-partition")
+
+
+def crashpoint(name: str) -> None:
+    """Fail here when SPYGLASS_CRASHPOINT is "<name>" or "<name>:<marker file>".
+
+    With a marker file, only the first process to create it fails (and writes its pid there),
+    so "killed once" can be arranged across processes; without one, every pass fails.
+    """
+    value = os.environ.get(CRASH_ENV, "")
+    point, _, marker = value.partition(":")
+    if point != name:
+        return
+    if marker:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+    if name == "ray-actor":
+        os._exit(70)
+    raise RuntimeError(f"crashpoint {name}")

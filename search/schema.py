@@ -218,7 +218,9 @@ class StagedVector(Base):
     format: Mapped[str] = mapped_column(String(16))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian; empty for an outcome row
+    # A file of a finished partition that was skipped (why), or that kept its vector (empty vector).
+    skip_reason: Mapped[str | None] = mapped_column(Text)
     # Videos: the length, the poster time, and the kept frames' start times (float64) and
     # vectors (float32), little-endian.
     duration_s: Mapped[float | None] = mapped_column(Float)

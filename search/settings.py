@@ -37,6 +37,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return value
+
+
 def _path(text: str) -> Path:
     return Path(text).expanduser()
 
@@ -143,6 +150,18 @@ SETTINGS: tuple[Setting, ...] = (
             "lies inside a media folder), all, or none.", _choice("inside", "all", "none")),
     Setting("checkpoint_items", "An index run publishes a new generation after this many "
             "embedded items, so a killed run keeps what it had done.", _positive_int),
+    Setting("runner", "Where `spyglass index` embeds: local (this process) or ray (a Ray cluster, "
+            "needs pip install 'spyglass[ray]'; the media must be at the same path on every node).",
+            _choice("local", "ray")),
+    Setting("ray_address", "The Ray cluster of --runner ray: empty starts a Ray on this machine for the run, "
+            "auto joins the one `ray start` runs here, ray://host:10001 reaches a remote head."),
+    Setting("ray_partition_files", "Files per partition of a Ray run: a partition is embedded, "
+            "retried and committed whole, so a killed run loses at most the ones in flight "
+            "(default 256).", _positive_int),
+    Setting("ray_encoders", "Encoder actors of a Ray run, each loading the model once (default: one per "
+            "GPU of the cluster, or one on a cluster without GPUs).", _positive_int),
+    Setting("ray_retries", "Times a Ray partition that failed is tried again before its files are "
+            "skipped with the error (default 2).", _non_negative_int),
     Setting("model_cache", "Where downloaded pretrained weights are cached (default: the "
             "Hugging Face cache, ~/.cache/huggingface).", _path),
     Setting("media", "Folders `spyglass reindex` always covers, colon-separated, besides those "
@@ -191,6 +210,11 @@ class Settings:
     video_duplicate_cosine: float = 0.97
     follow_symlinks: str = "inside"
     checkpoint_items: int = 20_000
+    runner: str = "local"
+    ray_address: str = ""
+    ray_partition_files: int = 256
+    ray_encoders: int | None = None  # None: one per GPU of the cluster, at least one
+    ray_retries: int = 2
     model_cache: Path | None = None
     media: str = ""
     labels: Path | None = None

@@ -107,18 +107,28 @@ def cli(ctx: click.Context, verbose: bool, **overrides) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Images per encoder batch [SPYGLASS_BATCH_SIZE; default 256 on CUDA, 32 on a CPU].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [SPYGLASS_DECODE_WORKERS].")
+@click.option("--runner", type=click.Choice(["local", "ray"]),
+              help="Embed in this process (local) or on a Ray cluster (ray; pip install 'spyglass[ray]') "
+                   "[SPYGLASS_RUNNER; default local].")
+@click.option("--address", help="With --runner ray: the cluster (auto, or ray://host:10001); none starts a "
+                                "Ray on this machine for the run [SPYGLASS_RAY_ADDRESS].")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
 @click.pass_obj
-def index(settings: Settings, paths, rebuild, batch_size, workers, no_progress) -> None:
+def index(settings: Settings, paths, rebuild, batch_size, workers, runner, address, no_progress) -> None:
     """Index the images under PATHS (recursively), or bring the index up to date.
 
     New files are embedded, changed ones re-embedded, moved ones keep their vector, and
     files that are gone leave the index. A file that cannot be read is skipped with its
     reason; the run goes on. Running it again on an unchanged folder does nothing.
+
+    With --runner ray the files are cut into partitions that a Ray cluster decodes and embeds
+    (the media at the same path on every node); each finished partition is committed, so a
+    killed run loses only the partitions in flight. Publishing stays here, as with local.
     """
     from spyglass.indexer.jobs import run_index
 
-    settings = settings.override(batch_size=batch_size, decode_workers=workers)
+    settings = settings.override(batch_size=batch_size, decode_workers=workers, runner=runner,
+                                 ray_address=address)
     summary = run_index(settings, list(paths), rebuild=rebuild, progress=not no_progress,
                         echo=lambda message: click.echo(message, err=True))
     click.echo(summary.line())
@@ -174,9 +184,14 @@ def _interval(text: str | None) -> float | None:
 @click.option("--every", help="Keep running: start a run this often (e.g. 24h, 30m, 3600 seconds).")
 @click.option("--drop-missing", is_flag=True,
               help="Drop the items of recorded folders that are missing (they come back with the folder).")
+@click.option("--runner", type=click.Choice(["local", "ray"]),
+              help="Embed in this process (local) or on a Ray cluster (ray; pip install 'spyglass[ray]') "
+                   "[SPYGLASS_RUNNER; default local].")
+@click.option("--address", help="With --runner ray: the cluster (auto, or ray://host:10001); none starts a "
+                                "Ray on this machine for the run [SPYGLASS_RAY_ADDRESS].")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
 @click.pass_obj
-def reindex(settings: Settings, paths, rebuild, every, drop_missing, no_progress) -> None:
+def reindex(settings: Settings, paths, rebuild, every, drop_missing, runner, address, no_progress) -> None:
     """Bring the index in step with the media folders: the nightly job.
 
     With no PATHS: every folder an earlier `spyglass index` recorded, plus SPYGLASS_MEDIA
@@ -190,6 +205,7 @@ def reindex(settings: Settings, paths, rebuild, every, drop_missing, no_progress
     """
     from spyglass.indexer.jobs import run_reindex
 
+    settings = settings.override(runner=runner, ray_address=address)
     interval = _interval(every)
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     while True:
