@@ -10,7 +10,9 @@ COPY indexer indexer
 COPY web web
 COPY spyglass spyglass
 COPY migrations migrations
-RUN pip install ".[video]"
+# EXTRAS=video,ray for an indexer that runs on a Ray cluster (SPYGLASS_RUNNER=ray).
+ARG EXTRAS=video
+RUN pip install ".[${EXTRAS}]"
 
 ENV SPYGLASS_HOME=/data
 VOLUME ["/data"]

@@ -478,7 +478,8 @@ class IndexJob:
                 extra = partitions(self._unclaimed, self.settings.ray_partition_files)
                 self._unclaimed = []
                 yield from runner.run(extra, replace(job, every=True), known)
-            self.summary.ray_line = stats_line(self._partition_stats, resumed, runner.retried, where)
+            self.summary.ray_line = stats_line(self._partition_stats, resumed, runner.retried, where,
+                                               runner.first_seconds)
 
     def _take_partition(self, plan: Plan, pending: PendingChanges, result: PartitionResult, bar: tqdm) -> None:
         """Commit a finished partition whole, then count it like the local runner's events."""
