@@ -17,7 +17,7 @@ from PIL import Image
 
 pytest.importorskip("ray")
 
-from conftest import MEDIA, spyglass_env  # noqa: E402
+from conftest import MEDIA, run_spyglass, spyglass_env  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from spyglass.indexer.jobs import run_index  # noqa: E402
@@ -116,6 +116,7 @@ def test_ray_runner_gives_the_local_runners_catalog_and_vectors(ray_cluster, set
     assert any(os.path.basename(s.path) == "corrupt.jpg" for s in ray_summary.skipped)
     partitions_cut = -(-(local_summary.added + len(local_summary.skipped)) // 4)
     assert f"Ray (1 node, 2 CPUs, 0 GPUs): {partitions_cut} partitions (0 finished" in ray_summary.line()
+    assert "median per partition read " in ray_summary.ray_line and " files/s per encoder" in ray_summary.ray_line
     with SearchEngine(ray).catalog.sessions() as session:
         assert session.scalar(select(StagedVector.id)) is None  # a finished run leaves nothing staged
 
@@ -177,11 +178,11 @@ def test_a_failing_partition_is_retried_then_its_files_are_skipped(ray_cluster, 
 
 def test_a_killed_driver_resumes_only_the_unfinished_partitions(sqlite_settings, library, tmp_path):
     ray = on(sqlite_settings, "ray", tmp_path / "ray", ray_partition_files=3)
-    env = spyglass_env(ray) | {"SPYGLASS_RUNNER": "ray", "SPYGLASS_RAY_PARTITION_FILES": "3",
-                               "SPYGLASS_FAILPOINT": "partition"}
+    env = spyglass_env(ray) | {"SPYGLASS_RAY_PARTITION_FILES": "3", "SPYGLASS_FAILPOINT": "partition"}
     log = open(tmp_path / "driver.log", "w+")
     # Its own session: the kill takes the driver and the Ray it started, as a crash of the machine would.
-    driver = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "index", "--no-progress", str(library)],
+    driver = subprocess.Popen([sys.executable, "-m", "spyglass.cli", "index", "--runner", "ray", "--no-progress",
+                               str(library)],
                               env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -209,7 +210,18 @@ def test_a_killed_driver_resumes_only_the_unfinished_partitions(sqlite_settings,
     assert_same_catalogs(catalog(on(sqlite_settings, "local", tmp_path / "local")), catalog(ray))
 
 
-def test_missing_ray_or_an_unreachable_cluster_is_one_clear_error(sqlite_settings, library, tmp_path):
-    ray = on(sqlite_settings, "ray", tmp_path / "ray", ray_address="ray://127.0.0.1:1")
-    with pytest.raises(ConfigError, match="could not reach the Ray cluster at ray://127.0.0.1:1"):
-        run_index(ray, [str(library)], progress=False, echo=lambda m: None)
+def test_an_unreachable_cluster_is_one_clear_line(sqlite_settings, library, tmp_path):
+    done = run_spyglass("index", "--runner", "ray", "--address", "ray://127.0.0.1:1", "--no-progress", str(library),
+                        env=spyglass_env(on(sqlite_settings, "ray", tmp_path / "ray")), timeout=180)
+    assert done.returncode == 1
+    assert "could not reach the Ray cluster at ray://127.0.0.1:1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
+    from spyglass.indexer.ray_runner import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match=r"needs Ray Data") as raised:
+        require_ray()
+    assert "pip install 'spyglass[ray]'" in raised.value.hint
