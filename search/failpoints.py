@@ -15,6 +15,8 @@ ENV = "SPYGLASS_FAILPOINT"
 # Where they are: after the walk; after a batch is embedded, before it is staged; inside the
 # staging transaction; after the index file is in place, before the SQL commit; after it.
 NAMES = ("scan", "embed", "stage", "publish", "published")
+# The Ray runner's: after a finished partition was committed.
+RAY_NAMES = ("partition",)
 # Publishing a rebuilt approximate index: its file is in place, before the SQL commit; after it.
 ANN_NAMES = ("ann-publish", "ann-published")
 
