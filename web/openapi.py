@@ -23,8 +23,8 @@ def _errors(*codes: int) -> dict:
     return out
 
 
-def _ok(description: str, schema: dict | None = None, media: str = "application/json") -> dict:
-    content = {media: {"schema": schema or {"type": "object"}}}
+def _ok(description: str, schema: dict | None = None, media: str | tuple[str, ...] = "application/json") -> dict:
+    content = {m: {"schema": schema or {"type": "object"}} for m in ((media,) if isinstance(media, str) else media)}
     return {"200": {"description": description, "content": content}}
 
 
@@ -120,7 +120,7 @@ def openapi_document() -> dict:
                            "(symbolic links as SPYGLASS_FOLLOW_SYMLINKS says). Answers Range requests.",
                 "parameters": [ITEM_ID, {"name": "Range", "in": "header", "required": False,
                                          "schema": {"type": "string"}, "description": "e.g. bytes=0-1023"}],
-                "responses": {**_ok("The file", {"type": "string", "format": "binary"}, "image/* or video/*"),
+                "responses": {**_ok("The file", {"type": "string", "format": "binary"}, ("image/*", "video/*")),
                               "206": {"description": "The requested part of the file",
                                       "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
                               **_errors(400, 404, 416, 503)}}},
