@@ -189,4 +189,6 @@ def test_a_video_result_plays_from_its_moment(page, video_server):
     assert state.get("error") is None, state
     assert not state["paused"] and hit["start_s"] <= state["t"] <= hit["end_s"] + 0.5, (state, hit)
     page.keyboard.press("Escape")
+    # The dialog's close event is queued as a task of its own: wait for it to pause the video.
+    page.wait_for_function("() => document.getElementById('viewer-video').paused", timeout=5000)
     assert player.evaluate("v => v.paused")
