@@ -43,7 +43,7 @@ from .ann_build import build_to_target, wanted_factory
 from .ann_carry import GROWTH_FACTOR, CarriedAnn, worn
 from .publish import PendingChanges, publish, publish_index
 from .scan import FoundFile, ScanCounts, Skipped, video_support, walk
-from .ray_runner import Partition, PartitionResult, RayRunner, WorkerJob, partitions, stats_line
+from .ray_runner import Partition, PartitionResult, PartitionStats, RayRunner, WorkerJob, partitions, stats_line
 from .staging import drop_staged, model_key, stage, stage_partition, staged_vectors
 
 
@@ -71,7 +71,6 @@ class IndexSummary:
     frames_kept: int = 0
     frames_sampled: int = 0
     ray_line: str = ""  # the Ray runner's partitions and their timings, when it ran
-
 
     def line(self) -> str:
         """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
@@ -119,7 +118,7 @@ class IndexJob:
         self._ann: CarriedAnn | None = None
         self._model_id: int | None = None
         self._precision = PrecisionMix()  # of the vectors in the index being built
-        self._partition_stats: list = []  # of the Ray runner's partitions, as they finish
+        self._partition_stats: list[PartitionStats] = []  # of the Ray runner's partitions, as they finish
         self._unclaimed: list[FoundFile] = []  # Ray: copies of a moved file that lost the claim
 
     def run(self) -> IndexSummary:
@@ -390,28 +389,15 @@ class IndexJob:
 
     def _embed(self, plan: Plan, pending: PendingChanges, planned: list[FoundFile]) -> None:
         encoder = self.encoder()
-        device = getattr(encoder, "device", "cpu")
         self._target_index()  # so that the live generation's precisions are read before they are added to
-        check = getattr(encoder, "precision_check", None)
-        if check is not None:
-            self._precision = self._precision.with_check(check)
-        encode = serialised(encoder.encode_pixels)
-        batch_size = self.settings.batch_for(device)
-        video = VideoRules(encode, batch_size, self.settings.video_max_gap, self.settings.max_video_seconds,
-                           self.settings.video_duplicate_cosine)
-        load = partial(load_file, preprocess=encoder.preprocess,
-                       max_pixels=self.settings.max_image_pixels,
-                       draft_size=encoder.image_size, wants_pixels=plan.wants_pixels, media=self.media,
-                       gate=decode_gate(self.settings.decode_memory), video=video)
         bar = tqdm(total=len(plan.to_read), unit="img", desc="Indexing", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
         started = time.monotonic()
         stats = PipelineStats()
         if self.settings.runner == "ray":
-            events = self._ray_events(plan, planned, encoder, bar)
+            events = self._ray_events(plan, planned, encoder)
         else:
-            events = embed_files(plan.to_read, load, encode, batch_size, self.settings.workers_for(device),
-                                 stats=stats)
+            events = self._local_events(plan, encoder, stats)
         with bar:
             for event in events:
                 if isinstance(event, PartitionResult):
@@ -441,14 +427,29 @@ class IndexJob:
         if stats.batches:
             log.debug("Indexing: %s.", stats.line())
 
+    def _local_events(self, plan: Plan, encoder: Encoder, stats: PipelineStats) -> Iterator:
+        """The pipeline of this process: decode threads, one encoder thread, batches."""
+        device = getattr(encoder, "device", "cpu")
+        check = getattr(encoder, "precision_check", None)
+        if check is not None:
+            self._precision = self._precision.with_check(check)
+        encode = serialised(encoder.encode_pixels)
+        batch_size = self.settings.batch_for(device)
+        video = VideoRules(encode, batch_size, self.settings.video_max_gap, self.settings.max_video_seconds,
+                           self.settings.video_duplicate_cosine)
+        load = partial(load_file, preprocess=encoder.preprocess,
+                       max_pixels=self.settings.max_image_pixels,
+                       draft_size=encoder.image_size, wants_pixels=plan.wants_pixels, media=self.media,
+                       gate=decode_gate(self.settings.decode_memory), video=video)
+        return embed_files(plan.to_read, load, encode, batch_size, self.settings.workers_for(device), stats=stats)
+
     def _drop_old_vector(self, plan: Plan, pending: PendingChanges, path: str) -> None:
         """A rebuild's skipped file: its old vector is of the old model, and without a new one it must go."""
         if self.rebuild and path in plan.known:
             pending.removed.add(plan.known[path].id)
             self.summary.removed += 1
 
-    def _ray_events(self, plan: Plan, planned: list[FoundFile], encoder: Encoder,
-                    bar: tqdm) -> Iterator[PartitionResult]:
+    def _ray_events(self, plan: Plan, planned: list[FoundFile], encoder: Encoder) -> Iterator[PartitionResult]:
         """The partitions of this run that are not finished yet, embedded on Ray as they come back.
 
         Cut from every file the plan had to read, before staged ones were taken, so that a

@@ -170,20 +170,20 @@ def _decode(task: PartitionTask, job: WorkerJob) -> Decoded:
     wants = Wants(task.known, job.vanished, job.every)
     decoded = Decoded(task, stats=PartitionStats(files=len(task.partition.files), attempt=task.attempt))
     gate = decode_gate(settings.decode_memory)
+    hashed = [0.0]
+
+    def timed_wants(f: FoundFile, digest: str) -> bool:
+        hashed[0] = time.perf_counter()  # load_file asks once the bytes are read and hashed
+        return wants(f, digest)
+
+    load = partial(load_file, preprocess=job.preprocess, max_pixels=settings.max_image_pixels,
+                   draft_size=job.image_size, wants_pixels=timed_wants, media=job.media, gate=gate)
     pixels = []
     for found in task.partition.files:
         if is_video(found.path):
             decoded.videos.append(found)  # sampled and embedded by the actor, which holds the model
             continue
-        began = time.perf_counter()
-        hashed = [began]
-
-        def timed_wants(f: FoundFile, digest: str) -> bool:
-            hashed[0] = time.perf_counter()  # load_file asks once the bytes are read and hashed
-            return wants(f, digest)
-
-        load = partial(load_file, preprocess=job.preprocess, max_pixels=settings.max_image_pixels,
-                       draft_size=job.image_size, wants_pixels=timed_wants, media=job.media, gate=gate)
+        began = hashed[0] = time.perf_counter()
         result = load_or_skip(load, found)
         done = time.perf_counter()
         decoded.stats.read_seconds += hashed[0] - began

@@ -55,11 +55,7 @@ def model_key(identity: tuple[str, str]) -> str:
 
 def stage(sessions: sessionmaker[Session], model: str, files: list[LoadedFile], vectors: np.ndarray) -> None:
     """Commit one embedded batch."""
-    with sessions.begin() as session:
-        unstage(session, model, [f.file.path for f in files])
-        session.add_all(_vector_rows(model, files, vectors))
-        session.flush()
-        failpoint("stage")
+    stage_partition(sessions, model, files, vectors, [], [])
 
 
 def stage_partition(sessions: sessionmaker[Session], model: str, files: list[LoadedFile], vectors: np.ndarray,
@@ -69,7 +65,11 @@ def stage_partition(sessions: sessionmaker[Session], model: str, files: list[Loa
     with sessions.begin() as session:
         paths = [f.file.path for f in files + kept] + [found.path for found, _ in skipped]
         unstage(session, model, paths)
-        session.add_all(_vector_rows(model, files, vectors))
+        session.add_all(StagedVector(
+            model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
+            content_hash=f.content_hash, format=f.format, width=f.width, height=f.height,
+            vector=np.ascontiguousarray(v, dtype="<f4").tobytes(), **_video_columns(f.video))
+            for f, v in zip(files, vectors, strict=True))
         session.add_all(StagedVector(model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
                                      content_hash=f.content_hash, format="", width=0, height=0, vector=b"")
                         for f in kept)
@@ -79,13 +79,6 @@ def stage_partition(sessions: sessionmaker[Session], model: str, files: list[Loa
                         for found, reason in skipped)
         session.flush()
         failpoint("stage")
-
-
-def _vector_rows(model: str, files: list[LoadedFile], vectors: np.ndarray) -> list[StagedVector]:
-    return [StagedVector(model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
-                         content_hash=f.content_hash, format=f.format, width=f.width, height=f.height,
-                         vector=np.ascontiguousarray(v, dtype="<f4").tobytes(), **_video_columns(f.video))
-            for f, v in zip(files, vectors, strict=True)]
 
 
 def staged_vectors(session: Session, model: str, roots: list[str]) -> dict[str, Staged]:
