@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spyglass.search.ann import AnnIndex, AnnParams, has_exact_codes, new_ann, with_ids
+from spyglass.search.errors import IndexFileError
 from spyglass.search.index_choice import is_auto, ladder, needs_training_points
 from spyglass.search.vectors import VectorIndex
 
@@ -86,7 +87,14 @@ def build(store: VectorIndex, factory: str, target: float, echo: Echo, progress:
         trained_on = len(sample)
         echo(f"Index: training {factory} on {trained_on:,} of {len(ids):,} vectors...")
         started = time.monotonic()
-        index.train(_vectors(store, sample))
+        try:
+            index.train(_vectors(store, sample))
+        except RuntimeError as exc:
+            if "NaN" not in str(exc) and "Inf" not in str(exc):
+                raise
+            # Only an index written before imports were checked holds such vectors.
+            raise IndexFileError("the index holds vectors that are not finite numbers, which FAISS "
+                                 "cannot train on", "run `spyglass check --repair` to drop them") from None
         echo(f"Index: trained in {time.monotonic() - started:.1f} s.")
     index = with_ids(index)
     with tqdm(total=len(ids), unit="vec", desc=f"Filling {factory}", file=sys.stderr,

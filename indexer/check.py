@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlalchemy import select
 
 from spyglass.search.catalog import Catalog
@@ -22,6 +23,9 @@ from spyglass.search.lock import indexer_lock
 from .ann_carry import CarriedAnn
 from .publish import PendingChanges, publish
 
+# How far from 1 a stored vector's length may be (they are written as float32 unit vectors).
+UNIT_TOLERANCE = 1e-2
+
 
 @dataclass
 class CheckReport:
@@ -36,6 +40,7 @@ class CheckReport:
     ann_problem: str | None = None
     orphan_vectors: list[int] = field(default_factory=list)
     rows_without_vectors: list[int] = field(default_factory=list)
+    bad_vectors: list[int] = field(default_factory=list)  # NaN, infinite or not of unit length
     missing_files: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
 
@@ -43,7 +48,7 @@ class CheckReport:
     def ok(self) -> bool:
         """Nothing wrong (or everything wrong was repaired)."""
         return bool(self.repaired) or not (self.file_problem or self.ann_problem or self.orphan_vectors
-                                           or self.rows_without_vectors or self.missing_files)
+                                           or self.rows_without_vectors or self.bad_vectors or self.missing_files)
 
     def lines(self) -> list[str]:
         """The report for people."""
@@ -58,6 +63,7 @@ class CheckReport:
                          "next index run builds it again)")
         lines.append(f"vectors without a catalog row: {len(self.orphan_vectors):,}")
         lines.append(f"catalog rows without a vector: {len(self.rows_without_vectors):,}")
+        lines.append(f"vectors that are not finite unit vectors: {len(self.bad_vectors):,}")
         if self.videos_missing_frames:
             lines.append(f"videos with a frame missing its vector: {len(self.videos_missing_frames):,}")
         lines.append(f"items whose file is gone: {len(self.missing_files):,}")
@@ -109,6 +115,7 @@ def _check(settings: Settings, engine, repair: bool) -> CheckReport:
     expected = rows.keys() | frame_owner.keys()
     report.orphan_vectors = sorted(ids - expected)
     report.rows_without_vectors = sorted(expected - ids) if index is not None else []
+    report.bad_vectors = _bad_vectors(index) if index is not None else []
     gone = {item_id for item_id, path in rows.items() if item_id not in remote and not os.path.isfile(path)}
     # A video missing one frame's vector is dropped whole: the next reindex embeds it again.
     report.videos_missing_frames = sorted({frame_owner[i] for i in report.rows_without_vectors if is_frame(i)})
@@ -117,8 +124,20 @@ def _check(settings: Settings, engine, repair: bool) -> CheckReport:
         if index is None:
             raise IndexFileError("no readable index generation of the live model is left to repair from",
                                  "run `spyglass reindex --rebuild`")
-        _repair(settings, sessions, index, ann, generations[0], report, gone)
+        _repair(settings, sessions, index, ann, generations[0], report, gone, frame_owner)
     return report
+
+
+def _bad_vectors(index: SegmentedStore) -> list[int]:
+    """Ids whose vector is not finite or not of unit length: FAISS refuses to train on them, and
+    they score nonsense. Read chunk by chunk, like the checksums."""
+    bad: list[np.ndarray] = []
+    for ids, vectors in index.all_vectors():
+        with np.errstate(all="ignore"):
+            lengths = np.linalg.norm(vectors.astype(np.float64), axis=1)
+        wrong = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(lengths - 1.0) < UNIT_TOLERANCE)
+        bad.append(ids[wrong])
+    return sorted(np.concatenate(bad).tolist()) if bad else []
 
 
 def _live_ann(settings: Settings, live, report: CheckReport) -> CarriedAnn | None:
@@ -152,18 +171,22 @@ def _first_readable(settings: Settings, generations, report: CheckReport) -> Seg
 
 
 def _repair(settings, sessions, index: SegmentedStore, ann: CarriedAnn | None, live, report: CheckReport,
-            gone: set[int]) -> None:
+            gone: set[int], frame_owner: dict[int, int]) -> None:
     index.remove(report.orphan_vectors)
-    removed = {i for i in report.rows_without_vectors if not is_frame(i)} | set(report.videos_missing_frames) | gone
+    # A bad vector goes with its item; a bad frame vector with its whole video.
+    poisoned = {frame_owner.get(i) if is_frame(i) else i for i in report.bad_vectors} - {None}
+    removed = ({i for i in report.rows_without_vectors if not is_frame(i)} | set(report.videos_missing_frames)
+               | gone | poisoned)
     changes = PendingChanges(removed=removed)
     if report.file_problem:
         ann = None  # it covers the live generation's base, not the older one repaired from
     generation = publish(sessions, index, settings.index_dir, live.model_id, live.factory,
                          changes, force_generation=True, ann=ann)
     report.repaired.append(f"published generation {generation}: dropped {len(report.orphan_vectors):,} "
-                           f"orphan vectors, {len(report.rows_without_vectors):,} rows without a vector "
+                           f"orphan vectors, {len(report.rows_without_vectors):,} rows without a vector, "
+                           f"{len(poisoned):,} items with a vector that is not a finite unit vector "
                            f"and {len(gone):,} items whose file is gone")
-    if report.rows_without_vectors:
+    if report.rows_without_vectors or poisoned:
         report.repaired.append("run `spyglass reindex` to embed the files of the dropped rows again")
 
 

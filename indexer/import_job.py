@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
+import io
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tqdm import tqdm
 
-from spyglass.search.encoder import embedding_dim, load_encoder
-from spyglass.search.errors import BadInput, ModelMismatch
 from spyglass.search.catalog import live_generation
-from spyglass.search.paths import is_inside
-from spyglass.search.schema import MediaItem, MediaRoot
+from spyglass.search.encoder import embedding_dim, load_encoder
+from spyglass.search.errors import BadInput, MediaFileError, ModelMismatch
+from spyglass.search.images import SUPPORTED_FORMATS
+from spyglass.search.schema import CatalogState, MediaItem, MediaRoot
 
-from .embedding_files import EmbeddingPart, check_vectors, find_parts, metadata_batches, metadata_rows, open_vectors
+from .decode import content_hash
+from .embedding_files import EmbeddingPart, check_vectors, find_parts, metadata_batches, metadata_rows, open_vectors, unit_rows
+from .import_rows import MAX_CAPTION_CHARS, RowRefused, RowText, row_text
 from .jobs import IndexJob, IndexSummary
-from .publish import PendingChanges
-from .scan import Skipped
+from .publish import HIGHEST_ID_KEY, PendingChanges
+from .scan import IMAGE_EXTENSIONS, Skipped
+from .video_frames import is_video
 
 _LOOKUP_CHUNK = 1000
 
@@ -34,11 +38,45 @@ class ConfigOnlyEncoder:
         self.dim = dim
 
 
+@dataclass
+class ImportSummary(IndexSummary):
+    """What one import did: the index run's counts, and what was done to its rows."""
+
+    merged: int = 0  # rows naming an item an earlier row of this import named
+    recoded: int = 0  # captions that were not UTF-8, read as Windows-1252
+    shortened: int = 0  # captions cut at MAX_CAPTION_CHARS
+
+    def line(self) -> str:
+        """'46 imported, 0 replaced, 2 skipped (1.2 s); 3 duplicate rows merged (the first kept)'."""
+        notes = []
+        if self.merged:
+            notes.append(f"{self.merged:,} duplicate rows merged (the first of each kept)")
+        if self.recoded:
+            notes.append(f"{self.recoded:,} captions not in UTF-8 read as Windows-1252")
+        if self.shortened:
+            notes.append(f"{self.shortened:,} captions cut at {MAX_CAPTION_CHARS:,} characters")
+        return (f"{self.added:,} imported, {self.updated:,} replaced, {len(self.skipped):,} skipped "
+                f"({self.seconds:.1f} s)" + (f"; {', '.join(notes)}" if notes else ""))
+
+
+@dataclass(frozen=True)
+class _Known:
+    id: int
+    origin: str
+
+
 class ImportJob(IndexJob):
-    """Import one embeddings folder (or .npy file) under the configured model; call run()."""
+    """Import one embeddings folder (or .npy file) under the configured model; call run().
+
+    Rows obey the indexer's rules (see import_rows for the text): a local file must lie in a
+    media folder (a recorded one, or --media-root), be a regular image file within
+    SPYGLASS_MAX_FILE_BYTES, reached as SPYGLASS_FOLLOW_SYMLINKS allows. An item the indexer
+    embedded is never replaced; rows naming one item twice are merged, the first kept.
+    """
 
     def __init__(self, settings, source: Path, media_root: str | None = None, **options):
         super().__init__(settings, [media_root] if media_root else [], **options)
+        self.summary = ImportSummary()
         self.source = Path(source).expanduser()
         self.base = self.source if self.source.is_dir() else self.source.parent
         self._encoder = ConfigOnlyEncoder(embedding_dim(settings.model, settings.pretrained or None))
@@ -60,9 +98,14 @@ class ImportJob(IndexJob):
         parts = find_parts(self.source)
         self._check_all(parts)  # before anything is written: a bad file refuses the whole import
         with self.sessions() as session:
-            self._roots = sorted(session.scalars(select(MediaRoot.path)), key=len, reverse=True)
-            known_roots = {row.path: row.id for row in session.scalars(select(MediaRoot))}
-        self._root_by_path = known_roots
+            self._root_ids = {row.path: row.id for row in session.scalars(select(MediaRoot))}
+            highest = session.scalar(select(func.max(MediaItem.id))) or 0
+            given = session.get(CatalogState, HIGHEST_ID_KEY)
+        # Items with a higher id are new in this import; `_replaced` marks older ones it replaced.
+        # A row naming either again is a duplicate. One byte an id: 100 MB at 100 M items.
+        self._first_new_id = max(highest, int(given.value) if given else 0) + 1
+        self._replaced = np.zeros(self._first_new_id, dtype=bool)
+        self._pending_paths: set[str] = set()
         pending = PendingChanges()
         total = sum(part.rows() for part in parts)
         with tqdm(total=total, unit="vec", desc="Importing", file=sys.stderr, disable=not self.progress,
@@ -88,71 +131,91 @@ class ImportJob(IndexJob):
         start = 0
         for batch in metadata_batches(part):
             count = len(next(iter(batch.values())))
-            chunk = np.array(vectors[start:start + count], dtype=np.float32)  # a copy: the file is mapped read-only
-            chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
+            unit, _ = unit_rows(vectors[start:start + count])  # every row passed check_vectors
             items = [self._fields(batch, row, f"{part.metadata.name} row {start + row}") for row in range(count)]
-            known = self._known_ids([fields["path"] for fields in items if fields])
-            for fields, vector in zip(items, chunk, strict=True):
-                if fields is None:
-                    continue
-                if fields["path"] in known:
-                    pending.reembedded.append((known[fields["path"]], fields, vector))
-                    self.summary.updated += 1
-                else:
-                    pending.new.append((fields, vector))
-                    self.summary.added += 1
+            known = self._known([fields["path"] for fields in items if fields])
+            for fields, vector in zip(items, unit, strict=True):
+                if fields is not None:
+                    self._take(fields, vector, known.get(fields["path"]), pending)
             self.summary.embedded += count
             start += count
             bar.update(count)
             if pending.vector_count >= self.settings.checkpoint_items:
                 self._publish(pending)
                 pending.clear()
+                self._pending_paths.clear()  # published: their ids now tell duplicates
+
+    def _take(self, fields: dict, vector: np.ndarray, known: _Known | None, pending: PendingChanges) -> None:
+        """One accepted row: a new item, a replaced imported one, or a duplicate of an earlier row."""
+        path = fields["path"]
+        if path in self._pending_paths or (known is not None and (
+                known.id >= self._first_new_id or self._replaced[known.id])):
+            self.summary.merged += 1
+        elif known is not None and known.origin != "import":
+            self._skip(Skipped(path, "already indexed from the library: an import never replaces its vector"))
+        elif known is not None:
+            pending.reembedded.append((known.id, fields, vector))
+            self._replaced[known.id] = True
+            self._pending_paths.add(path)
+            self.summary.updated += 1
+        else:
+            pending.new.append((fields, vector))
+            self._pending_paths.add(path)
+            self.summary.added += 1
 
     def _fields(self, batch: dict, row: int, where: str) -> dict | None:
         """An item's catalog fields: a local file's own facts, or a remote item's URL and caption."""
-        caption, local, url = (batch[name][row] if name in batch else None
-                               for name in ("caption", "image_path", "url"))
-        if local:
-            path = os.path.abspath(os.path.join(self.base, os.path.expanduser(str(local))))
-            if os.path.isfile(path):
-                return self._local_fields(path, caption, url, where)
-            if not url:
-                self._skip(Skipped(path, f"{where}: the file does not exist and the row has no url"))
-                return None
-        if not url:
-            self._skip(Skipped(where, "the row has neither an image_path nor a url"))
-            return None
-        url = str(url)
-        return {"path": url, "url": url, "caption": caption, "root_id": None, "size": 0, "mtime_ns": 0,
-                "content_hash": hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest(),
-                "kind": "image", "format": _format_of(url), "width": 0, "height": 0}
-
-    def _local_fields(self, path: str, caption, url, where: str) -> dict:
-        from PIL import Image
-
-        stat = os.stat(path)
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
         try:
-            with Image.open(path) as image:  # the header only: nothing is decoded
-                image_format, (width, height) = image.format or _format_of(path), image.size
-        except Exception:  # noqa: BLE001 - an unreadable header still leaves a usable vector
-            image_format, width, height = _format_of(path), 0, 0
-        root = next((r for r in self._roots if is_inside(path, r)), None)
-        return {"path": path, "url": str(url) if url else None, "caption": caption,
-                "root_id": self._root_by_path.get(root) if root else None, "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns, "content_hash": digest.hexdigest(), "kind": "image",
-                "format": image_format[:16], "width": width, "height": height}
+            text = row_text(*(batch[name][row] if name in batch else None
+                              for name in ("image_path", "url", "caption")), base=str(self.base))
+            self.summary.recoded += text.recoded
+            self.summary.shortened += text.shortened
+            if text.image_path:
+                local = self._local_fields(text, where)
+                if local is not None:
+                    return local
+            if not text.url:
+                raise RowRefused("it has neither an image_path nor a url")
+        except RowRefused as refusal:
+            self._skip(Skipped(where, str(refusal)))
+            return None
+        return {"path": text.url, "url": text.url, "caption": text.caption, "root_id": None, "size": 0,
+                "mtime_ns": 0, "content_hash": content_hash(text.url.encode("utf-8")), "kind": "image",
+                "format": _format_of(text.url), "width": 0, "height": 0, "origin": "import"}
 
-    def _known_ids(self, paths: list[str]) -> dict[str, int]:
+    def _local_fields(self, text: RowText, where: str) -> dict | None:
+        """A local file's facts, read under the media-file rules; None when it does not exist (the
+        row's url, if any, stands instead); RowRefused when the rules forbid it."""
+        path = text.image_path
+        root = self.media.root_of(path)
+        if root is None:
+            raise RowRefused(f"{path} is not inside a media folder (give --media-root, or index its folder first)")
+        if is_video(path):
+            raise RowRefused(f"{path} is a video: `spyglass index` embeds its frames")
+        if Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+            raise RowRefused(f"{path} is not an image file Spyglass indexes (by its extension)")
+        if not os.path.lexists(path):
+            if text.url:
+                return None
+            raise RowRefused(f"{path} does not exist and the row has no url")
+        try:
+            data, info = self.media.read(path)
+        except MediaFileError as exc:
+            raise RowRefused(f"{path}: {exc}") from None
+        image_format, width, height = _header(data)
+        if image_format is None:
+            raise RowRefused(f"{path} is not a readable image")
+        return {"path": path, "url": text.url, "caption": text.caption, "root_id": self._root_ids.get(root),
+                "size": info.st_size, "mtime_ns": info.st_mtime_ns, "content_hash": content_hash(data),
+                "kind": "image", "format": image_format, "width": width, "height": height, "origin": "import"}
+
+    def _known(self, paths: list[str]) -> dict[str, _Known]:
         found = {}
         with self.sessions() as session:
             for start in range(0, len(paths), _LOOKUP_CHUNK):
                 chunk = paths[start:start + _LOOKUP_CHUNK]
-                found.update((path, item_id) for path, item_id in session.execute(
-                    select(MediaItem.path, MediaItem.id).where(MediaItem.path.in_(chunk))))
+                found.update((path, _Known(item_id, origin)) for path, item_id, origin in session.execute(
+                    select(MediaItem.path, MediaItem.id, MediaItem.origin).where(MediaItem.path.in_(chunk))))
         return found
 
     def _update_labels(self) -> None:
@@ -162,10 +225,28 @@ class ImportJob(IndexJob):
         super()._update_labels()
 
 
+def _header(data: bytes) -> tuple[str | None, int, int]:
+    """The image format and upright size from the header alone (nothing is decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in SUPPORTED_FORMATS:
+                return None, 0, 0
+            width, height = image.size
+            try:
+                turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap sides
+            except Exception:  # noqa: BLE001 - a mangled EXIF block leaves the image as stored
+                turned = False
+            return image.format, (height if turned else width), (width if turned else height)
+    except Exception:  # noqa: BLE001 - Pillow raises anything on hostile headers
+        return None, 0, 0
+
+
 def _format_of(name: str) -> str:
     return os.path.splitext(name.split("?", 1)[0])[1].lstrip(".").upper()[:16]
 
 
-def run_import(settings, source: Path, media_root: str | None = None, **options) -> IndexSummary:
+def run_import(settings, source: Path, media_root: str | None = None, **options) -> ImportSummary:
     """Import precomputed embeddings (see ImportJob)."""
     return ImportJob(settings, source, media_root, **options).run()

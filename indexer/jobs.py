@@ -277,8 +277,9 @@ class IndexJob:
         self._resume_staged(plan, pending)
         if plan.to_read:
             self._embed(plan, pending, planned)
+            # Only what is about the file is remembered: a skip for want of memory is retried.
             skipped_files.update((s.path, (found[s.path], s.reason)) for s in self.summary.skipped
-                                 if s.path in found)
+                                 if s.path in found and s.lasting)
         pending.removed |= set(plan.vanished)
         self.summary.removed += len(plan.vanished)
         if pending or self.rebuild or self._text_swap:
@@ -492,7 +493,7 @@ class IndexJob:
             (unclaimed if plan.wants_pixels(loaded.file, loaded.content_hash) else kept).append(loaded)
         facts = {f.path: f for f in result.partition.files}
         stage_partition(self.sessions, self.model_key, result.embedded, result.vectors, kept,
-                        [(facts[s.path], s.reason) for s in result.skipped])
+                        [(facts[s.path], s.reason) for s in result.skipped if s.lasting])
         result.stats.write_seconds = time.perf_counter() - began
         self._partition_stats.append(result.stats)
         failpoint("partition")
@@ -649,7 +650,7 @@ def _to_stderr(message: str) -> None:
 def _item_fields(loaded: LoadedFile, root_id: int) -> dict:
     found, video = loaded.file, loaded.video
     return {"path": found.path, "root_id": root_id, "size": found.size, "mtime_ns": found.mtime_ns,
-            "content_hash": loaded.content_hash, "kind": "image" if video is None else "video",
+            "content_hash": loaded.content_hash, "kind": "image" if video is None else "video", "origin": "index",
             "format": loaded.format, "width": loaded.width, "height": loaded.height, "indexed_at": utcnow(),
             "duration_s": None if video is None else video.duration_s,
             "poster_s": None if video is None else video.poster_s}

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from spyglass.search.errors import SpyglassError
+from spyglass.search.errors import SpyglassError, Transient
 
 from .decode import LoadedFile
 from .scan import FoundFile, Skipped
@@ -176,11 +176,16 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
 
 
 def load_or_skip(load: Callable[[FoundFile], LoadedFile], found: FoundFile) -> LoadedFile | Skipped:
-    # One bad file must never stop the batch: every failure becomes a skip with its reason.
+    """Load one file; any failure becomes a skip with its reason, so one bad file never stops
+    the batch. A failure about the moment (memory, a read fault) is a skip that is not remembered."""
     try:
         return load(found)
     except SpyglassError as exc:
-        return Skipped(found.path, str(exc))
+        return Skipped(found.path, str(exc), lasting=not isinstance(exc, Transient))
+    except MemoryError:
+        return Skipped(found.path, "the memory ran out while reading it", lasting=False)
+    except OSError as exc:  # a read fault of the disk or the network share, not of the file's content
+        return Skipped(found.path, f"cannot read it: {exc.strerror or exc}", lasting=False)
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile input
         what = "video" if is_video(found.path) else "image"
         return Skipped(found.path, f"not a readable {what}: {type(exc).__name__}: {exc}")

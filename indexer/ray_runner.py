@@ -156,7 +156,7 @@ class PartitionResult:
     def given_up(self, reason: str) -> "PartitionResult":
         """Every file of the partition skipped with this reason, like any file that could not be read."""
         return PartitionResult(self.partition, [], np.zeros((0, 0), np.float32), [],
-                               [Skipped(f.path, reason) for f in self.partition.files], self.stats)
+                               [Skipped(f.path, reason, lasting=False) for f in self.partition.files], self.stats)
 
 
 def decode_partitions(batch: dict, job: WorkerJob) -> dict:

@@ -42,10 +42,15 @@ class FoundFile:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A path that could not be taken, and why, in words for the user."""
+    """A path that could not be taken, and why, in words for the user.
+
+    `lasting` is False for a failure that says nothing about the file (memory ran out, a read
+    fault, a Ray partition lost): such a skip is not remembered, so the next run tries again.
+    """
 
     path: str
     reason: str
+    lasting: bool = True
 
 
 def walk(root: str | os.PathLike, media: MediaRoots | None = None, videos: bool = True,

@@ -69,8 +69,17 @@ class ImageRefused(InvalidImage):
     """An image whose shape makes it too costly to decode or embed (an extreme aspect ratio)."""
 
 
-class ServerBusy(SpyglassError):
+class Transient(SpyglassError):
+    """A failure that says nothing about the file: short of memory, busy, an I/O fault. Never
+    remembered as a skip; the next run tries the file again."""
+
+
+class ServerBusy(Transient):
     """Too much work is in flight to take this request now; it may be retried."""
+
+
+class OutOfMemory(Transient):
+    """The work did not fit in the memory available at that moment."""
 
 
 class BadInput(SpyglassError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageRefused, ImageTooLarge, InvalidImage, NotAnImage, ServerBusy, SpyglassError
+from .errors import ImageRefused, ImageTooLarge, InvalidImage, NotAnImage, OutOfMemory, ServerBusy, SpyglassError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 # EXIF orientations 5-8 swap width and height.
@@ -114,7 +114,8 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None,
     except UnidentifiedImageError:
         raise NotAnImage("not a readable image: unknown format or corrupt data") from None
     except MemoryError:
-        raise ImageTooLarge("image is too large to decode in the memory available") from None
+        # About this moment, not the file: the next run tries it again.
+        raise OutOfMemory("the memory ran out while decoding the image") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile input (struct.error, ...)
         raise InvalidImage(f"not a readable image: {_reason(exc)}") from None
     if orientation in _TRANSPOSED_ORIENTATIONS:

@@ -60,6 +60,8 @@ class MediaItem(Base):
     # then `url` is where the original lives, and `path` is that same URL.
     url: Mapped[str | None] = mapped_column(Text)
     caption: Mapped[str | None] = mapped_column(Text)
+    # "index" (embedded from the library) or "import": an import never replaces an indexed item.
+    origin: Mapped[str] = mapped_column(String(8), default="index", server_default="index")
     # Videos only: the length, and the moment whose frame best stands for the whole (its poster).
     duration_s: Mapped[float | None] = mapped_column(Float)
     poster_s: Mapped[float | None] = mapped_column(Float)

@@ -161,8 +161,7 @@ def import_(settings: Settings, source, media_root, no_progress) -> None:
 
     summary = run_import(settings, Path(source), media_root, progress=not no_progress,
                          echo=lambda message: click.echo(message, err=True))
-    click.echo(f"{summary.added:,} imported, {summary.updated:,} replaced, {len(summary.skipped):,} skipped "
-               f"({summary.seconds:.1f} s)")
+    click.echo(summary.line())
 
 
 def _interval(text: str | None) -> float | None:

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from spyglass.search.display import printable
 from spyglass.search.errors import (BadQuery, DatabaseNotReady, ImageRefused, ImageTooLarge, IndexFileError,
                                     InvalidImage, MediaFileError, ModelUnavailable, NoIndex, NotAnImage,
-                                    ServerBusy, SpyglassError, UnknownItem)
+                                    SpyglassError, Transient, UnknownItem)
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 10
@@ -28,7 +28,7 @@ STATUS_BY_ERROR: tuple[tuple[type[SpyglassError], int, str, str | None], ...] = 
     (DatabaseNotReady, 503, "database_not_ready", None),
     (IndexFileError, 503, "index_unavailable", "the index could not be loaded; the server log says why"),
     (ModelUnavailable, 503, "model_unavailable", "the model could not be loaded; the server log says why"),
-    (ServerBusy, 503, "busy", None),
+    (Transient, 503, "busy", None),  # ServerBusy, OutOfMemory: try again
     (UnknownItem, 404, "not_found", None),
     (MediaFileError, 404, "not_found", None),
     (NotAnImage, 415, "not_an_image", None),
@@ -65,7 +65,7 @@ def _domain_error(exc: SpyglassError):
     for cls, status, code, public in STATUS_BY_ERROR:
         if isinstance(exc, cls):
             # An empty library or a busy moment is not a fault of the server; the rest is.
-            if cls is ServerBusy:
+            if cls is Transient:
                 log.warning("busy on %s %s: %s", request.method, printable(request.path, 200), printable(str(exc)))
             elif (status >= 500 and cls is not NoIndex) or cls is SpyglassError:
                 log.error("%s on %s %s: %s", code, request.method, printable(request.path, 200),
