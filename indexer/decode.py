@@ -28,6 +28,7 @@ class VideoRules:
     max_gap_s: float
     max_seconds: float
     duplicate_cosine: float
+    max_pixels: int  # a frame obeys the image limit, SPYGLASS_MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -86,5 +87,5 @@ def load_video(found: FoundFile, preprocess: Callable, cover: int, wants_pixels:
             return LoadedFile(found, digest)
         handle.seek(0)
         embedded = embed_video(handle, cover, preprocess, rules.encode, rules.batch_size, rules.max_gap_s,
-                               rules.max_seconds, rules.duplicate_cosine)
+                               rules.max_seconds, rules.duplicate_cosine, rules.max_pixels)
     return LoadedFile(found, digest, None, fmt, embedded.width, embedded.height, video=embedded)

@@ -437,7 +437,7 @@ class IndexJob:
         encode = serialised(encoder.encode_pixels)
         batch_size = self.settings.batch_for(device)
         video = VideoRules(encode, batch_size, self.settings.video_max_gap, self.settings.max_video_seconds,
-                           self.settings.video_duplicate_cosine)
+                           self.settings.video_duplicate_cosine, self.settings.max_image_pixels)
         load = partial(load_file, preprocess=encoder.preprocess,
                        max_pixels=self.settings.max_image_pixels,
                        draft_size=encoder.image_size, wants_pixels=plan.wants_pixels, media=self.media,

@@ -242,7 +242,7 @@ class EncoderActor:
         embedded, kept, skipped = list(decoded.images), list(decoded.kept), list(decoded.skipped)
         settings = self.job.settings
         rules = VideoRules(self.encode, self.batch_size, settings.video_max_gap, settings.max_video_seconds,
-                           settings.video_duplicate_cosine)
+                           settings.video_duplicate_cosine, settings.max_image_pixels)
         wants = Wants(decoded.task.known, self.job.vanished, self.job.every)
         load = partial(load_file, preprocess=self.encoder.preprocess, max_pixels=settings.max_image_pixels,
                        draft_size=self.encoder.image_size, wants_pixels=wants, media=self.job.media,

@@ -22,6 +22,7 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
 # Slow motion within a shot stays under 0.05; a cut between unrelated shots is well over 0.1.
 CUT_SCORE = 0.1
 _PROBE_SIZE = (48, 27)
+DEFAULT_MAX_PIXELS = 89_478_485  # SPYGLASS_MAX_IMAGE_PIXELS's default, Pillow's
 
 
 class VideoRefused(SpyglassError):
@@ -79,12 +80,13 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def probe(path: str | Path, max_seconds: float) -> VideoFacts:
-    """The first video stream's facts; refused when there is none, or it is longer than max_seconds."""
+def probe(path: str | Path, max_seconds: float, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoFacts:
+    """The first video stream's facts; refused when there is none, it is longer than max_seconds,
+    or its frames are over max_pixels."""
     av = _av()
     try:
         with av.open(str(path)) as container:
-            return _facts(container, max_seconds)
+            return _facts(container, max_seconds, max_pixels)
     except VideoRefused:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -92,13 +94,16 @@ def probe(path: str | Path, max_seconds: float) -> VideoFacts:
 
 
 def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.0, max_seconds: float = 4 * 3600,
-                  cut_score: float = CUT_SCORE, stats: SamplingStats | None = None) -> Iterator[SampledFrame]:
+                  cut_score: float = CUT_SCORE, stats: SamplingStats | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[SampledFrame]:
     """Yield the frames to embed, in order: the first, the first after every cut, and one whenever
     max_gap_s has passed since the last kept one. Each is scaled so its short side is `cover`.
 
     A stream that breaks part way through ends the sampling with VideoRefused, after the frames
     decoded before the break (the caller decides whether a partial video is kept). `path` may
-    be an open binary file. `stats`, when given, is filled in as frames are decoded.
+    be an open binary file. `stats`, when given, is filled in as frames are decoded. Frames
+    obey the image pixel limit: a stream over `max_pixels` is refused before a frame is decoded,
+    and one whose frames grow past it, at the first such frame.
     """
     av = _av()
     stats = stats if stats is not None else SamplingStats()
@@ -107,13 +112,14 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise VideoRefused(f"not a readable video: {_reason(exc)}") from None
     with container:
-        facts = stats.facts = _facts(container, max_seconds)
+        facts = stats.facts = _facts(container, max_seconds, max_pixels)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame and slice threads inside FFmpeg, off the GIL
         size = _covering(facts.width, facts.height, cover)
         previous, last_kept = None, None
         try:
             for frame in container.decode(stream):
+                _check_frame_size(frame.width, frame.height, max_pixels)
                 if frame.pts is None:
                     continue  # no presentation time: it cannot be placed, so it is not kept
                 time_s = float(frame.pts * stream.time_base)
@@ -141,7 +147,8 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
 
 
 def embed_video(source: str | Path | BinaryIO, cover: int, preprocess: Callable, encode: Callable,
-                batch_size: int, max_gap_s: float, max_seconds: float, duplicate_cosine: float) -> VideoVectors:
+                batch_size: int, max_gap_s: float, max_seconds: float, duplicate_cosine: float,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoVectors:
     """Sample, embed and thin a video's frames, batch by batch, so memory holds one batch of pixels.
 
     A sampled frame whose vector has at least `duplicate_cosine` with the last kept frame's is
@@ -175,7 +182,7 @@ def embed_video(source: str | Path | BinaryIO, cover: int, preprocess: Callable,
         times.clear()
         reasons.clear()
 
-    for frame in sample_frames(source, cover, max_gap_s, max_seconds, stats=stats):
+    for frame in sample_frames(source, cover, max_gap_s, max_seconds, stats=stats, max_pixels=max_pixels):
         pending.append(preprocess(frame.image))
         times.append(frame.time_s)
         reasons.append(frame.reason)
@@ -188,6 +195,9 @@ def embed_video(source: str | Path | BinaryIO, cover: int, preprocess: Callable,
     starts = np.asarray(kept_times, dtype=np.float64)
     # The end: the stream's stated length, or the last frame's time plus one frame.
     duration = max(facts.duration_s or 0.0, stats.last_time_s + stats.frame_step_s, float(starts[-1]))
+    if duration > max_seconds:  # the limit holds for the length stored, not only for each frame's time
+        raise VideoRefused(f"video runs to {duration:.0f} s, over the {max_seconds:.0f} s limit "
+                           "(SPYGLASS_MAX_VIDEO_SECONDS)")
     ends = np.append(starts[1:], duration)
     vectors = np.stack(kept).astype(np.float32)
     pooled = pool(vectors, ends - starts)
@@ -224,13 +234,14 @@ def change_score(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)))) / 255.0
 
 
-def _facts(container, max_seconds: float) -> VideoFacts:
+def _facts(container, max_seconds: float, max_pixels: int) -> VideoFacts:
     if not container.streams.video:
         raise VideoRefused("the file has no video stream")
     stream = container.streams.video[0]
     width, height = stream.codec_context.width, stream.codec_context.height
     if not width or not height:
         raise VideoRefused("the video stream has no picture size")
+    _check_frame_size(width, height, max_pixels)
     duration = None
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
@@ -240,6 +251,13 @@ def _facts(container, max_seconds: float) -> VideoFacts:
         raise VideoRefused(f"video is {duration:.0f} s long, over the {max_seconds:.0f} s limit "
                            "(SPYGLASS_MAX_VIDEO_SECONDS)")
     return VideoFacts(width, height, duration, stream.codec_context.name)
+
+
+def _check_frame_size(width: int, height: int, max_pixels: int) -> None:
+    """A video frame obeys the image pixel limit: VideoRefused naming it when it does not."""
+    if width * height > max_pixels:
+        raise VideoRefused(f"video frames are {width}x{height} = {width * height / 1e6:.1f} MP, over the "
+                           f"{max_pixels / 1e6:.1f} MP limit (SPYGLASS_MAX_IMAGE_PIXELS)")
 
 
 def _covering(width: int, height: int, cover: int) -> tuple[int, int]:

@@ -123,6 +123,14 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None,
     return DecodedImage(image=rgb, format=image_format, width=width, height=height)
 
 
+def check_pixels(width: int, height: int, max_pixels: int, what: str = "image",
+                 limit_name: str = "SPYGLASS_MAX_IMAGE_PIXELS") -> None:
+    """ImageTooLarge when width x height is over max_pixels (a video frame obeys the image limit)."""
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
+                            f"{max_pixels / 1e6:.1f} MP limit", f"raise {limit_name} if you trust it")
+
+
 def _check_shape(width: int, height: int) -> None:
     if width < 1 or height < 1:
         raise InvalidImage(f"image is {width}x{height}: it has no pixels")

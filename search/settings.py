@@ -139,6 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
             "memory (512M, 1G or a number of bytes).", _byte_size),
     Setting("decode_memory", "Memory that concurrent image decodes in one process may hold "
             "together (1G, ...); a decode waits until there is room.", _byte_size),
+    Setting("thumbnail_cache", "Disk the thumbnail cache under SPYGLASS_HOME may take (1G, 512M, ...); "
+            "the least recently used thumbnails go first.", _byte_size),
     Setting("max_video_seconds", "Videos longer than this are skipped with a reason (seconds; "
             "default 14400, four hours).", _positive_seconds),
     Setting("video_max_gap", "While indexing a video, a frame is embedded at every cut and at least "
@@ -205,6 +207,7 @@ class Settings:
     max_upload_pixels: int = 24_000_000
     max_file_bytes: int = 512 * 1024 * 1024
     decode_memory: int = 1024 * 1024 * 1024
+    thumbnail_cache: int = 1024 * 1024 * 1024
     max_video_seconds: float = 4 * 3600.0
     video_max_gap: float = 4.0
     video_duplicate_cosine: float = 0.97

@@ -1,26 +1,38 @@
-"""Thumbnails: made on first request, cached under SPYGLASS_HOME by content hash."""
+"""Thumbnails: made on first request, kept in a bounded cache under SPYGLASS_HOME by content hash.
+
+A video's thumbnail at a moment is cached by the frame actually decoded (its presentation time),
+not by the moment asked for: any `t` that lands on one frame shares one file, so the number of
+files a video can make is bounded by its frames, and all of them by SPYGLASS_THUMBNAIL_CACHE.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import io
+import threading
+from collections import OrderedDict
+from contextlib import nullcontext
 
 from .errors import BadQuery
-from .images import DecodeGate, decode_image
+from .images import BYTES_PER_PIXEL, DecodeGate, decode_image
 from .media_files import MediaRoots
 from .schema import MediaItem
+from .thumbnail_cache import ThumbnailCache
 from .video_stills import frame_at
 
 THUMBNAIL_SIZE = 320
 # A video still decodes at most this much video past the keyframe it seeks to.
 STILL_DECODE_SECONDS = 20.0
+# Moments asked for, remembered per process with the frame they landed on: a repeated `t`
+# finds its file without decoding again.
+_MOMENTS_REMEMBERED = 4096
+_moments: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+_moments_lock = threading.Lock()
 
 
-def thumbnail_path(home: Path, item: MediaItem, size: int = THUMBNAIL_SIZE, at_ms: int | None = None) -> Path:
-    """Where the thumbnail of this content lives (of a video, at a moment); identical files share one."""
-    digest = item.content_hash
-    moment = "" if at_ms is None else f"-t{at_ms}"
-    return home / "thumbnails" / digest[:2] / f"{digest}-{size}{moment}.jpg"
+def thumbnail_name(item: MediaItem, size: int = THUMBNAIL_SIZE, frame_ms: int | None = None) -> str:
+    """The cache name of this content's thumbnail (of a video, of the frame shown at frame_ms)."""
+    moment = "" if frame_ms is None else f"-f{frame_ms}"
+    return f"{item.content_hash}-{size}{moment}.jpg"
 
 
 def video_moment(item: MediaItem, at_s: float | None) -> float:
@@ -32,30 +44,54 @@ def video_moment(item: MediaItem, at_s: float | None) -> float:
     return at_s
 
 
-def ensure_thumbnail(home: Path, item: MediaItem, media: MediaRoots, max_pixels: int,
-                     gate: DecodeGate | None = None, size: int = THUMBNAIL_SIZE, at_s: float | None = None) -> Path:
-    """The cached thumbnail, made from the original if it is not there yet; of a video, its
-    frame at `at_s` (default: its poster frame).
+def ensure_thumbnail(cache: ThumbnailCache, item: MediaItem, media: MediaRoots, max_pixels: int,
+                     gate: DecodeGate | None = None, size: int = THUMBNAIL_SIZE,
+                     at_s: float | None = None):
+    """The thumbnail as a cached file's Path, or as JPEG bytes when the cache could not keep it;
+    of a video, its frame at `at_s` (default: its poster frame).
 
     The original must pass the same rules as `/file` (inside a media root, still the indexed
     file) even when the thumbnail is cached: a thumbnail is served only for a file that could be.
     """
     video = item.kind == "video"
-    at_ms = round(1000 * video_moment(item, at_s)) if video else None
+    asked_ms = round(1000 * video_moment(item, at_s)) if video else None
     handle, _ = media.open_indexed(item.path, item.size, item.mtime_ns, item.format)
     with handle:
-        target = thumbnail_path(home, item, size, at_ms)
-        if target.exists():
-            return target
+        known = _landed(item, size, asked_ms) if video else None
+        if not video or known is not None:
+            cached = cache.get(thumbnail_name(item, size, known))
+            if cached is not None:
+                return cached
         if video:
-            image = frame_at(handle, at_ms / 1000, STILL_DECODE_SECONDS)
+            # Frames are decoded at full size before they are scaled: their memory counts like an image's.
+            with gate.hold(item.width * item.height * BYTES_PER_PIXEL) if gate else nullcontext():
+                still = frame_at(handle, asked_ms / 1000, STILL_DECODE_SECONDS, max_pixels, size)
+            image, frame_ms = still.image, round(1000 * still.time_s)
+            _remember(item, size, asked_ms, frame_ms)
+            cached = cache.get(thumbnail_name(item, size, frame_ms))
+            if cached is not None:
+                return cached
         else:
-            data = handle.read(media.max_bytes + 1)
+            data, frame_ms = handle.read(media.max_bytes + 1), None
     if not video:
         image = decode_image(data, max_pixels, draft_size=size, gate=gate).image
     image.thumbnail((size, size))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{id(image)}.tmp")
-    image.save(temp, "JPEG", quality=85)
-    os.replace(temp, target)  # concurrent requests for one thumbnail each write their own temp
-    return target
+    encoded = io.BytesIO()
+    image.save(encoded, "JPEG", quality=85)
+    return cache.put(thumbnail_name(item, size, frame_ms), encoded.getvalue()) or encoded.getvalue()
+
+
+def _landed(item: MediaItem, size: int, asked_ms: int) -> int | None:
+    with _moments_lock:
+        key = (item.content_hash, size, asked_ms)
+        frame_ms = _moments.get(key)
+        if frame_ms is not None:
+            _moments.move_to_end(key)
+        return frame_ms
+
+
+def _remember(item: MediaItem, size: int, asked_ms: int, frame_ms: int) -> None:
+    with _moments_lock:
+        _moments[(item.content_hash, size, asked_ms)] = frame_ms
+        while len(_moments) > _MOMENTS_REMEMBERED:
+            _moments.popitem(last=False)

@@ -3,6 +3,7 @@ written atomically, checked before they are read, never rewritten."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -165,7 +166,10 @@ def write_index_file(index: VectorIndex, directory: Path, filename: str) -> tupl
     final = directory / filename
     temp = directory / f".{filename}.{os.getpid()}.tmp"
     try:
-        faiss.write_index(index.index, str(temp))
+        try:
+            faiss.write_index(index.index, str(temp))
+        except RuntimeError as exc:
+            raise _write_error(exc, final) from None
         checksum = file_sha256(temp)
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
@@ -214,6 +218,16 @@ def file_sha256(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _write_error(exc: RuntimeError, path: Path) -> Exception:
+    """FAISS reports a failed write as a RuntimeError with strerror at its end: a full disk
+    becomes the OSError it is (so every command says it in one line), anything else stays."""
+    text = str(exc)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+        if f"({os.strerror(code)})" in text:
+            return OSError(code, os.strerror(code), str(path))
+    return exc
 
 
 def _faiss_reason(exc: Exception) -> str:

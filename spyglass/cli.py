@@ -33,17 +33,53 @@ def configure_logging(verbose: bool) -> None:
     logging.getLogger("spyglass").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def database_failure(exc: Exception) -> str | None:
-    """One line for a failure of the catalog database, or None when exc is not one."""
-    from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+def database_failure(exc: Exception, database_url: str | None = None) -> str | None:
+    """One line for a failure of the catalog database, or None when exc is not one.
+
+    Only a failure to reach the database is blamed on SPYGLASS_DATABASE_URL: a full disk says
+    so, and a broken constraint is a fault of Spyglass's, reported as one.
+    """
+    from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     if not isinstance(exc, (OperationalError, ProgrammingError, DBAPIError, PoolTimeout)):
         return None
     orig = getattr(exc, "orig", None)
     reason = str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else type(exc).__name__
+    where = _sqlite_file(database_url)
+    if _disk_full(orig, where):
+        return (f"the disk is full writing the catalog database{f' {printable(where)}' if where else ''}: "
+                f"{printable(reason, 200)}; everything published before this is kept (free some space and "
+                "run again)")
+    if isinstance(exc, IntegrityError):
+        return (f"the catalog database refused a write: {printable(reason, 300)} (a fault of Spyglass's, "
+                "not of your settings: please report it; nothing of this write was kept)")
     return (f"the catalog database failed: {printable(reason, 300)} (check SPYGLASS_DATABASE_URL, "
             "and that the server is running)")
+
+
+def _disk_full(orig, sqlite_file: str | None) -> bool:
+    """SQLite's "database or disk is full", PostgreSQL's disk_full (53100) and friends, or SQLite's
+    "disk I/O error" on a disk with no room left (what it says when the journal cannot grow)."""
+    text = str(orig or "").lower()
+    if ("database or disk is full" in text or "no space left on device" in text
+            or getattr(orig, "sqlstate", None) in ("53100", "53400")):
+        return True
+    if "disk i/o error" in text and sqlite_file:
+        import os
+
+        try:
+            disk = os.statvfs(os.path.dirname(os.path.abspath(sqlite_file)))
+        except OSError:
+            return False
+        return disk.f_bavail * disk.f_frsize < 1024 * 1024
+    return False
+
+
+def _sqlite_file(database_url: str | None) -> str | None:
+    if database_url and database_url.startswith("sqlite:///"):
+        return database_url[len("sqlite:///"):]
+    return None
 
 
 class SpyglassGroup(click.Group):
@@ -63,7 +99,8 @@ class SpyglassGroup(click.Group):
             raise click.ClickException(f"the disk is full{where}; everything published before this is kept "
                                        "(free some space and run again)") from None
         except Exception as exc:
-            message = database_failure(exc)
+            settings = ctx.obj if isinstance(ctx.obj, Settings) else None
+            message = database_failure(exc, settings.db_url if settings else None)
             if message is None:
                 raise
             raise click.ClickException(message) from None
@@ -217,7 +254,7 @@ def reindex(settings: Settings, paths, rebuild, every, drop_missing, runner, add
             if interval is None:
                 raise
             # A scheduled loop keeps going, whatever failed: the next run may well succeed.
-            message = str(exc) if isinstance(exc, SpyglassError) else database_failure(exc)
+            message = str(exc) if isinstance(exc, SpyglassError) else database_failure(exc, settings.db_url)
             click.echo(f"Error: {message or f'{type(exc).__name__}: {printable(str(exc), 300)}'}", err=True)
         if interval is None:
             return

@@ -244,3 +244,40 @@ def kept_index_files(settings: Settings) -> set[str]:
 def index_files(settings: Settings) -> set[str]:
     """The generation files in the index folder (temp files excluded)."""
     return {path.name for path in settings.index_dir.glob("gen-*")}
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of `size` (8m, ...) mounted at folder for the block: a disk that really fills up.
+
+    Needs root (CI and these machines run tests as root); elsewhere the test is skipped.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI") and os.geteuid() == 0:
+            raise RuntimeError(f"mount -t tmpfs failed: {mounted.stderr}")
+        pytest.skip(f"a real full disk needs `mount -t tmpfs` (root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill_disk(folder: Path) -> None:
+    """Write zeros under folder until its file system has no byte left."""
+    import errno
+
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for block in (bytes(64 * 1024), b"\0"):  # big blocks, then the last bytes one at a time
+            while True:
+                try:
+                    os.write(fd, block)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)

@@ -262,3 +262,25 @@ def test_a_rebuild_reads_its_vectors_back_from_staging_instead_of_holding_them(s
     # The same model on the same files: the vectors read back from staging are the embeddings.
     for item_id, vector in vectors.items():
         assert np.allclose(engine.live().stored.vector(item_id), vector, atol=1e-5)
+
+
+def test_a_decode_that_runs_out_of_memory_is_retried_next_run(sqlite_settings, media, encoder, monkeypatch):
+    """A MemoryError says nothing about the file: it is skipped now, not remembered, and retried."""
+    from PIL import ImageFile
+
+    real_load = ImageFile.ImageFile.load
+
+    def starved(image):
+        if image.size == (33, 21):
+            raise MemoryError
+        return real_load(image)
+
+    Image.new("RGB", (33, 21), (9, 80, 9)).save(media / "big.png")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", starved)
+    first = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
+    assert [s.reason for s in first.skipped if s.path.endswith("big.png")] == [
+        "the memory ran out while decoding the image"]
+    monkeypatch.setattr(ImageFile.ImageFile, "load", real_load)
+    second = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
+    assert second.added == 1 and not [s for s in second.skipped if s.path.endswith("big.png")]
+    assert [s.path for s in second.skipped] == [str(media / "corrupt.jpg")]  # what is about the file stays

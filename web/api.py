@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -62,9 +63,11 @@ def thumbnail(item_id: int):
     web = state()
     engine = web.engine()
     found = engine.item(item_id)
-    path = ensure_thumbnail(web.settings.home, found, engine.media(), web.settings.max_image_pixels,
+    made = ensure_thumbnail(web.thumbnails, found, engine.media(), web.settings.max_image_pixels,
                             decode_gate(web.settings.decode_memory), at_s=_moment(request.args.get("t")))
-    response = send_file(path, mimetype="image/jpeg", max_age=86400)
+    # Bytes when the cache could not keep it (a full disk): served all the same.
+    response = send_file(io.BytesIO(made) if isinstance(made, bytes) else made, mimetype="image/jpeg",
+                         max_age=86400)
     response.headers["Cache-Control"] = "public, max-age=86400, immutable"
     return response
 

@@ -8,6 +8,7 @@ from flask import current_app
 
 from spyglass.search.engine import SearchEngine
 from spyglass.search.settings import Settings
+from spyglass.search.thumbnail_cache import ThumbnailCache
 
 from .metrics import Metrics
 
@@ -19,6 +20,7 @@ class WebState:
         self.settings = settings
         self.background_reload = background_reload
         self.metrics = Metrics()
+        self.thumbnails = ThumbnailCache(settings.home / "thumbnails", settings.thumbnail_cache)
         self._engine: SearchEngine | None = None
         self._lock = threading.Lock()
 
