@@ -140,6 +140,8 @@ class IndexJob:
             self.roots = self._present_recorded_roots()
         self._check_model()
         self._check_index_setting()
+        if self.settings.labels:
+            LabelSet.read(self.settings.labels)  # a bad labels file stops the run before any work
         run_id = self._start_run()
         try:
             self._index_roots()

@@ -23,7 +23,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from spyglass.search.errors import ConfigError
 from spyglass.search.failpoints import CRASH_ENV, crashpoint
 from spyglass.search.images import decode_gate
 from spyglass.search.media_files import MediaRoots
@@ -32,6 +31,7 @@ from spyglass.search.settings import Settings
 
 from .decode import LoadedFile, VideoRules, load_file
 from .pipeline import load_or_skip, serialised
+from .ray_cluster import check_shared_paths, connect, describe, encoder_plan, require_ray
 from .scan import FoundFile, Skipped
 from .video_frames import is_video
 
@@ -263,17 +263,6 @@ class EncoderActor:
                                precision=getattr(self.encoder, "precision_check", None))
 
 
-def require_ray():
-    """The ray module, or a clear error naming the extra to install."""
-    try:
-        import ray
-        import ray.data  # noqa: F401 - Ray Data is the part the runner uses
-    except ImportError:
-        raise ConfigError("--runner ray needs Ray Data, which is not installed",
-                          "pip install 'spyglass[ray]', or use --runner local") from None
-    return ray
-
-
 class RayRunner:
     """A connection to a Ray cluster for one run; use as a context manager."""
 
@@ -286,20 +275,7 @@ class RayRunner:
         self.first_seconds: float | None = None  # from the first round's start to its first partition back
 
     def __enter__(self) -> "RayRunner":
-        ray = self.ray
-        if not ray.is_initialized():
-            address = self.settings.ray_address or None
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ConfigError(f"could not reach the Ray cluster at {address or 'this machine'}: {exc}",
-                                  "start it with `ray start --head`, or check SPYGLASS_RAY_ADDRESS / "
-                                  "--address (auto, or ray://host:10001)") from None
-            self._started = True
-        context = self.ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the driver's own bar counts files
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notices would break the bar
+        self._started = connect(self.ray, self.settings.ray_address)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -308,33 +284,15 @@ class RayRunner:
 
     def describe(self) -> str:
         """'2 nodes, 16 CPUs, 8 GPUs'."""
-        resources = self.ray.cluster_resources()
-        nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
-        return (f"{nodes} node{'s' * (nodes != 1)}, {int(resources.get('CPU', 0))} CPUs, "
-                f"{int(resources.get('GPU', 0))} GPUs")
+        return describe(self.ray)
 
     def encoders(self) -> tuple[int, float]:
         """(actors, GPUs per actor): one actor per GPU of the cluster, or SPYGLASS_RAY_ENCODERS."""
-        gpus = int(self.ray.cluster_resources().get("GPU", 0))
-        return self.settings.ray_encoders or max(1, gpus), (1.0 if gpus else 0.0)
+        return encoder_plan(self.ray, self.settings.ray_encoders)
 
     def check_shared_paths(self, sample: FoundFile) -> None:
         """Every node sees this file as the driver does; else the run stops before embedding anything."""
-        ray = self.ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        stat = ray.remote(num_cpus=0)(_stat)
-        checks = {node["NodeManagerAddress"]: stat.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node["NodeID"], soft=False)).remote(sample.path)
-            for node in ray.nodes() if node.get("Alive")}
-        for address, ref in checks.items():
-            seen = ray.get(ref)
-            if seen != (sample.size, sample.mtime_ns):
-                what = seen if isinstance(seen, str) else f"size {seen[0]}, mtime {seen[1]}"
-                raise ConfigError(
-                    f"Ray node {address} does not see {sample.path} as this machine does ({what}); "
-                    "workers read media by the path the driver scanned",
-                    "mount the library at the same path on every node (see README, Ray runner)")
+        check_shared_paths(self.ray, sample)
 
     def run(self, parts: list[Partition], job: WorkerJob, known: dict[str, str]) -> Iterator[PartitionResult]:
         """Yield each partition once, as it finishes: embedded, or with every file skipped after
@@ -390,14 +348,6 @@ class RayRunner:
                                     max_restarts=-1, max_task_retries=self.settings.ray_retries))
         for row in dataset.iter_rows():
             yield pickle.loads(row["payload"])
-
-
-def _stat(path: str) -> tuple[int, int] | str:
-    try:
-        facts = os.stat(path)
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc.strerror}"
-    return facts.st_size, facts.st_mtime_ns
 
 
 def stats_line(stats: list[PartitionStats], resumed: int, retried: int, where: str,

@@ -14,12 +14,14 @@ from typing import Sequence
 import numpy as np
 
 from .display import printable
-from .errors import ConfigError
+from .errors import ConfigError, MediaFileError
+from .media_files import read_regular_file
 
 DEFAULT_TEMPLATES = ("a photo of a {label}.",)
 # The catalog_state row that says what the stored item labels were computed from.
 LABELS_STATE_KEY = "labels"
 MAX_LABELS = 10_000
+MAX_LABELS_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class LabelSet:
         """Parse a labels file."""
         source = Path(path).expanduser()
         try:
-            lines = source.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
+            # A regular file of bounded size: /dev/zero or a FIFO must not hang the indexer under its lock.
+            lines = read_regular_file(str(source), MAX_LABELS_BYTES).decode("utf-8").splitlines()
+        except (MediaFileError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the labels file {printable(str(source))}: {exc}",
                               "set SPYGLASS_LABELS to a UTF-8 text file, one label a line") from None
         labels, templates = [], []

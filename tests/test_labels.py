@@ -100,3 +100,24 @@ def test_results_carry_labels_and_filter_by_them(labelled, media, encoder, tmp_p
     assert {r["id"] for r in cli["results"]} == expected and all(r["labels"][0] == best for r in cli["results"])
     status = json.loads(run_spyglass("status", "--json", env=env).stdout)
     assert status["labels"]["labels"] == len(LABELS) and sum(status["labels"]["most_common"].values()) > 0
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "huge"])
+def test_a_labels_file_that_is_no_file_or_too_big_is_refused_at_once(tmp_path, sqlite_settings, media, kind):
+    import os
+
+    if kind == "device":
+        labels = "/dev/zero"  # read whole, it never ends
+    elif kind == "fifo":
+        labels = str(tmp_path / "labels.fifo")
+        os.mkfifo(labels)  # read, it waits for a writer forever
+    else:
+        labels = str(tmp_path / "labels.txt")
+        with open(labels, "w") as handle:
+            handle.write("cat\n" * (2 * 1024 * 1024))  # 8 MB
+    with pytest.raises(ConfigError, match="cannot read the labels file"):
+        LabelSet.read(labels)
+    env = spyglass_env(sqlite_settings) | {"SPYGLASS_LABELS": labels}
+    result = run_spyglass("index", "--no-progress", str(media), env=env, timeout=90)  # used to hang, holding the lock
+    assert result.returncode == 1 and "cannot read the labels file" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -178,7 +178,21 @@ def test_range_requests_and_awkward_names(sqlite_settings, media, encoder):
     part = client.get(f"/api/v1/items/{red}/file", headers={"Range": "bytes=2-11"})
     assert part.status_code == 206 and part.data == data[2:12]
     assert part.headers["Content-Range"] == f"bytes 2-11/{len(data)}"
-    assert client.get(f"/api/v1/items/{red}/file", headers={"Range": "bytes=99999-"}).status_code == 416
+    past = client.get(f"/api/v1/items/{red}/file", headers={"Range": "bytes=99999-"})
+    assert past.status_code == 416 and past.headers["Content-Range"] == f"bytes */{len(data)}"
+    # RFC 9110: a Range that does not parse, of another unit, or of several ranges may be answered whole.
+    for ignored in ("bytes=abc", "items=0-1", "bytes=0-1,5-9", "bytes=9-2", "bytes=", "bytes=--1", "bytes=1-2-3"):
+        whole = client.get(f"/api/v1/items/{red}/file", headers={"Range": ignored})
+        assert whole.status_code == 200 and whole.data == data, ignored
+    # A suffix longer than the file is the whole file; a suffix of zero bytes is nothing to send.
+    longer = client.get(f"/api/v1/items/{red}/file", headers={"Range": f"bytes=-{len(data) + 500}"})
+    assert longer.status_code == 206 and longer.data == data
+    assert longer.headers["Content-Range"] == f"bytes 0-{len(data) - 1}/{len(data)}"
+    tail = client.get(f"/api/v1/items/{red}/file", headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.data == data[-10:]
+    assert client.get(f"/api/v1/items/{red}/file", headers={"Range": "bytes=-0"}).status_code == 416
+    beyond = client.get(f"/api/v1/items/{red}/file", headers={"Range": f"bytes=5-{len(data) + 100}"})
+    assert beyond.status_code == 206 and beyond.data == data[5:]
 
     odd = client.get(f"/api/v1/items/{ids['new' + chr(10) + 'line ' + chr(34) + 'quoted' + chr(34) + ' ü.jpg']}/file")
     assert odd.status_code == 200 and odd.data == data

@@ -219,9 +219,51 @@ def test_an_unreachable_cluster_is_one_clear_line(sqlite_settings, library, tmp_
 
 
 def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
-    from spyglass.indexer.ray_runner import require_ray
+    from spyglass.indexer.ray_cluster import require_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ConfigError, match=r"needs Ray Data") as raised:
         require_ray()
     assert "pip install 'spyglass[ray]'" in raised.value.hint
+
+
+LISTENING_ON_THE_NETWORK = r'''
+import sys
+from spyglass.indexer.ray_runner import RayRunner
+from spyglass.search.settings import Settings
+
+def listening():
+    """(address, port) of every TCP socket listening on this machine, from /proc."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A":
+                address, port = local.split(":")
+                found.add((address, int(port, 16)))
+    return found
+
+def loopback(address):
+    # 0100007F is 127.0.0.1; IPv6's ::1 and v4-mapped loopback end the same way.
+    return address in ("0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
+
+before = listening()
+with RayRunner(Settings(runner="ray", ray_address=""), print) as runner:
+    import ray
+    opened = listening() - before
+    print("gcs", ray.get_runtime_context().gcs_address)
+    print("opened", len(opened))
+    print("on the network", sorted(port for address, port in opened if not loopback(address)))
+'''
+
+
+def test_a_local_ray_listens_on_loopback_only(tmp_path):
+    """Without --address, the Ray a run starts is reachable from this machine only."""
+    result = subprocess.run([sys.executable, "-c", LISTENING_ON_THE_NETWORK], capture_output=True, text=True,
+                            timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.split(" ", 1)[0] in
+                 ("gcs", "opened", "on"))
+    assert lines["gcs"].startswith("127.0.0.1:"), result.stdout
+    assert int(lines["opened"]) > 0  # Ray's own servers are up, on loopback
+    assert lines["on"] == "the network []", result.stdout

@@ -86,10 +86,38 @@ def item_file(item_id: int):
     response.set_etag(found.content_hash[:32])
     response.headers["Content-Disposition"] = _inline_disposition(os.path.basename(found.path))
     try:
-        return response.make_conditional(request.environ, accept_ranges=True, complete_length=info.st_size)
+        environ = dict(request.environ)
+        byte_range = usable_range(environ.pop("HTTP_RANGE", None), info.st_size)
+        if byte_range is not None:
+            environ["HTTP_RANGE"] = byte_range
+        return response.make_conditional(environ, accept_ranges=True, complete_length=info.st_size)
     except RequestedRangeNotSatisfiable:
         handle.close()
         raise
+
+
+_ONE_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
+
+
+def usable_range(header: str | None, length: int) -> str | None:
+    """The Range header to answer, as RFC 9110 reads it: None (send the whole file, 200) for no
+    header, one that does not parse, another unit, or several ranges (a server may answer
+    those whole); a suffix longer than the file asks for all of it; a range that starts past
+    the end is 416 with `Content-Range: bytes */LENGTH`."""
+    match = _ONE_RANGE.fullmatch(header or "")
+    if match is None or not (match[1] or match[2]):
+        return None
+    if not match[1]:  # bytes=-N: the last N bytes
+        suffix = int(match[2])
+        if suffix == 0 or length == 0:
+            raise RequestedRangeNotSatisfiable(length=length)
+        return f"bytes={max(0, length - suffix)}-"
+    first = int(match[1])
+    if match[2] and int(match[2]) < first:
+        return None  # invalid: ignored, like any Range that does not parse
+    if first >= length:
+        raise RequestedRangeNotSatisfiable(length=length)
+    return f"bytes={first}-{min(int(match[2]), length - 1) if match[2] else ''}"
 
 
 def _moment(text: str | None) -> float | None:

@@ -81,7 +81,12 @@ def _http_error(exc: HTTPException):
     if exc.code == 413:
         limit = request.max_content_length
         message = f"the request is larger than the {limit // (1024 * 1024)} MiB limit (SPYGLASS_MAX_UPLOAD_BYTES)"
-    return error_response(exc.code or 500, code, message)
+    response = error_response(exc.code or 500, code, message)
+    # The headers the status needs: Content-Range on a 416, Allow on a 405, Retry-After.
+    for name, value in exc.get_headers():
+        if name.lower() in ("content-range", "allow", "retry-after"):
+            response.headers[name] = value
+    return response
 
 
 def _database_error(exc: Exception):
