@@ -38,7 +38,8 @@ def find_parts(path: Path) -> list[EmbeddingPart]:
     path = path.expanduser()
     if not path.exists():
         raise BadInput(f"{path} does not exist", "give an embeddings folder or a .npy file")
-    if path.is_file():
+    if not path.is_dir():
+        _regular_file(path)  # a FIFO or a device named as the source is refused, never read
         return [_with_metadata(path)]
     if (path / "img_emb").is_dir():
         parts = []

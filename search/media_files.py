@@ -113,11 +113,15 @@ class MediaRoots:
             raise MediaFileError("the file is gone from disk") from None
         except OSError as exc:  # ELOOP: the resolved path became a link since it was resolved
             raise MediaFileError(f"cannot open the file: {exc.strerror or exc}") from None
-        handle = os.fdopen(fd, "rb")
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
+            if not stat.S_ISREG(info.st_mode):  # checked before fdopen, which refuses a folder with a raw IsADirectoryError
                 raise MediaFileError("not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        handle = os.fdopen(fd, "rb")
+        try:
             # Non-blocking was for the open only: Linux's sendfile honours it and sends nothing.
             os.set_blocking(fd, True)
             opened = _opened_path(fd)

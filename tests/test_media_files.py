@@ -233,3 +233,13 @@ def test_root_of_is_the_innermost_root_by_exact_text(root, rest, suffix):
     sibling = root_path + suffix  # /m/a and /m/ab: a prefix of the text, not a parent folder
     assert roots.root_of(sibling) in (None,) + tuple(r for r in roots.roots if is_inside(sibling, r))
     assert roots.root_of(root_path) is None  # a root is not inside itself
+
+
+def test_a_file_swapped_for_a_folder_is_not_found(sqlite_settings, media, encoder):
+    _, client = index(sqlite_settings, media, encoder)
+    red = item_ids(client)["red.jpg"]
+    (media / "red.jpg").unlink()
+    (media / "red.jpg").mkdir()  # used to reach fdopen, which raised IsADirectoryError: a 500
+    for tail in ("/file", "/thumbnail"):
+        response = client.get(f"/api/v1/items/{red}{tail}")
+        assert response.status_code == 404 and response.json["error"] == "not_found", tail
