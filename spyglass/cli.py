@@ -192,7 +192,16 @@ def import_(settings: Settings, source, media_root, no_progress) -> None:
     queries are embedded by it. Rows with a local file become ordinary items; rows with only
     a url become remote items (results carry the url and caption). Everything is checked
     before anything is written: a wrong dimension, a missing column or a NaN vector imports
-    nothing. Importing again replaces the vectors of rows already imported.
+    nothing.
+
+    
+    Rows are read by the indexer's rules; a row that breaks one is skipped with its number:
+      local files only inside a media folder (a recorded one, or --media-root), regular,
+        images, within SPYGLASS_MAX_FILE_BYTES; an indexed item is never replaced
+      urls only http:// or https://, at most 4,096 characters
+      captions in UTF-8 (else read as Windows-1252), cut at 4,096 characters
+      duplicate rows merged, the first kept
+    Importing again replaces the vectors of rows already imported.
     """
     from spyglass.indexer.import_job import run_import
 

@@ -285,3 +285,29 @@ def test_hostile_npy_files_are_refused_in_one_line(tmp_path, sqlite_settings):
     result = run_spyglass("import", str(fifo / "v.npy"), "--no-progress", env=env, timeout=60)
     assert result.returncode == 1 and "has no metadata file beside it" in result.stderr, result.stderr
     assert json.loads(run_spyglass("status", "--json", env=env).stdout)["items"] == 0
+
+
+def test_a_catalog_imported_into_before_the_rules_shows_no_local_path_as_a_link(tmp_path, sqlite_settings, library):
+    """Rows an older import stored with a path or a javascript: url are served, never linked."""
+    from spyglass.indexer.publish import PendingChanges, publish
+    from spyglass.search.catalog import live_generation
+    from spyglass.search.db import create_db_engine, session_factory
+    from spyglass.search.segments import SegmentedStore
+
+    sessions = session_factory(create_db_engine(sqlite_settings.db_url, writer=True))
+    with sessions() as session:
+        live = live_generation(session)
+        store = SegmentedStore.load(sqlite_settings.index_dir, live.base_file(), live.manifest())
+        model_id = live.model_id
+    legacy = unit(2, seed=11)
+    rows = [{"path": url, "url": url, "root_id": None, "size": 0, "mtime_ns": 0, "content_hash": str(i) * 64,
+             "kind": "image", "format": "", "width": 0, "height": 0, "origin": "import", "caption": "old"}
+            for i, url in enumerate(["/srv/secret/x.jpg", "javascript:alert(1)"])]
+    publish(sessions, store, sqlite_settings.index_dir, model_id, "auto",
+            PendingChanges(new=list(zip(rows, legacy, strict=True))))
+    client = create_app(sqlite_settings).test_client()
+    for vector in legacy:
+        hit = best(client, vector)[0]
+        assert hit["score"] > 0.999 and hit["source_url"] is None
+        assert hit["file_url"].startswith("http://localhost/api/v1/items/"), hit
+        assert client.get(hit["file_url"]).status_code == 404

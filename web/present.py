@@ -19,7 +19,8 @@ def item_json(item: MediaItem) -> dict:
     """
     exposed = current_app.extensions["spyglass"].settings.expose_paths
     root = None if item.root is None else item.root.path if exposed else os.path.basename(item.root.path)
-    remote = bool(item.url) and item.path == item.url  # imported with no local file
+    link = web_link(item.url)
+    remote = link is not None and item.path == item.url  # imported with no local file
     return {
         "id": item.id,
         "path": item.relative_path,
@@ -33,14 +34,20 @@ def item_json(item: MediaItem) -> dict:
         "mtime": _mtime_iso(item.mtime_ns),
         "indexed_at": format_time(item.indexed_at),
         "url": url_for("api.item", item_id=item.id, _external=True),
-        "thumbnail_url": item.url if remote else url_for("api.thumbnail", item_id=item.id, _external=True),
-        "file_url": item.url if remote else url_for("api.item_file", item_id=item.id, _external=True),
-        "source_url": item.url,
+        "thumbnail_url": link if remote else url_for("api.thumbnail", item_id=item.id, _external=True),
+        "file_url": link if remote else url_for("api.item_file", item_id=item.id, _external=True),
+        "source_url": link,
         "caption": item.caption,
         "labels": [{"label": label.label, "score": round(label.score, 4)} for label in item.labels],
         **({"duration_s": round(item.duration_s or 0.0, 3), "poster_s": round(item.poster_s or 0.0, 3)}
            if item.kind == "video" else {}),
     }
+
+
+def web_link(url: str | None) -> str | None:
+    """An item's url when it is an http(s) one, else None: imports store no other kind since
+    0009, but a catalog imported into before then may hold a local path or javascript: there."""
+    return url if url and url[:8].lower().startswith(("http://", "https://")) else None
 
 
 def hit_json(hit: Hit) -> dict:
