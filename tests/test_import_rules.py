@@ -311,3 +311,37 @@ def test_a_catalog_imported_into_before_the_rules_shows_no_local_path_as_a_link(
         assert hit["score"] > 0.999 and hit["source_url"] is None
         assert hit["file_url"].startswith("http://localhost/api/v1/items/"), hit
         assert client.get(hit["file_url"]).status_code == 404
+
+
+def test_an_approximate_index_is_not_trained_on_a_poisoned_vector(tmp_path, sqlite_settings, library):
+    """A NaN vector an older import stored stops an IVF build with one line naming the repair."""
+    from spyglass.indexer.publish import PendingChanges, publish
+    from spyglass.search.catalog import live_generation
+    from spyglass.search.db import create_db_engine, session_factory
+    from spyglass.search.segments import SegmentedStore
+
+    settings = sqlite_settings.override(index_factory="IVF4,Flat")
+    source = tmp_path / "many"
+    source.mkdir()
+    np.save(source / "v.npy", unit(400, seed=12))
+    (source / "v.csv").write_text("url\n" + "".join(f"https://x.test/{i}\n" for i in range(400)))
+    imported(settings, source / "v.npy")
+    sessions = session_factory(create_db_engine(settings.db_url, writer=True))
+    with sessions() as session:
+        live = live_generation(session)
+        store = SegmentedStore.load(settings.index_dir, live.base_file(), live.manifest())
+        model_id = live.model_id
+    fields = {"path": "https://x.test/poison", "url": "https://x.test/poison", "root_id": None, "size": 0,
+              "mtime_ns": 0, "content_hash": "0" * 64, "kind": "image", "format": "", "width": 0, "height": 0,
+              "origin": "import"}
+    publish(sessions, store, settings.index_dir, model_id, "IVF4,Flat",  # as an older import did: no ann carried
+            PendingChanges(new=[(fields, np.full(DIM, np.nan, np.float32))]))
+    env = spyglass_env(settings) | {"SPYGLASS_INDEX_FACTORY": "IVF4,Flat"}
+    result = run_spyglass("index", "--no-progress", str(library), env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "the index holds vectors that are not finite numbers" in result.stderr
+    assert "run `spyglass check --repair`" in result.stderr
+    assert run_spyglass("check", "--repair", env=env).returncode == 0
+    again = run_spyglass("index", "--no-progress", str(library), env=env)
+    assert again.returncode == 0, again.stderr
+    assert check_index(settings).ok

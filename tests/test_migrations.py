@@ -62,3 +62,32 @@ def test_path_columns_compare_bytes_on_postgresql(database_url):
                 "WHERE column_name = 'path' AND table_schema = 'public'").all())
         assert collations == {t: "C" for t in ("media_roots", "media_items", "skipped_files", "staged_vectors")}
     engine.dispose()
+
+
+def test_0009_turns_caption_bytes_into_text_and_marks_imported_items(tmp_path):
+    """An older import stored a CSV's Latin-1 caption as bytes, and every answer naming it failed."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from spyglass.search.migrate import alembic_config
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}", writer=True)
+    command.upgrade(alembic_config(engine), "0008")
+    with engine.begin() as connection:
+        for item_id, path, url, caption in [(1, "/m/a.jpg", None, None),
+                                            (2, "https://x.test/b", "https://x.test/b", b"caf\xe9 au lait"),
+                                            (3, "/m/c.jpg", None, "c\xe9".encode())]:
+            connection.execute(text(
+                "INSERT INTO media_items (id, path, size, mtime_ns, content_hash, kind, format, width, height, "
+                "indexed_at, url, caption) VALUES (:id, :path, 1, 1, 'h', 'image', 'JPEG', 1, 1, "
+                "'2026-01-01 00:00:00', :url, :caption)"), {"id": item_id, "path": path, "url": url, "caption": caption})
+        connection.execute(text("INSERT INTO skipped_files (path, size, mtime_ns, reason, seen_at) VALUES "
+                                "('/m/big.png', 1, 1, 'image is too large to decode in the memory available', "
+                                "'2026-01-01 00:00:00')"))
+    upgrade(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, caption, typeof(caption), origin FROM media_items ORDER BY id")).all()
+        assert [tuple(row) for row in rows] == [(1, None, "null", "index"), (2, "café au lait", "text", "import"),
+                                               (3, "cé", "text", "import")]
+        assert connection.execute(text("SELECT count(*) FROM skipped_files")).scalar() == 0
+    engine.dispose()
