@@ -87,8 +87,41 @@ class LiveIndex:
                 finally:
                     self._load_lock.release()
             current = self._snapshot or current
+        current = self._intact(current)
         self._announce(current.generation.id)
         return current
+
+    def _intact(self, snapshot: Snapshot) -> Snapshot:
+        """The snapshot, when its mapped files still have their recorded sizes; else an older
+        intact generation, or IndexFileError (503) until `spyglass check --repair` publishes one.
+
+        Reading a mapped file that was truncated kills the worker (SIGBUS): the sizes are checked
+        before every request, so a damaged file costs a logged line and a 503, not a worker.
+        """
+        damaged = snapshot.stored.damaged_files(self.settings.index_dir)
+        if not damaged:
+            return snapshot
+        with self._load_lock:
+            if self._snapshot is snapshot:
+                return self._fall_back(snapshot, damaged)
+        replacement = self._snapshot  # what another request loaded in its place, if anything could be
+        if replacement is None:
+            raise IndexFileError(f"the index file {damaged[0]} is damaged", "run `spyglass check --repair`")
+        return self._intact(replacement)
+
+    def _fall_back(self, snapshot: Snapshot, damaged: list[str]) -> Snapshot:
+        """Stop searching a damaged snapshot: load an older intact generation, or raise. Call under the load lock."""
+        log.error("index generation %s: %s changed size on disk since it was loaded; not searching it "
+                  "(run `spyglass check --repair`)", snapshot.generation.id, ", ".join(damaged))
+        self._bad_generations.add(snapshot.generation.id)
+        self._segment_cache = {key: segment for key, segment in self._segment_cache.items()
+                               if key[0] not in damaged}
+        self._snapshot = None
+        try:
+            return self._load(snapshot.generation, None)
+        except (IndexFileError, NoIndex):
+            raise IndexFileError(f"the index file {damaged[0]} is damaged and no older intact generation "
+                                 "is left", "run `spyglass check --repair`") from None
 
     def _load_in_background(self, generation: IndexGeneration) -> None:
         if not self._load_lock.acquire(blocking=False):
@@ -130,7 +163,8 @@ class LiveIndex:
             return snapshot
         if current is not None:
             return current
-        raise error or NoIndex("no index generation could be loaded")
+        raise error or IndexFileError("the files of every recent index generation are damaged",
+                                      "run `spyglass check --repair`")
 
     def _read(self, generation: IndexGeneration) -> Snapshot:
         """A generation's stored vectors (segments, memory-mapped) and its approximate index, if any."""

@@ -118,6 +118,24 @@ class SegmentedStore:
         removed = read_tombstones(directory, manifest.tombstones) if manifest.tombstones else {}
         return cls(segments[0].dim, segments, files, removed, manifest.tombstones)
 
+    def damaged_files(self, directory: Path) -> list[str]:
+        """The written segment files whose size on disk is no longer the recorded one.
+
+        Segments are memory-mapped: a file truncated under a reader would kill it with SIGBUS
+        at the next page it touches. One stat a file, cheap enough to do before each request.
+        """
+        damaged = []
+        for file in self.files:
+            if file is None:
+                continue
+            try:
+                size = os.stat(directory / file.filename).st_size
+            except OSError:
+                size = -1
+            if size != file.size:
+                damaged.append(file.filename)
+        return damaged
+
     # -- what the store holds ------------------------------------------------------------
 
     @property

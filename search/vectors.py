@@ -200,10 +200,10 @@ def read_faiss_file(path: Path, size: int | None = None, checksum: str | None = 
                              "run `spyglass index --rebuild` to rebuild it") from None
     if size is not None and actual_size != size:
         raise IndexFileError(f"index file {path} is {actual_size} bytes, the catalog says {size}",
-                             "it is truncated or was replaced; run `spyglass index --rebuild`")
+                             "it is truncated or was replaced; run `spyglass check --repair`")
     if checksum is not None and file_sha256(path) != checksum:
         raise IndexFileError(f"index file {path} does not match its checksum",
-                             "it is corrupted; run `spyglass index --rebuild`")
+                             "it is corrupted; run `spyglass check --repair`")
     try:
         return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0)
     except RuntimeError as exc:
