@@ -34,12 +34,12 @@ from query_latency import _free_port, _wait_until_up, client, write_checkpoint  
 from spyglass.indexer.ann_build import RECALL_K, build_to_target  # noqa: E402
 from spyglass.indexer.ann_carry import CarriedAnn  # noqa: E402
 from spyglass.indexer.publish import PendingChanges, publish, publish_index  # noqa: E402
-from spyglass.search.catalog import live_generation  # noqa: E402
-from spyglass.search.db import create_db_engine, session_factory  # noqa: E402
-from spyglass.search.migrate import upgrade  # noqa: E402
-from spyglass.search.schema import EmbeddingModel, MediaRoot  # noqa: E402
+from spyglass.search.catalog.queries import live_generation  # noqa: E402
+from spyglass.search.catalog.db import create_db_engine, session_factory  # noqa: E402
+from spyglass.search.catalog.migrate import upgrade  # noqa: E402
+from spyglass.search.catalog.schema import EmbeddingModel, MediaRoot  # noqa: E402
 from spyglass.search.settings import Settings, _byte_size  # noqa: E402
-from spyglass.search.segments import SegmentedStore  # noqa: E402
+from spyglass.search.store.segmented import SegmentedStore  # noqa: E402
 from synthetic_vectors import clustered_vectors  # noqa: E402
 
 DIM = 512
@@ -215,7 +215,7 @@ def _http(settings, checkpoint, args, sessions, store, ann, model_id, root_id) -
 
 ENCODE_SCRIPT = """
 import sys, time
-from spyglass.search.encoder import load_encoder
+from spyglass.search.model.encoder import load_encoder
 encoder = load_encoder("ViT-B-32", sys.argv[1], device="cpu")
 encoder.encode_texts(["warm up"])
 print("loaded", flush=True)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from spyglass.search.vectors import GPU_MAX_K, GpuIndex, VectorIndex  # noqa: E402
+from spyglass.search.store.flat import GPU_MAX_K, GpuIndex, VectorIndex  # noqa: E402
 
 
 def main() -> int:
@@ -105,7 +105,7 @@ def check_ivf(args) -> bool:
     from synthetic_vectors import clustered_vectors
 
     from spyglass.indexer.ann_build import build
-    from spyglass.search.ann import AnnIndex
+    from spyglass.search.store.ann import AnnIndex
 
     vectors = clustered_vectors(args.ivf_vectors + 1000, args.dim)
     store = VectorIndex.empty(args.dim)

@@ -55,7 +55,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
     from spyglass.search.engine import SearchEngine
     from spyglass.search.settings import Settings
 
@@ -104,7 +104,7 @@ def main() -> int:
         engine = SearchEngine(Settings(home=home, model="ViT-B-32", pretrained=str(checkpoint), device="cpu"))
         live = engine.live()
         sample = sorted(folder.iterdir())[:64]
-        from spyglass.search.images import decode_image
+        from spyglass.search.media.images import decode_image
 
         cosines = []
         for path in sample:

@@ -147,8 +147,8 @@ def main() -> None:
     from photo_corpus import write_corpus
     from spyglass.indexer.decode import load_file
     from spyglass.indexer.scan import FoundFile, walk
-    from spyglass.search.encoder import load_encoder
-    from spyglass.search.media_files import MediaRoots
+    from spyglass.search.model.encoder import load_encoder
+    from spyglass.search.media.files import MediaRoots
     from spyglass.search.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="spyglass-bench-") as tmp:

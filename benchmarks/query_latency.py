@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from spyglass.indexer.publish import PendingChanges, publish  # noqa: E402
-from spyglass.search.db import create_db_engine, session_factory  # noqa: E402
-from spyglass.search.migrate import upgrade  # noqa: E402
-from spyglass.search.schema import EmbeddingModel, MediaRoot  # noqa: E402
+from spyglass.search.catalog.db import create_db_engine, session_factory  # noqa: E402
+from spyglass.search.catalog.migrate import upgrade  # noqa: E402
+from spyglass.search.catalog.schema import EmbeddingModel, MediaRoot  # noqa: E402
 from spyglass.search.settings import Settings  # noqa: E402
-from spyglass.search.segments import SegmentedStore  # noqa: E402
+from spyglass.search.store.segmented import SegmentedStore  # noqa: E402
 
 
 def build_index(settings: Settings, items: int, checkpoint: Path) -> None:
@@ -64,7 +64,7 @@ def write_checkpoint(path: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
 
     torch.manual_seed(0)
     save_file(load_encoder("ViT-B-32", None, device="cpu").model.state_dict(), str(path))

@@ -69,7 +69,7 @@ def main() -> None:
     import ray
     import torch
 
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
     from spyglass.search.settings import Settings
 
     work = args.work or Path(tempfile.mkdtemp(prefix="spyglass-ray-bench-"))

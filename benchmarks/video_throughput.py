@@ -94,7 +94,7 @@ def main() -> None:
 
     import torch
 
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
 
     work = args.work or Path(tempfile.mkdtemp(prefix="spyglass-video-bench-"))
     folder, checkpoint = work / "media", work / "vit-b-32.pt"

@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from spyglass.search.ann import AnnIndex, AnnParams, has_exact_codes, new_ann, with_ids
+from spyglass.search.store.ann import AnnIndex, AnnParams, has_exact_codes, new_ann, with_ids
 from spyglass.search.errors import IndexFileError
-from spyglass.search.index_choice import is_auto, ladder, needs_training_points
-from spyglass.search.vectors import VectorIndex
+from spyglass.search.store.index_choice import is_auto, ladder, needs_training_points
+from spyglass.search.store.flat import VectorIndex
 
 # Recall is measured as recall@10: the share of the exact top 10 that the index returns.
 RECALL_K = 10

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spyglass.search.schema import IndexGeneration
-from spyglass.search.vectors import generation_filename, read_faiss_file, write_index_file
+from spyglass.search.catalog.schema import IndexGeneration
+from spyglass.search.store.flat import generation_filename, read_faiss_file, write_index_file
 
 from .ann_build import AnnBuild
 

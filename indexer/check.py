@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy import select
 
-from spyglass.search.catalog import Catalog
-from spyglass.search.db import create_db_engine, session_factory
+from spyglass.search.catalog.queries import Catalog
+from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.display import printable
 from spyglass.search.errors import IndexFileError, NoIndex
-from spyglass.search.migrate import require_current
-from spyglass.search.frames import FRAME_IDS_FROM, is_frame
-from spyglass.search.schema import MediaItem, VideoFrame
+from spyglass.search.catalog.migrate import require_current
+from spyglass.search.store.ids import frame_vector_id, is_frame
+from spyglass.search.catalog.schema import MediaItem, VideoFrame
 from spyglass.search.settings import Settings
-from spyglass.search.segments import SegmentedStore
+from spyglass.search.store.segmented import SegmentedStore
 
-from spyglass.search.lock import indexer_lock
+from spyglass.search.catalog.lock import indexer_lock
 
 from .ann_carry import CarriedAnn
 from .publish import PendingChanges, publish
@@ -105,8 +105,8 @@ def _check(settings: Settings, engine, repair: bool) -> CheckReport:
             rows[item_id] = path
             if url and path == url:  # imported with no local file: nothing on disk to miss
                 remote.add(item_id)
-        # A video's frames have vectors of their own, under ids past FRAME_IDS_FROM.
-        frame_owner = {FRAME_IDS_FROM + frame_id: item_id for frame_id, item_id
+        # A video's frames have vectors of their own, in the frame id space.
+        frame_owner = {frame_vector_id(frame_id): item_id for frame_id, item_id
                        in session.execute(select(VideoFrame.id, VideoFrame.item_id))}
     report.rows = len(rows)
     report.frames = len(frame_owner)

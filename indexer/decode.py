@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from spyglass.search.images import DecodeGate, decode_image
-from spyglass.search.media_files import MediaRoots
+from spyglass.search.media.images import DecodeGate, decode_image
+from spyglass.search.media.files import MediaRoots
 
-from spyglass.search.media_files import MAGIC_BYTES
+from spyglass.search.media.files import MAGIC_BYTES
 
 from .scan import FoundFile
 from .video_frames import VideoVectors, container_format, embed_video, is_video

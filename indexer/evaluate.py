@@ -16,10 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from spyglass.search.display import printable
-from spyglass.search.encoder import Encoder
-from spyglass.search.images import decode_gate, decode_image
-from spyglass.search.labels import DEFAULT_TEMPLATES, LabelSet, classify, label_vectors
-from spyglass.search.media_files import read_regular_file
+from spyglass.search.model.encoder import Encoder
+from spyglass.search.media.images import decode_gate, decode_image
+from spyglass.search.model.zero_shot import DEFAULT_TEMPLATES, LabelSet, classify, label_vectors
+from spyglass.search.media.files import read_regular_file
 
 from .datasets import Dataset
 from .decode import LoadedFile

@@ -35,10 +35,10 @@ import numpy as np
 from tqdm import tqdm
 
 from spyglass.search.display import printable
-from spyglass.search.encoder import image_tower_checksum, load_open_clip
+from spyglass.search.model.encoder import image_tower_checksum, load_open_clip
 from spyglass.search.errors import ConfigError
-from spyglass.search.images import decode_gate, decode_image
-from spyglass.search.media_files import read_regular_file
+from spyglass.search.media.images import decode_gate, decode_image
+from spyglass.search.media.files import read_regular_file
 
 from .datasets import Dataset, Example
 from .retrieval_metrics import headline, retrieval_metrics

@@ -12,11 +12,11 @@ import numpy as np
 from sqlalchemy import func, select
 from tqdm import tqdm
 
-from spyglass.search.catalog import live_generation
-from spyglass.search.encoder import embedding_dim, load_encoder
+from spyglass.search.catalog.queries import live_generation
+from spyglass.search.model.encoder import embedding_dim, load_encoder
 from spyglass.search.errors import BadInput, MediaFileError, ModelMismatch
-from spyglass.search.images import SUPPORTED_FORMATS
-from spyglass.search.schema import CatalogState, MediaItem, MediaRoot
+from spyglass.search.media.images import SUPPORTED_FORMATS
+from spyglass.search.catalog.schema import CatalogState, MediaItem, MediaRoot
 
 from .decode import content_hash
 from .embedding_files import EmbeddingPart, check_vectors, find_parts, metadata_batches, metadata_rows, open_vectors, unit_rows

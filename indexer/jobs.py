@@ -16,24 +16,24 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
-from spyglass.search.ann import check_factory
-from spyglass.search.catalog import live_generation
-from spyglass.search.db import create_db_engine, session_factory
+from spyglass.search.store.ann import check_factory
+from spyglass.search.catalog.queries import live_generation
+from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.display import printable
-from spyglass.search.encoder import Encoder, load_encoder, model_identity
+from spyglass.search.model.encoder import Encoder, load_encoder, model_identity
 from spyglass.search.errors import ConfigError, ModelMismatch, SpyglassError
 from spyglass.search.failpoints import failpoint
-from spyglass.search.images import decode_gate
-from spyglass.search.index_choice import is_auto
-from spyglass.search.labels import LabelSet
-from spyglass.search.lock import indexer_lock
-from spyglass.search.media_files import MediaRoots
-from spyglass.search.migrate import upgrade
-from spyglass.search.paths import inside
-from spyglass.search.precision import PrecisionMix
-from spyglass.search.schema import EmbeddingModel, IndexRun, MediaItem, MediaRoot, SkippedFile, utcnow
+from spyglass.search.media.images import decode_gate
+from spyglass.search.store.index_choice import is_auto
+from spyglass.search.model.zero_shot import LabelSet
+from spyglass.search.catalog.lock import indexer_lock
+from spyglass.search.media.files import MediaRoots
+from spyglass.search.catalog.migrate import upgrade
+from spyglass.search.media.paths import inside
+from spyglass.search.model.precision import PrecisionMix
+from spyglass.search.catalog.schema import EmbeddingModel, IndexRun, MediaItem, MediaRoot, SkippedFile, utcnow
 from spyglass.search.settings import Settings
-from spyglass.search.segments import SegmentedStore
+from spyglass.search.store.segmented import SegmentedStore
 
 from .decode import LoadedFile, VideoRules, load_file
 from .labels import update_labels

@@ -15,12 +15,12 @@ import numpy as np
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from spyglass.search.catalog import live_generation
-from spyglass.search.encoder import Encoder
-from spyglass.search.frames import FRAME_IDS_FROM
-from spyglass.search.labels import LABELS_STATE_KEY, LabelSet, label_vectors, top_labels
-from spyglass.search.schema import CatalogState, ItemLabel, MediaItem
-from spyglass.search.vectors import VectorIndex
+from spyglass.search.catalog.queries import live_generation
+from spyglass.search.model.encoder import Encoder
+from spyglass.search.store.ids import item_mask
+from spyglass.search.model.zero_shot import LABELS_STATE_KEY, LabelSet, label_vectors, top_labels
+from spyglass.search.catalog.schema import CatalogState, ItemLabel, MediaItem
+from spyglass.search.store.flat import VectorIndex
 
 LABELS_PER_ITEM = 3
 _CHUNK = 2000
@@ -65,7 +65,7 @@ def update_labels(sessions: sessionmaker[Session], label_set: LabelSet | None,
         if everything:
             session.execute(delete(ItemLabel))
         for ids, vectors in chunks:
-            items = ids < FRAME_IDS_FROM  # a video's frames are not items: its pooled vector is labelled
+            items = item_mask(ids)  # a video's frames are not items: its pooled vector is labelled
             ids, vectors = ids[items], vectors[items]
             if not len(ids):
                 continue

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from spyglass.search.paths import inside
-from spyglass.search.schema import MediaItem, SkippedFile
+from spyglass.search.media.paths import inside
+from spyglass.search.catalog.schema import MediaItem, SkippedFile
 
 from .scan import FoundFile
 

@@ -11,13 +11,13 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from spyglass.search.catalog import live_generation
+from spyglass.search.catalog.queries import live_generation
 from spyglass.search.failpoints import failpoint
-from spyglass.search.frames import frame_vector_ids
-from spyglass.search.precision import PrecisionMix
-from spyglass.search.schema import (ANN_COLUMNS, LEASE_SECONDS, CatalogState, IndexGeneration, IndexReader,
+from spyglass.search.store.ids import frame_vector_ids
+from spyglass.search.model.precision import PrecisionMix
+from spyglass.search.catalog.schema import (ANN_COLUMNS, LEASE_SECONDS, CatalogState, IndexGeneration, IndexReader,
                                     ItemLabel, MediaItem, VideoFrame, utcnow)
-from spyglass.search.segments import Manifest, SegmentedStore, SegmentFile
+from spyglass.search.store.segmented import Manifest, SegmentedStore, SegmentFile
 
 from .ann_carry import CarriedAnn
 from .staging import staged_by_path, staged_videos, unstage

@@ -24,9 +24,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from spyglass.search.failpoints import CRASH_ENV, crashpoint
-from spyglass.search.images import decode_gate
-from spyglass.search.media_files import MediaRoots
-from spyglass.search.precision import PrecisionCheck
+from spyglass.search.media.images import decode_gate
+from spyglass.search.media.files import MediaRoots
+from spyglass.search.model.precision import PrecisionCheck
 from spyglass.search.settings import Settings
 
 from .decode import LoadedFile, VideoRules, load_file
@@ -205,7 +205,7 @@ class EncoderActor:
     """Ray Data stage two (a pool of actors): the model loaded once, each partition embedded."""
 
     def __init__(self, job: WorkerJob):
-        from spyglass.search.encoder import load_encoder
+        from spyglass.search.model.encoder import load_encoder
 
         settings = job.settings
         self.job = job

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from spyglass.search.media_files import MediaRoots
+from spyglass.search.media.files import MediaRoots
 
 from .video_frames import VIDEO_SUFFIXES
 

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from spyglass.search.failpoints import failpoint
-from spyglass.search.schema import StagedVector
+from spyglass.search.catalog.schema import StagedVector
 
 from .decode import LoadedFile
 from .plan import under

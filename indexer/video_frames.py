@@ -221,7 +221,7 @@ def pool(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def container_format(path: str | Path, head: bytes) -> str:
     """The catalog's format name for a video file, by its first bytes (and its extension, to tell
     WebM from other Matroska); VideoRefused when they are no container Spyglass reads."""
-    from spyglass.search.media_files import format_matches
+    from spyglass.search.media.files import format_matches
 
     for fmt in ("MP4", "MKV", "AVI"):
         if format_matches(fmt, head):

@@ -2,8 +2,8 @@
 
 from alembic import context
 
-from spyglass.search.db import create_db_engine
-from spyglass.search.schema import Base
+from spyglass.search.catalog.db import create_db_engine
+from spyglass.search.catalog.schema import Base
 from spyglass.search.settings import Settings
 
 config = context.config

@@ -11,19 +11,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .ann import AnnIndex
-from .catalog import Catalog
-from .db import create_db_engine, session_factory
-from .encoder import Encoder, load_encoder
-from .errors import BadQuery, UnknownItem
-from .frames import FRAME_IDS_FROM, Segment, frame_row_ids, frame_vector_ids, segments
-from .images import decode_gate, decode_image
-from .live_index import LiveIndex, Snapshot
-from .media_files import MediaRoots, read_regular_file
-from .query import MAX_QUERY_PARTS, Filters, QueryPart
-from .schema import MediaItem
-from .segments import SegmentedStore
-from .settings import Settings
+from spyglass.search.store.ann import AnnIndex
+from spyglass.search.catalog.queries import Catalog
+from spyglass.search.catalog.db import create_db_engine, session_factory
+from spyglass.search.model.encoder import Encoder, load_encoder
+from spyglass.search.errors import BadQuery, UnknownItem
+from spyglass.search.moments import Moment, moments
+from spyglass.search.store.ids import frame_row_id, frame_row_ids, frame_vector_ids, is_frame
+from spyglass.search.media.images import decode_gate, decode_image
+from spyglass.search.live import LiveIndex, Snapshot
+from spyglass.search.media.files import MediaRoots, read_regular_file
+from spyglass.search.query import MAX_QUERY_PARTS, Filters, QueryPart
+from spyglass.search.catalog.schema import MediaItem
+from spyglass.search.store.segmented import SegmentedStore
+from spyglass.search.settings import Settings
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str, str | None], Encoder]
@@ -48,7 +49,7 @@ class Hit:
     rank: int
     score: float
     item: MediaItem
-    segments: tuple[Segment, ...] = ()  # a video's best moments, best first
+    moments: tuple[Moment, ...] = ()  # a video's best moments, best first
 
     @property
     def relative_path(self) -> str:
@@ -63,7 +64,7 @@ class Hit:
                 "height": item.height, "size": item.size, "mtime_ns": item.mtime_ns,
                 "content_hash": item.content_hash, "labels": [label.label for label in item.labels],
                 "source_url": item.url, "caption": item.caption,
-                **({"duration_s": item.duration_s, "segments": [seg.as_dict() for seg in self.segments]}
+                **({"duration_s": item.duration_s, "segments": [moment.as_dict() for moment in self.moments]}
                    if item.kind == "video" else {})}
 
 
@@ -239,8 +240,8 @@ class SearchEngine:
         rows = self.catalog.items_by_id([i for i, _ in page])
         # An id without a row can only be an item deleted after this snapshot was loaded.
         matched = [(i, s) for i, s in page if i in rows]
-        moments = self._moments(snapshot, vector, [i for i, _ in matched if rows[i].kind == "video"])
-        hits = [Hit(offset + rank, score, rows[i], moments.get(i, ()))
+        video_moments = self._moments(snapshot, vector, [i for i, _ in matched if rows[i].kind == "video"])
+        hits = [Hit(offset + rank, score, rows[i], video_moments.get(i, ()))
                 for rank, (i, score) in enumerate(matched, start=1)]
         return SearchResult(hits=hits, generation_id=snapshot.generation.id, total=total,
                             next_offset=offset + k if len(ranked) > offset + k else None)
@@ -271,14 +272,14 @@ class SearchEngine:
 
     def _grouped(self, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """Ranked vectors as ranked items: frames stand for their video, each item once, at its best."""
-        frames = [i for i, _ in ranked if i >= FRAME_IDS_FROM]
+        frames = [i for i, _ in ranked if is_frame(i)]
         if not frames:
             return ranked
         owners = self.catalog.frame_owners(frame_row_ids(frames).tolist())
         seen: set[int] = set()
         items = []
         for vector_id, score in ranked:
-            item_id = vector_id if vector_id < FRAME_IDS_FROM else owners.get(vector_id - FRAME_IDS_FROM)
+            item_id = owners.get(frame_row_id(vector_id)) if is_frame(vector_id) else vector_id
             if item_id is None or item_id in seen:
                 continue  # a frame of a video deleted since this snapshot, or a lesser vector of one seen
             seen.add(item_id)
@@ -294,8 +295,8 @@ class SearchEngine:
         ids = np.concatenate([subset] + [frame_vector_ids(f[0]) for f in frames.values()])
         return self._grouped(exact_among(snapshot.stored, vector, ids, len(ids), min_score))[:wanted]
 
-    def _moments(self, snapshot: Snapshot, vector: np.ndarray, video_ids: list[int]) -> dict[int, tuple[Segment, ...]]:
-        """Each video's best segments, from the exact scores of all its frames in this snapshot."""
+    def _moments(self, snapshot: Snapshot, vector: np.ndarray, video_ids: list[int]) -> dict[int, tuple[Moment, ...]]:
+        """Each video's best moments, from the exact scores of all its frames in this snapshot."""
         found = {}
         for item_id, (frame_ids, starts, ends) in self.catalog.frames_of(video_ids).items():
             ids = frame_vector_ids(frame_ids)
@@ -303,7 +304,7 @@ class SearchEngine:
             if not present.any():
                 continue
             scores = snapshot.stored.vectors(ids[present]) @ vector
-            found[item_id] = tuple(segments(starts[present], ends[present], scores))
+            found[item_id] = tuple(moments(starts[present], ends[present], scores))
         return found
 
     def _nearest_meeting(self, snapshot: Snapshot, vector: np.ndarray, wanted: int,

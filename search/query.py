@@ -9,9 +9,9 @@ from typing import Sequence
 
 from sqlalchemy import exists, or_
 
-from .errors import BadQuery
-from .paths import inside
-from .schema import ItemLabel, MediaItem
+from spyglass.search.errors import BadQuery
+from spyglass.search.media.paths import inside
+from spyglass.search.catalog.schema import ItemLabel, MediaItem
 
 
 # The text encoder reads 77 tokens (about 300 characters of English); longer texts are cut there.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError
+from spyglass.search.errors import ConfigError
 
 
 @dataclass(frozen=True)

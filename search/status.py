@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from .ann import AnnParams
-from .catalog import Catalog, format_time
-from .db import create_db_engine, redacted, session_factory
-from .errors import EmptyDatabase
-from .lock import indexer_running
-from .migrate import require_current
-from .schema import IndexGeneration
-from .settings import Settings
+from spyglass.search.store.ann import AnnParams
+from spyglass.search.catalog.queries import Catalog, format_time
+from spyglass.search.catalog.db import create_db_engine, redacted, session_factory
+from spyglass.search.errors import EmptyDatabase
+from spyglass.search.catalog.lock import indexer_running
+from spyglass.search.catalog.migrate import require_current
+from spyglass.search.catalog.schema import IndexGeneration
+from spyglass.search.settings import Settings
 
 
 def _run_status(recorded: str, engine: Engine, settings: Settings) -> str:

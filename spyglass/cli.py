@@ -341,8 +341,8 @@ def eval_command(settings: Settings, data, image_key, caption_key, separator, mo
     configured model, or --model/--pretrained (a fine-tuned folder, say). Never touches the index.
     """
     from spyglass.indexer.evaluate import evaluate
-    from spyglass.search.encoder import load_encoder
-    from spyglass.search.labels import check_templates
+    from spyglass.search.model.encoder import load_encoder
+    from spyglass.search.model.zero_shot import check_templates
 
     settings = settings.override(model=model_override, pretrained=pretrained_override, batch_size=batch_size)
     templates = check_templates(templates) if templates else None
@@ -423,7 +423,7 @@ def search(settings: Settings, query, image, k, label, kind, as_json) -> None:
     `0.3120  /media/beach.mp4  01:12–01:19`.
     """
     from spyglass.search.engine import SearchEngine
-    from spyglass.search.frames import format_range
+    from spyglass.search.moments import format_range
     from spyglass.search.query import Filters
 
     if bool(query) == bool(image):
@@ -442,10 +442,10 @@ def search(settings: Settings, query, image, k, label, kind, as_json) -> None:
     if not result.hits:
         click.echo("no results", err=True)
     for hit in result.hits:
-        if not hit.segments:
+        if not hit.moments:
             click.echo(f"{hit.score:.4f}  {printable(hit.item.path)}")
-        for segment in hit.segments:
-            click.echo(f"{segment.score:.4f}  {printable(hit.item.path)}  {format_range(segment.start_s, segment.end_s)}")
+        for moment in hit.moments:
+            click.echo(f"{moment.score:.4f}  {printable(hit.item.path)}  {format_range(moment.start_s, moment.end_s)}")
 
 
 @cli.command()
@@ -502,9 +502,9 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(settings: Settings) -> None:
     """Apply pending migrations (`spyglass index` does this by itself); waits for no indexer."""
-    from spyglass.search.db import create_db_engine, redacted
-    from spyglass.search.lock import indexer_lock
-    from spyglass.search.migrate import upgrade
+    from spyglass.search.catalog.db import create_db_engine, redacted
+    from spyglass.search.catalog.lock import indexer_lock
+    from spyglass.search.catalog.migrate import upgrade
 
     engine = create_db_engine(settings.db_url, writer=True)
     with indexer_lock(engine, settings.home):  # never under a running indexer

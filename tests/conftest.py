@@ -41,7 +41,7 @@ def write_tiny_model(folder: Path, name: str, config: dict, seed: int) -> tuple[
     import torch
     from safetensors.torch import save_file
 
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
 
     folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / f"{name}.json"
@@ -68,7 +68,7 @@ def other_model(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def encoder(tiny_model):
     """The tiny model loaded once from its checkpoint, through the real loading path."""
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
 
     return load_encoder(str(tiny_model[0]), str(tiny_model[1]), device="cpu")
 
@@ -225,7 +225,7 @@ def kept_index_files(settings: Settings) -> set[str]:
     """The files the live generation and the one before it name: all an index folder should hold."""
     from sqlalchemy import create_engine, select
 
-    from spyglass.search.schema import IndexGeneration
+    from spyglass.search.catalog.schema import IndexGeneration
 
     engine = create_engine(settings.db_url)
     try:
@@ -235,7 +235,7 @@ def kept_index_files(settings: Settings) -> set[str]:
                                       .order_by(IndexGeneration.id.desc()).limit(2)).all()
     finally:
         engine.dispose()
-    from spyglass.search.segments import Manifest
+    from spyglass.search.store.segmented import Manifest
 
     return {name for base, ann, segments in rows for name in [base, ann, *Manifest.from_json(segments).filenames()]
             if name}

@@ -5,8 +5,8 @@ import pytest
 
 from spyglass.indexer.ann_build import build, build_to_target, measure_recall
 from spyglass.indexer.ann_carry import CarriedAnn
-from spyglass.search.ann import AnnIndex, AnnParams
-from spyglass.search.vectors import VectorIndex
+from spyglass.search.store.ann import AnnIndex, AnnParams
+from spyglass.search.store.flat import VectorIndex
 from synthetic_vectors import clustered_vectors
 
 

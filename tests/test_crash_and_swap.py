@@ -20,7 +20,7 @@ from conftest import free_port, run_spyglass, serving, spyglass_env
 from spyglass.search.engine import SearchEngine
 from spyglass.search.failpoints import ENV as FAILPOINT_ENV
 from spyglass.search.failpoints import NAMES as FAILPOINTS
-from spyglass.search.schema import IndexGeneration, IndexRun, MediaItem, StagedVector
+from spyglass.search.catalog.schema import IndexGeneration, IndexRun, MediaItem, StagedVector
 
 KILLS = int(os.environ.get("SPYGLASS_TEST_KILLS", "20"))
 
@@ -206,7 +206,7 @@ def assert_approximate_index_consistent(settings) -> None:
     """The live approximate index (if any) loads, verifies, and searched to the end gives exact results."""
     import numpy as np
 
-    from spyglass.search.ann import AnnIndex, AnnParams
+    from spyglass.search.store.ann import AnnIndex, AnnParams
 
     engine = SearchEngine(settings)
     try:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from photo_corpus import SIZES, encoded, photo
-from spyglass.search.images import decode_image
+from spyglass.search.media.images import decode_image
 
 MIN_COSINE = 0.999
 
@@ -47,7 +47,7 @@ def test_every_image_stays_within_bound_and_big_ones_decode_smaller(encoder, cor
 def test_vit_b32_every_image_stays_within_bound(corpus):
     import torch
 
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
 
     torch.manual_seed(0)
     encoder = load_encoder("ViT-B-32", None, device="cpu")  # random weights: a stand-in

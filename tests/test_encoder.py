@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import MEDIA, OTHER_CONFIG
-from spyglass.search.encoder import load_encoder, model_identity
+from spyglass.search.model.encoder import load_encoder, model_identity
 from spyglass.search.errors import ModelUnavailable
 
 

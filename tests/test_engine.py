@@ -73,7 +73,7 @@ def test_under_a_server_no_request_waits_for_a_new_generation_to_load(sqlite_set
     import threading
 
     from spyglass.indexer.jobs import run_index
-    from spyglass.search.live_index import LiveIndex
+    from spyglass.search.live import LiveIndex
 
     first = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False).generation_id
     engine = SearchEngine(sqlite_settings, encoder_loader=lambda a, p: encoder, background_reload=True)

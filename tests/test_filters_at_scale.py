@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from spyglass.indexer.publish import PendingChanges, publish
-from spyglass.search.db import create_db_engine, session_factory
+from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.engine import SearchEngine
-from spyglass.search.migrate import upgrade
+from spyglass.search.catalog.migrate import upgrade
 from spyglass.search.query import Filters
-from spyglass.search.schema import EmbeddingModel, MediaRoot
+from spyglass.search.catalog.schema import EmbeddingModel, MediaRoot
 from spyglass.search.settings import Settings
-from spyglass.search.segments import SegmentedStore
+from spyglass.search.store.segmented import SegmentedStore
 from synthetic_vectors import clustered_vectors
 
 COUNT = 50_000
@@ -52,7 +52,7 @@ def brute_force(search: SearchEngine, query: np.ndarray, folder: str, k: int) ->
     ids = stored.ids()
     with search.catalog.sessions() as session:
         from sqlalchemy import select
-        from spyglass.search.schema import MediaItem
+        from spyglass.search.catalog.schema import MediaItem
 
         paths = {i: p for i, p in session.execute(select(MediaItem.id, MediaItem.path))}
     members = np.array([i for i in ids if paths[int(i)].startswith(f"/big/{folder}/")])

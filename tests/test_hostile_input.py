@@ -16,12 +16,12 @@ from conftest import MEDIA
 from hostile_images import gif_canvas, jpeg_declared, many_frames_gif, png_declared, thin_jpeg, thin_png
 from spyglass.indexer.jobs import run_index
 from spyglass.indexer.publish import PendingChanges, publish
-from spyglass.search.db import create_db_engine, session_factory
-from spyglass.search.images import DecodeGate, decode_image
+from spyglass.search.catalog.db import create_db_engine, session_factory
+from spyglass.search.media.images import DecodeGate, decode_image
 from spyglass.search.errors import ServerBusy
-from spyglass.search.migrate import upgrade
-from spyglass.search.schema import EmbeddingModel, MediaRoot
-from spyglass.search.segments import SegmentedStore
+from spyglass.search.catalog.migrate import upgrade
+from spyglass.search.catalog.schema import EmbeddingModel, MediaRoot
+from spyglass.search.store.segmented import SegmentedStore
 from spyglass.web import create_app
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import GOOD_IMAGES, MEDIA
 from spyglass.search.errors import ImageTooLarge, InvalidImage
-from spyglass.search.images import decode_image
+from spyglass.search.media.images import decode_image
 
 LIMIT = 89_478_485
 

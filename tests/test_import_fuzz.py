@@ -20,7 +20,7 @@ from spyglass.indexer.import_rows import MAX_CAPTION_CHARS
 from spyglass.indexer.jobs import run_index
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import SpyglassError
-from spyglass.search.schema import MediaItem
+from spyglass.search.catalog.schema import MediaItem
 from spyglass.web import create_app
 
 CASES = int(os.environ.get("SPYGLASS_HOSTILE_IMPORTS", "200"))

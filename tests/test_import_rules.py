@@ -42,7 +42,7 @@ def items(settings) -> dict[str, dict]:
     try:
         from sqlalchemy import select
 
-        from spyglass.search.schema import MediaItem
+        from spyglass.search.catalog.schema import MediaItem
 
         with engine.catalog.sessions() as session:
             return {row.path: {"id": row.id, "hash": row.content_hash, "caption": row.caption, "url": row.url,
@@ -148,9 +148,9 @@ def test_a_vector_that_cannot_be_a_unit_vector_refuses_the_import(tmp_path, sqli
 def test_check_finds_a_vector_that_is_not_finite(tmp_path, sqlite_settings, library):
     """An index written before imports were checked can hold one: check says so, --repair drops it."""
     from spyglass.indexer.publish import PendingChanges, publish
-    from spyglass.search.catalog import live_generation
-    from spyglass.search.db import create_db_engine, session_factory
-    from spyglass.search.segments import SegmentedStore
+    from spyglass.search.catalog.queries import live_generation
+    from spyglass.search.catalog.db import create_db_engine, session_factory
+    from spyglass.search.store.segmented import SegmentedStore
 
     sessions = session_factory(create_db_engine(sqlite_settings.db_url, writer=True))
     with sessions() as session:
@@ -290,9 +290,9 @@ def test_hostile_npy_files_are_refused_in_one_line(tmp_path, sqlite_settings):
 def test_a_catalog_imported_into_before_the_rules_shows_no_local_path_as_a_link(tmp_path, sqlite_settings, library):
     """Rows an older import stored with a path or a javascript: url are served, never linked."""
     from spyglass.indexer.publish import PendingChanges, publish
-    from spyglass.search.catalog import live_generation
-    from spyglass.search.db import create_db_engine, session_factory
-    from spyglass.search.segments import SegmentedStore
+    from spyglass.search.catalog.queries import live_generation
+    from spyglass.search.catalog.db import create_db_engine, session_factory
+    from spyglass.search.store.segmented import SegmentedStore
 
     sessions = session_factory(create_db_engine(sqlite_settings.db_url, writer=True))
     with sessions() as session:
@@ -316,9 +316,9 @@ def test_a_catalog_imported_into_before_the_rules_shows_no_local_path_as_a_link(
 def test_an_approximate_index_is_not_trained_on_a_poisoned_vector(tmp_path, sqlite_settings, library):
     """A NaN vector an older import stored stops an IVF build with one line naming the repair."""
     from spyglass.indexer.publish import PendingChanges, publish
-    from spyglass.search.catalog import live_generation
-    from spyglass.search.db import create_db_engine, session_factory
-    from spyglass.search.segments import SegmentedStore
+    from spyglass.search.catalog.queries import live_generation
+    from spyglass.search.catalog.db import create_db_engine, session_factory
+    from spyglass.search.store.segmented import SegmentedStore
 
     settings = sqlite_settings.override(index_factory="IVF4,Flat")
     source = tmp_path / "many"
@@ -345,3 +345,28 @@ def test_an_approximate_index_is_not_trained_on_a_poisoned_vector(tmp_path, sqli
     again = run_spyglass("index", "--no-progress", str(library), env=env)
     assert again.returncode == 0, again.stderr
     assert check_index(settings).ok
+
+
+def test_an_imported_local_file_touched_or_moved_keeps_its_imported_vector(tmp_path, sqlite_settings, library,
+                                                                           encoder):
+    """The import hashes files as the indexer does, so the plan recognises them (#20)."""
+    fresh = library / "fresh.png"
+    Image.new("RGB", (13, 9), (7, 70, 170)).save(fresh)
+    source = tmp_path / "local"
+    source.mkdir()
+    vector = unit(1, seed=13)
+    np.save(source / "v.npy", vector)
+    pq.write_table(pa.table({"image_path": [str(fresh)], "caption": ["mine"]}), source / "v.parquet")
+    assert imported(sqlite_settings, source / "v.npy", media_root=library)[0].added == 1
+    client = create_app(sqlite_settings).test_client()
+    os.utime(fresh, (1_600_000_000, 1_600_000_000))  # touched: same bytes, another mtime
+    touched = run_index(sqlite_settings, [str(library)], encoder=encoder, progress=False)
+    assert (touched.updated, touched.added) == (0, 0)
+    hit = best(client, vector[0])[0]
+    assert hit["name"] == "fresh.png" and hit["score"] == pytest.approx(1.0, abs=1e-5)
+    (library / "nested").mkdir(exist_ok=True)
+    os.replace(fresh, library / "nested" / "moved.png")
+    moved = run_index(sqlite_settings, [str(library)], encoder=encoder, progress=False)
+    assert (moved.moved, moved.added, moved.updated) == (1, 0, 0)
+    hit = best(client, vector[0])[0]
+    assert hit["name"] == "moved.png" and hit["score"] == pytest.approx(1.0, abs=1e-5) and hit["caption"] == "mine"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from spyglass.search.index_choice import candidates, choose, inverted_lists, is_auto, ladder, needs_training_points
+from spyglass.search.store.index_choice import candidates, choose, inverted_lists, is_auto, ladder, needs_training_points
 
 GiB = 1024**3
 
@@ -57,7 +57,7 @@ def test_list_counts_grow_with_the_square_root_and_leave_enough_points_to_train(
 
 
 def test_every_candidate_is_a_buildable_factory_string():
-    from spyglass.search.ann import new_ann
+    from spyglass.search.store.ann import new_ann
 
     for choice in candidates(60_000, 64):
         new_ann(64, choice.factory)

@@ -14,7 +14,7 @@ from conftest import GOOD_IMAGES, index_files, kept_index_files
 from spyglass.indexer.jobs import run_index
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ModelMismatch, NoIndex
-from spyglass.search.schema import IndexGeneration, MediaItem
+from spyglass.search.catalog.schema import IndexGeneration, MediaItem
 
 
 def engine_for(settings, encoder=None) -> SearchEngine:
@@ -204,7 +204,7 @@ def test_a_full_disk_is_one_clear_line_and_keeps_what_was_published(sqlite_setti
 
     from conftest import spyglass_env
     from spyglass import cli as cli_module
-    from spyglass.search import segments
+    from spyglass.search.store import segmented as segments
 
     env = spyglass_env(sqlite_settings)
     runner = CliRunner()

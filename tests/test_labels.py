@@ -14,8 +14,8 @@ from conftest import GOOD_IMAGES, run_spyglass, spyglass_env
 from spyglass.indexer.jobs import run_index
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ConfigError
-from spyglass.search.labels import LabelSet, label_vectors
-from spyglass.search.schema import ItemLabel
+from spyglass.search.model.zero_shot import LabelSet, label_vectors
+from spyglass.search.catalog.schema import ItemLabel
 from spyglass.web import create_app
 
 LABELS = ["red", "blue", "green", "yellow", "transparent", "photo"]

@@ -15,8 +15,8 @@ from spyglass.indexer.decode import load_file
 from spyglass.indexer.jobs import run_index
 from spyglass.indexer.scan import FoundFile
 from spyglass.search.errors import MediaFileError
-from spyglass.search.media_files import MediaRoots
-from spyglass.search.paths import is_inside
+from spyglass.search.media.files import MediaRoots
+from spyglass.search.media.paths import is_inside
 from spyglass.web import create_app
 
 

@@ -7,10 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from spyglass.search.db import create_db_engine
+from spyglass.search.catalog.db import create_db_engine
 from spyglass.search.errors import DatabaseNotReady, EmptyDatabase
-from spyglass.search.migrate import current_revision, head_revision, require_current, upgrade
-from spyglass.search.schema import Base
+from spyglass.search.catalog.migrate import current_revision, head_revision, require_current, upgrade
+from spyglass.search.catalog.schema import Base
 
 
 def test_upgrade_head_matches_the_models(database_url):
@@ -69,7 +69,7 @@ def test_0009_turns_caption_bytes_into_text_and_marks_imported_items(tmp_path):
     from alembic import command
     from sqlalchemy import text
 
-    from spyglass.search.migrate import alembic_config
+    from spyglass.search.catalog.migrate import alembic_config
 
     engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}", writer=True)
     command.upgrade(alembic_config(engine), "0008")

@@ -12,12 +12,12 @@ from sqlalchemy import delete, func, insert, select
 from conftest import MEDIA
 from spyglass.indexer.jobs import run_index
 from spyglass.indexer.staging import drop_staged, model_key
-from spyglass.search.db import create_db_engine, session_factory
+from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.engine import SearchEngine
-from spyglass.search.migrate import upgrade
-from spyglass.search.paths import inside, is_inside
+from spyglass.search.catalog.migrate import upgrade
+from spyglass.search.media.paths import inside, is_inside
 from spyglass.search.query import Filters, QueryPart
-from spyglass.search.schema import MediaItem, SkippedFile, StagedVector
+from spyglass.search.catalog.schema import MediaItem, SkippedFile, StagedVector
 
 # Letters that differ only by case, the LIKE wildcards, and the characters either side of "/".
 PATH_CHARS = st.sampled_from(list("aAbB/._-0%é猫"))

@@ -12,7 +12,7 @@ import pytest
 from spyglass.indexer.decode import LoadedFile, load_file
 from spyglass.indexer.pipeline import EmbeddedBatch, PipelineStats, embed_files
 from spyglass.indexer.scan import FoundFile, Skipped, walk
-from spyglass.search.media_files import MediaRoots
+from spyglass.search.media.files import MediaRoots
 
 
 def test_pipeline_decodes_in_threads_and_keeps_order(media, encoder):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from spyglass.search import precision
-from spyglass.search.encoder import load_encoder
+from spyglass.search.model import precision
+from spyglass.search.model.encoder import load_encoder
 from spyglass.search.errors import ConfigError
 from spyglass.search.settings import Settings
 

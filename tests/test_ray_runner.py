@@ -25,7 +25,7 @@ from spyglass.indexer.ray_runner import Wants, partitions  # noqa: E402
 from spyglass.indexer.scan import FoundFile  # noqa: E402
 from spyglass.search.engine import SearchEngine  # noqa: E402
 from spyglass.search.errors import ConfigError  # noqa: E402
-from spyglass.search.schema import MediaItem, StagedVector  # noqa: E402
+from spyglass.search.catalog.schema import MediaItem, StagedVector  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

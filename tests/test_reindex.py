@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 from conftest import GOOD_IMAGES, run_spyglass, spyglass_env
 from spyglass.indexer.check import check_index
 from spyglass.indexer.jobs import run_index, run_reindex
-from spyglass.search.lock import IndexerBusy, indexer_lock
-from spyglass.search.db import create_db_engine
+from spyglass.search.catalog.lock import IndexerBusy, indexer_lock
+from spyglass.search.catalog.db import create_db_engine
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ConfigError, IndexFileError
-from spyglass.search.schema import IndexGeneration, IndexRun, MediaItem, StagedVector
+from spyglass.search.catalog.schema import IndexGeneration, IndexRun, MediaItem, StagedVector
 from spyglass.search.settings import Settings
 
 
@@ -106,8 +106,8 @@ def test_an_interrupted_run_resumes_from_its_staged_batches(settings, media, enc
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from spyglass.search.lock import indexer_lock
-    from spyglass.search.db import create_db_engine
+    from spyglass.search.catalog.lock import indexer_lock
+    from spyglass.search.catalog.db import create_db_engine
     from spyglass.search.settings import Settings
     settings = Settings.from_env()
     with indexer_lock(create_db_engine(settings.db_url), settings.home):
@@ -152,7 +152,7 @@ def test_second_indexer_exits_at_once_and_a_killed_holder_frees_the_lock(setting
 def test_model_swap_builds_beside_the_live_index_then_swaps(settings, media, encoder, other_model):
     first = run_index(settings, [str(media)], encoder=encoder, progress=False)
     other = settings.override(model=str(other_model[0]), pretrained=str(other_model[1]))
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
 
     other_encoder = load_encoder(str(other_model[0]), str(other_model[1]), device="cpu")
     answered_during = []
@@ -177,7 +177,7 @@ def test_model_swap_builds_beside_the_live_index_then_swaps(settings, media, enc
 
 
 def test_damaged_new_generation_is_refused_and_the_previous_keeps_serving(settings, media, encoder, monkeypatch):
-    from spyglass.search import segments
+    from spyglass.search.store import segmented as segments
 
     monkeypatch.setattr(segments, "DELTA_FRACTION", 1.0)  # keep the new vector in its own delta file
     run_index(settings, [str(media)], encoder=encoder, progress=False)

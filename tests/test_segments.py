@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spyglass.search.errors import IndexFileError
-from spyglass.search.segments import Manifest, SegmentedStore
+from spyglass.search.store.segmented import Manifest, SegmentedStore
 
 DIM = 8
 # One step: add fresh ids, remove some held ones, re-embed some held ones, or publish (write).

@@ -14,10 +14,10 @@ import pytest
 
 from conftest import GOOD_IMAGES, index_files, kept_index_files, spyglass_env
 from spyglass.indexer.jobs import run_index
-from spyglass.search.ann import check_factory
+from spyglass.search.store.ann import check_factory
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ConfigError, IndexFileError
-from spyglass.search.vectors import VectorIndex, read_index_file, write_index_file
+from spyglass.search.store.flat import VectorIndex, read_index_file, write_index_file
 
 
 def unit_vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
@@ -143,7 +143,7 @@ def test_gpu_index_takes_turns_and_hands_big_k_to_the_cpu():
     """The routing of GpuIndex, with a CPU index standing in for the GPU copy (no GPU here)."""
     import threading
 
-    from spyglass.search.vectors import GPU_MAX_K, GpuIndex
+    from spyglass.search.store.flat import GPU_MAX_K, GpuIndex
 
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(GPU_MAX_K + 500, 8)).astype(np.float32)

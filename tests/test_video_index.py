@@ -21,9 +21,10 @@ from spyglass.indexer.check import check_index  # noqa: E402
 from spyglass.indexer.jobs import run_index  # noqa: E402
 from spyglass.indexer.video_frames import sample_frames  # noqa: E402
 from spyglass.search.engine import SearchEngine  # noqa: E402
-from spyglass.search.frames import FRAME_IDS_FROM, format_range, segments  # noqa: E402
+from spyglass.search.moments import format_range, moments  # noqa: E402
+from spyglass.search.store.ids import frame_vector_id  # noqa: E402
 from spyglass.search.query import Filters  # noqa: E402
-from spyglass.search.schema import MediaItem, VideoFrame  # noqa: E402
+from spyglass.search.catalog.schema import MediaItem, VideoFrame  # noqa: E402
 from spyglass.web import create_app  # noqa: E402
 
 # Four shots, cuts at 3, 7 and 12 s: shot 3 (7 to 12 s) is the one searched for.
@@ -103,10 +104,10 @@ def test_videos_are_indexed_frame_by_frame_and_found_at_the_moment(settings, lib
         result = engine.search_image(frame_of_shot_3(library / "film.mp4"), k=5)
         top = result.hits[0]
         assert top.item.path.endswith("film.mp4") and top.item.kind == "video"
-        best = top.segments[0]
-        assert abs(best.start_s - 7) <= 0.5 and abs(best.end_s - 12) <= 0.5, top.segments
+        best = top.moments[0]
+        assert abs(best.start_s - 7) <= 0.5 and abs(best.end_s - 12) <= 0.5, top.moments
         assert 7 <= best.best_s < 12 and best.score == pytest.approx(top.score, abs=1e-5)
-        assert len(top.segments) <= 3
+        assert len(top.moments) <= 3
         # Images and videos rank together, each item once; kind= picks one.
         paths = [h.item.path for h in result.hits]
         assert len(paths) == len(set(paths)) == 5
@@ -114,7 +115,7 @@ def test_videos_are_indexed_frame_by_frame_and_found_at_the_moment(settings, lib
         assert {h.item.kind for h in images.hits} == {"image"} and len(images.hits) == 2
         videos = engine.search_text("a green texture", k=5, filters=Filters(kind="video"))
         assert {h.item.kind for h in videos.hits} == {"video"} and len(videos.hits) == 3
-        assert all(h.segments for h in videos.hits)
+        assert all(h.moments for h in videos.hits)
     finally:
         engine.close()
 
@@ -188,7 +189,7 @@ def test_incremental_runs_moves_and_deletions_cover_videos(settings, library):
             frame_ids = list(session.scalars(select(VideoFrame.id)))
             items = list(session.scalars(select(MediaItem.id)))
         # The index holds exactly the items and the remaining frames: removed videos' frames went too.
-        assert set(snapshot.stored.ids().tolist()) == set(items) | {FRAME_IDS_FROM + i for i in frame_ids}
+        assert set(snapshot.stored.ids().tolist()) == set(items) | {frame_vector_id(i) for i in frame_ids}
     finally:
         engine.close()
     report = check_index(settings)
@@ -203,7 +204,7 @@ def test_check_finds_and_repairs_a_frame_without_a_row(sqlite_settings, library)
         session.execute(delete(VideoFrame).where(VideoFrame.id == lost))
     engine.close()
     report = check_index(sqlite_settings)
-    assert not report.ok and report.orphan_vectors == [FRAME_IDS_FROM + lost]
+    assert not report.ok and report.orphan_vectors == [frame_vector_id(lost)]
     assert check_index(sqlite_settings, repair=True).repaired
     assert check_index(sqlite_settings).ok
 
@@ -239,7 +240,7 @@ def test_a_model_swap_re_embeds_the_frames(sqlite_settings, library, other_model
         assert snapshot.index.dim == 24
         with engine.catalog.sessions() as session:
             frame_ids = list(session.scalars(select(VideoFrame.id)))
-        assert snapshot.stored.contains(np.asarray([FRAME_IDS_FROM + i for i in frame_ids])).all()
+        assert snapshot.stored.contains(np.asarray([frame_vector_id(i) for i in frame_ids])).all()
     finally:
         engine.close()
     assert check_index(other).ok
@@ -266,12 +267,12 @@ def test_segments_merge_neighbours_cut_relative_to_the_best_and_keep_three():
     starts = np.arange(10, dtype=float) * 2
     ends = starts + 2
     scores = np.array([0.1, 0.9, 0.95, 0.1, 0.8, 0.1, 0.1, 0.85, 0.1, 0.7])
-    found = segments(starts, ends, scores, spread=0.25)
+    found = moments(starts, ends, scores, spread=0.25)
     assert [(s.start_s, s.end_s, s.best_s) for s in found] == [(2, 6, 4), (14, 16, 14), (8, 10, 8)]
     assert found[0].score == pytest.approx(0.95)
     # A frame at 0.7 is within half the range of 0.95 but not within a quarter: cut relative to the best.
-    assert len(segments(starts, ends, scores, spread=0.5)) == 3 and all(
-        s.score >= 0.525 for s in segments(starts, ends, scores, spread=0.5))
-    same = segments(starts, ends, np.full(10, 0.3))
+    assert len(moments(starts, ends, scores, spread=0.5)) == 3 and all(
+        s.score >= 0.525 for s in moments(starts, ends, scores, spread=0.5))
+    same = moments(starts, ends, np.full(10, 0.3))
     assert [(s.start_s, s.end_s) for s in same] == [(0, 20)]  # a video that matches throughout is one moment
     assert format_range(72, 79.4) == "01:12–01:19" and format_range(3599.6, 3725) == "1:00:00–1:02:05"

@@ -13,7 +13,7 @@ def vit_b32_checkpoint(tmp_path_factory):
     """Random ViT-B-32 weights saved as a plain .pt state_dict: a stand-in for real weights."""
     import torch
 
-    from spyglass.search.encoder import load_encoder
+    from spyglass.search.model.encoder import load_encoder
 
     torch.manual_seed(0)
     encoder = load_encoder("ViT-B-32", None, device="cpu")

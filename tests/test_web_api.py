@@ -213,7 +213,7 @@ def test_file_outside_the_media_roots_is_not_served(client, indexed):
     from sqlalchemy import update
 
     from spyglass.search.engine import SearchEngine
-    from spyglass.search.schema import MediaItem
+    from spyglass.search.catalog.schema import MediaItem
 
     engine = SearchEngine(indexed)
     red = item_id(client, "red.jpg")

@@ -14,9 +14,9 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
 from spyglass.search.errors import BadQuery, SpyglassError
-from spyglass.search.images import decode_gate
+from spyglass.search.media.images import decode_gate
 from spyglass.search.status import status_report
-from spyglass.search.thumbnails import ensure_thumbnail
+from spyglass.search.media.thumbnails import ensure_thumbnail
 
 from .openapi import openapi_document
 from .present import hit_json, item_json, public_status

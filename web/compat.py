@@ -111,8 +111,8 @@ def _metadata(item) -> dict:
 def _knn_result(hit) -> dict:
     """A result; a video's `url` carries its best moment as a media fragment (#t=start,end)."""
     found = {**_metadata(hit.item), "id": hit.item.id, "similarity": round(hit.score, 6)}
-    if hit.segments:
-        best = hit.segments[0]
+    if hit.moments:
+        best = hit.moments[0]
         found.update(url=found["url"] + media_fragment(best.start_s, best.end_s),
                      thumbnail_url=at_moment(found["thumbnail_url"], best.best_s),
                      start_s=round(best.start_s, 3), end_s=round(best.end_s, 3))

@@ -6,9 +6,9 @@ import os
 
 from flask import current_app, url_for
 
-from spyglass.search.catalog import format_time
+from spyglass.search.catalog.queries import format_time
 from spyglass.search.engine import Hit
-from spyglass.search.schema import MediaItem
+from spyglass.search.catalog.schema import MediaItem
 
 
 def item_json(item: MediaItem) -> dict:
@@ -57,10 +57,10 @@ def hit_json(hit: Hit) -> dict:
     frame at best_s, and its file_url carries the media fragment #t=start,end that players seek to.
     """
     found = {"rank": hit.rank, "score": round(hit.score, 6), **item_json(hit.item)}
-    if hit.item.kind == "video" and hit.segments:
-        best = hit.segments[0]
+    if hit.item.kind == "video" and hit.moments:
+        best = hit.moments[0]
         found.update(start_s=round(best.start_s, 3), end_s=round(best.end_s, 3), best_s=round(best.best_s, 3),
-                     segments=[segment.as_dict() for segment in hit.segments],
+                     segments=[moment.as_dict() for moment in hit.moments],
                      thumbnail_url=at_moment(found["thumbnail_url"], best.best_s),
                      file_url=found["file_url"] + media_fragment(best.start_s, best.end_s))
     return found

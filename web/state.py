@@ -8,7 +8,7 @@ from flask import current_app
 
 from spyglass.search.engine import SearchEngine
 from spyglass.search.settings import Settings
-from spyglass.search.thumbnail_cache import ThumbnailCache
+from spyglass.search.media.thumbnail_cache import ThumbnailCache
 
 from .metrics import Metrics
 

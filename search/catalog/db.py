@@ -9,7 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import ConfigError
+from spyglass.search.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 

@@ -14,8 +14,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
 
-from .errors import MediaFileError
-from .paths import is_inside
+from spyglass.search.errors import MediaFileError
+from spyglass.search.media.paths import is_inside
 
 FOLLOW_SYMLINKS = ("inside", "all", "none")
 # O_NONBLOCK: opening a FIFO swapped in for a file must not wait for a writer.

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .display import printable
-from .errors import ConfigError, MediaFileError
-from .media_files import read_regular_file
+from spyglass.search.display import printable
+from spyglass.search.errors import ConfigError, MediaFileError
+from spyglass.search.media.files import read_regular_file
 
 DEFAULT_TEMPLATES = ("a photo of a {label}.",)
 # The catalog_state row that says what the stored item labels were computed from.

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from .ann import AnnIndex, AnnParams, has_exact_codes
-from .catalog import Catalog
-from .db import create_db_engine, session_factory
-from .errors import EmptyDatabase, IndexFileError, NoIndex
-from .migrate import require_current
-from .schema import LEASE_REFRESH_SECONDS, IndexGeneration, IndexReader, utcnow
-from .segments import SegmentedStore
-from .settings import Settings
-from .vectors import VectorIndex, read_faiss_file
+from spyglass.search.store.ann import AnnIndex, AnnParams, has_exact_codes
+from spyglass.search.catalog.queries import Catalog
+from spyglass.search.catalog.db import create_db_engine, session_factory
+from spyglass.search.errors import EmptyDatabase, IndexFileError, NoIndex
+from spyglass.search.catalog.migrate import require_current
+from spyglass.search.catalog.schema import LEASE_REFRESH_SECONDS, IndexGeneration, IndexReader, utcnow
+from spyglass.search.store.segmented import SegmentedStore
+from spyglass.search.settings import Settings
+from spyglass.search.store.flat import VectorIndex, read_faiss_file
 
 log = logging.getLogger(__name__)
 # When the newest generation's file is damaged, a starting worker tries this many older ones.

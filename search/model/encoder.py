@@ -15,7 +15,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .errors import ModelUnavailable
+from spyglass.search.errors import ModelUnavailable
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
 # The names open_clip and the Hugging Face hub give a model's weights, best first.
@@ -71,7 +71,7 @@ class OpenClipEncoder:
 
     def use_model(self, model, precision: str) -> None:
         """Embed with this copy of the model from now on (the same weights in another precision)."""
-        from .precision import torch_dtype
+        from spyglass.search.model.precision import torch_dtype
 
         self.model = model.eval()
         self.precision = precision
@@ -213,7 +213,7 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
     precision other than fp32 (auto, bf16, fp16) runs the reduced precision only if a
     fidelity check against fp32 passes (see search.precision); encoder.precision_check says.
     """
-    from .precision import chosen_precision, reduce_precision
+    from spyglass.search.model.precision import chosen_precision, reduce_precision
 
     loaded = load_open_clip(architecture, pretrained, device, cache_dir)
     encoder = OpenClipEncoder(loaded.model, loaded.preprocess_val, loaded.tokenizer, loaded.device,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import MediaFileError
-from .images import check_pixels
+from spyglass.search.errors import MediaFileError
+from spyglass.search.media.images import check_pixels
 
 
 @dataclass

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexFileError
-from .vectors import (VectorIndex, _fsync_dir, file_sha256, generation_filename, in_sorted, read_index_file,
+from spyglass.search.errors import IndexFileError
+from spyglass.search.store.flat import (VectorIndex, _fsync_dir, file_sha256, generation_filename, in_sorted, read_index_file,
                       write_index_file)
 
 # Compact when the deltas hold more than this share of the base's entries, when this share of

@@ -11,7 +11,7 @@ from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 if TYPE_CHECKING:
-    from .segments import Manifest, SegmentFile
+    from spyglass.search.store.segmented import Manifest, SegmentFile
 
 
 # File paths compare byte by byte on both databases (SQLite's default BINARY collation, "C" on
@@ -81,7 +81,7 @@ class MediaItem(Base):
 class VideoFrame(Base):
     """A kept frame of a video: the stretch [start_s, end_s) it stands for.
 
-    Its vector's id in the index is FRAME_IDS_FROM + id (search.frames), beside the
+    Its vector's id in the index is FRAME_IDS_FROM + id (search/store/ids.py), beside the
     video's pooled vector under the video item's own id.
     """
 
@@ -136,7 +136,7 @@ class IndexGeneration(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id"), index=True)
     factory: Mapped[str] = mapped_column(String(256))
     # The base segment of its exact vectors; `segments` lists the deltas and tombstones (see
-    # search.segments). Generations that changed nothing of the base share its file.
+    # search/store/segmented.py). Generations that changed nothing of the base share its file.
     filename: Mapped[str] = mapped_column(String(256))
     segments: Mapped[str | None] = mapped_column(Text)
     vector_count: Mapped[int] = mapped_column(BigInteger)
@@ -164,19 +164,19 @@ class IndexGeneration(Base):
 
     def manifest(self) -> "Manifest":
         """Its delta segments and tombstones."""
-        from .segments import Manifest
+        from spyglass.search.store.segmented import Manifest
 
         return Manifest.from_json(self.segments)
 
     def base_file(self) -> "SegmentFile":
         """Its base segment."""
-        from .segments import SegmentFile
+        from spyglass.search.store.segmented import SegmentFile
 
         return SegmentFile(self.filename, self.size_bytes, self.checksum, 0)
 
     def precision_mix(self) -> "PrecisionMix":
         """What its vectors were embedded in."""
-        from .precision import PrecisionMix
+        from spyglass.search.model.precision import PrecisionMix
 
         return PrecisionMix.of(self.precisions, self.precision_cosine)
 

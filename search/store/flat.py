@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexFileError
+from spyglass.search.errors import IndexFileError
 
 
 class VectorIndex:

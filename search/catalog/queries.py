@@ -11,8 +11,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
-from .labels import LABELS_STATE_KEY
-from .schema import CatalogState, IndexGeneration, IndexRun, ItemLabel, MediaItem, MediaRoot, VideoFrame
+from spyglass.search.model.zero_shot import LABELS_STATE_KEY
+from spyglass.search.catalog.schema import CatalogState, IndexGeneration, IndexRun, ItemLabel, MediaItem, MediaRoot, VideoFrame
 
 
 ID_CHUNK = 1000

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageRefused, ImageTooLarge, InvalidImage, NotAnImage, OutOfMemory, ServerBusy, SpyglassError
+from spyglass.search.errors import ImageRefused, ImageTooLarge, InvalidImage, NotAnImage, OutOfMemory, ServerBusy, SpyglassError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 # EXIF orientations 5-8 swap width and height.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from .errors import SpyglassError
+from spyglass.search.errors import SpyglassError
 
 ADVISORY_KEY = 0x5350_5947  # "SPYG"
 

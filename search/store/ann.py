@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigError
-from .segments import top_k
-from .vectors import GPU_MAX_K, VectorIndex, _faiss_reason
+from spyglass.search.errors import ConfigError
+from spyglass.search.store.segmented import top_k
+from spyglass.search.store.flat import GPU_MAX_K, VectorIndex, _faiss_reason
 
 log = logging.getLogger(__name__)
 # Search parameters are tuned for recall@10.
@@ -54,7 +54,7 @@ def new_ann(dim: int, factory: str):
 
 def check_factory(setting: str, dim: int) -> None:
     """Refuse, before any work, an index setting FAISS cannot build for this dimension."""
-    from .index_choice import is_auto
+    from spyglass.search.store.index_choice import is_auto
 
     if not is_auto(setting):
         new_ann(dim, setting)

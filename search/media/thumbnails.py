@@ -12,12 +12,12 @@ import threading
 from collections import OrderedDict
 from contextlib import nullcontext
 
-from .errors import BadQuery
-from .images import BYTES_PER_PIXEL, DecodeGate, decode_image
-from .media_files import MediaRoots
-from .schema import MediaItem
-from .thumbnail_cache import ThumbnailCache
-from .video_stills import frame_at
+from spyglass.search.errors import BadQuery
+from spyglass.search.media.images import BYTES_PER_PIXEL, DecodeGate, decode_image
+from spyglass.search.media.files import MediaRoots
+from spyglass.search.catalog.schema import MediaItem
+from spyglass.search.media.thumbnail_cache import ThumbnailCache
+from spyglass.search.media.video_stills import frame_at
 
 THUMBNAIL_SIZE = 320
 # A video still decodes at most this much video past the keyframe it seeks to.

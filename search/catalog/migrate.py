@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect
 
-from .errors import DatabaseNotReady, EmptyDatabase
+from spyglass.search.errors import DatabaseNotReady, EmptyDatabase
 
 
 def migrations_dir() -> Path:

@@ -1,0 +1,1 @@
+"""The SQL catalog: tables, engines, migrations, the queries both sides read, and the indexer lock."""
