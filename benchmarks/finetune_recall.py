@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from captioned_shapes import make_set  # noqa: E402
 
-from spyglass.indexer.datasets import load_dataset  # noqa: E402
-from spyglass.indexer.finetune import FinetuneOptions, finetune  # noqa: E402
+from spyglass.training.datasets import load_dataset  # noqa: E402
+from spyglass.training.finetune import FinetuneOptions, finetune  # noqa: E402
 from spyglass.search.settings import Settings  # noqa: E402
 
 TINY_AT_64 = {"embed_dim": 32,

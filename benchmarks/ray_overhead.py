@@ -46,7 +46,7 @@ def write_images(folder: Path, count: int, size=(1024, 768)) -> None:
 
 def one_run(settings, folder: Path) -> tuple[float, str]:
     """(seconds, summary) of one index run into a fresh home."""
-    from spyglass.indexer.jobs import run_index
+    from spyglass.indexer.job import run_index
 
     shutil.rmtree(settings.home, ignore_errors=True)
     started = time.perf_counter()

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spyglass.indexer.datasets import load_dataset  # noqa: E402
-from spyglass.indexer.finetune import FinetuneOptions, finetune  # noqa: E402
+from spyglass.training.datasets import load_dataset  # noqa: E402
+from spyglass.training.finetune import FinetuneOptions, finetune  # noqa: E402
 from spyglass.search.settings import Settings  # noqa: E402
 
 PACKAGE = "tuxpaint-stamps-default"

@@ -5,37 +5,37 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from sqlalchemy import func, select
 from tqdm import tqdm
 
+from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.catalog.queries import live_generation
-from spyglass.search.model.encoder import embedding_dim, load_encoder
-from spyglass.search.errors import BadInput, MediaFileError, ModelMismatch
-from spyglass.search.media.images import SUPPORTED_FORMATS
 from spyglass.search.catalog.schema import CatalogState, MediaItem, MediaRoot
+from spyglass.search.display import printable
+from spyglass.search.errors import BadInput, MediaFileError, ModelMismatch
+from spyglass.search.media.hashing import content_hash
+from spyglass.search.media.images import IMAGE_EXTENSIONS, SUPPORTED_FORMATS
+from spyglass.search.media.video_frames import is_video
+from spyglass.search.model.encoder import embedding_dim, encoder_for, model_identity
+from spyglass.search.model.zero_shot import LabelSet
 
-from .decode import content_hash
 from .embedding_files import EmbeddingPart, check_vectors, find_parts, metadata_batches, metadata_rows, open_vectors, unit_rows
 from .import_rows import MAX_CAPTION_CHARS, RowRefused, RowText, row_text
-from .jobs import IndexJob, IndexSummary
+from .labelling import update_labels
+from .maintain import maintain_index
 from .publish import HIGHEST_ID_KEY, PendingChanges
-from .scan import IMAGE_EXTENSIONS, Skipped
-from .video_frames import is_video
+from .recorder import IndexSummary
+from .runs import checked_root, finish_run, locked, start_run
+from .scan import Skipped
+from .target import TargetIndex
 
 _LOOKUP_CHUNK = 1000
-
-
-class ConfigOnlyEncoder:
-    """Stands in for the encoder where only its dimension is needed: importing loads no weights."""
-
-    image_tower = None
-
-    def __init__(self, dim: int):
-        self.dim = dim
 
 
 @dataclass
@@ -65,21 +65,51 @@ class _Known:
     origin: str
 
 
-class ImportJob(IndexJob):
+class ImportJob:
     """Import one embeddings folder (or .npy file) under the configured model; call run().
 
     Rows obey the indexer's rules (see import_rows for the text): a local file must lie in a
     media folder (a recorded one, or --media-root), be a regular image file within
     SPYGLASS_MAX_FILE_BYTES, reached as SPYGLASS_FOLLOW_SYMLINKS allows. An item the indexer
-    embedded is never replaced; rows naming one item twice are merged, the first kept.
+    embedded is never replaced; rows naming one item twice are merged, the first kept. What
+    it shares with an index run (lock, run rows, publish, maintenance, labels) it calls; it
+    loads no weights unless labels are to be computed.
     """
 
-    def __init__(self, settings, source: Path, media_root: str | None = None, **options):
-        super().__init__(settings, [media_root] if media_root else [], **options)
-        self.summary = ImportSummary()
+    def __init__(self, settings, source: Path, media_root: str | None = None, progress: bool = True,
+                 echo: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.echo = echo or (lambda message: print(message, file=sys.stderr))
+        self.progress = progress
+        self.roots = [checked_root(media_root)] if media_root else []
         self.source = Path(source).expanduser()
         self.base = self.source if self.source.is_dir() else self.source.parent
-        self._encoder = ConfigOnlyEncoder(embedding_dim(settings.model, settings.pretrained or None))
+        self.db = create_db_engine(settings.db_url, writer=True)
+        self.sessions = session_factory(self.db)
+        self.identity = model_identity(settings.model, settings.pretrained)
+        self.dim = embedding_dim(settings.model, settings.pretrained)
+        self.summary = ImportSummary()
+
+    def run(self) -> "ImportSummary":
+        """Check everything, then import, publish and maintain, under the indexer lock."""
+        started = time.monotonic()
+        with locked(self.db, self.sessions, self.settings, self.echo):
+            self._check_model()
+            if self.settings.labels:
+                LabelSet.read(self.settings.labels)  # a bad labels file stops the run before any work
+            run = start_run(self.sessions, self.roots, self.settings)
+            self.media = run.media
+            target = TargetIndex(self.sessions, self.settings, self.identity, lambda: self.dim, lambda: None)
+            try:
+                self._import(target)
+            except BaseException as exc:
+                finish_run(self.sessions, run.run_id, self.roots, self.summary.counts(), "failed",
+                           f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                self.summary.seconds = time.monotonic() - started
+            finish_run(self.sessions, run.run_id, self.roots, self.summary.counts(), "done")
+        return self.summary
 
     def _check_model(self) -> None:
         """One index never mixes two models: the vectors must be the live index's model's."""
@@ -91,10 +121,10 @@ class ImportJob(IndexJob):
             raise ModelMismatch(f"the index holds vectors of {live.model.describe()}; these are being "
                                 f"imported as {self.identity[0]} ({self.identity[1] or 'random weights'})",
                                 "import them under the live model (--model/--pretrained), or index with theirs")
-        if live.model.dim != self._encoder.dim:
-            raise BadInput(f"the live index holds {live.model.dim}-number vectors; the model makes {self._encoder.dim}")
+        if live.model.dim != self.dim:
+            raise BadInput(f"the live index holds {live.model.dim}-number vectors; the model makes {self.dim}")
 
-    def _index_roots(self) -> None:
+    def _import(self, target: TargetIndex) -> None:
         parts = find_parts(self.source)
         self._check_all(parts)  # before anything is written: a bad file refuses the whole import
         with self.sessions() as session:
@@ -111,23 +141,33 @@ class ImportJob(IndexJob):
         with tqdm(total=total, unit="vec", desc="Importing", file=sys.stderr, disable=not self.progress,
                   dynamic_ncols=True) as bar:
             for part in parts:
-                self._import_part(part, pending, bar)
+                self._import_part(part, pending, bar, target)
         if pending:
-            self._publish(pending)
-        self._maintain_index()
-        self._update_labels()
+            self._publish(target, pending)
+        generation = maintain_index(self.sessions, self.settings, target, self.echo, self.progress)
+        self.summary.generation_id = generation or self.summary.generation_id
+        if self.settings.labels:  # labels need the text tower: the real model, only now
+            self.summary.labelled = update_labels(self.sessions, LabelSet.read(self.settings.labels),
+                                                  lambda: target.store, lambda: encoder_for(self.settings))
+
+    def _publish(self, target: TargetIndex, pending: PendingChanges) -> None:
+        self.summary.generation_id = target.publish(pending) or self.summary.generation_id
+
+    def _skip(self, skipped: Skipped) -> None:
+        self.summary.skipped.append(skipped)
+        self.echo(f"skipping {printable(skipped.path)}: {printable(skipped.reason)}")
 
     def _check_all(self, parts: list[EmbeddingPart]) -> None:
         for part in parts:
-            vectors = open_vectors(part, self._encoder.dim)
+            vectors = open_vectors(part, self.dim)
             rows = metadata_rows(part)
             if rows != len(vectors):
                 raise BadInput(f"{part.metadata} has {rows:,} rows but {part.vectors} holds {len(vectors):,} vectors",
                                "row N of the metadata must describe vector N")
             check_vectors(part, vectors)
 
-    def _import_part(self, part: EmbeddingPart, pending: PendingChanges, bar) -> None:
-        vectors = open_vectors(part, self._encoder.dim)
+    def _import_part(self, part: EmbeddingPart, pending: PendingChanges, bar, target: TargetIndex) -> None:
+        vectors = open_vectors(part, self.dim)
         start = 0
         for batch in metadata_batches(part):
             count = len(next(iter(batch.values())))
@@ -141,7 +181,7 @@ class ImportJob(IndexJob):
             start += count
             bar.update(count)
             if pending.vector_count >= self.settings.checkpoint_items:
-                self._publish(pending)
+                self._publish(target, pending)
                 pending.clear()
                 self._pending_paths.clear()  # published: their ids now tell duplicates
 
@@ -217,12 +257,6 @@ class ImportJob(IndexJob):
                 found.update((path, _Known(item_id, origin)) for path, item_id, origin in session.execute(
                     select(MediaItem.path, MediaItem.id, MediaItem.origin).where(MediaItem.path.in_(chunk))))
         return found
-
-    def _update_labels(self) -> None:
-        if self.settings.labels:  # labels need the text tower: the real model, only now
-            self._encoder = load_encoder(self.settings.model, self.settings.pretrained, self.settings.device,
-                                         self.settings.model_cache, self.settings.precision)
-        super()._update_labels()
 
 
 def _header(data: bytes) -> tuple[str | None, int, int]:

@@ -1,4 +1,9 @@
-"""Decode in worker threads and embed in one encoder thread, while the caller writes the results."""
+"""Decode in worker threads and embed in one encoder thread, while the caller writes the results.
+
+Decode threads only read: they hash, decode and preprocess, and a video's thread samples its
+frames and hands them over in chunks. Every forward pass, of image batches and video chunks
+alike, runs in the encoder thread, which also thins and pools each video's frames.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from spyglass.search.errors import SpyglassError, Transient
+from spyglass.search.media.video_frames import VideoRefused, is_video
 
 from .decode import LoadedFile
 from .scan import FoundFile, Skipped
-from .video_frames import is_video
+from .video_vectors import FrameChunk, VideoAccumulator, VideoRules
 
 
 @dataclass
@@ -60,27 +66,35 @@ class PipelineStats:
 
 
 _DONE = object()
+_END = object()  # the last thing a video's frame queue holds
+# Chunks of one video waiting for the encoder: its decode thread stops this far ahead.
+_VIDEO_CHUNKS_AHEAD = 2
 
 
-def serialised(encode: Callable[[object], np.ndarray]) -> Callable[[object], np.ndarray]:
-    """The encoder, one call at a time: video frames embedded by decode threads take turns with
-    the image batches, instead of two forward passes fighting over the same cores."""
-    lock = threading.Lock()
-
-    def locked(pixels) -> np.ndarray:
-        with lock:
-            return encode(pixels)
-    return locked
+class _Stopped(Exception):
+    """The pipeline was stopped while a decode thread was handing over frames."""
 
 
-def embed_files(files: Iterable[FoundFile], load: Callable[[FoundFile], LoadedFile],
+@dataclass
+class _Pending:
+    future: Future
+    frames: queue.Queue | None  # a video's chunks, while its decode thread samples it
+
+
+def embed_files(files: Iterable[FoundFile], load: Callable[..., LoadedFile],
                 encode: Callable[[object], np.ndarray], batch_size: int, workers: int,
-                prefetch_batches: int = 2, stats: PipelineStats | None = None) -> Iterator[PipelineEvent]:
+                prefetch_batches: int = 2, stats: PipelineStats | None = None,
+                video: VideoRules | None = None) -> Iterator[PipelineEvent]:
     """Yield embedded batches, files that needed no embedding, and skipped files, in order.
 
     Three stages overlap: `workers` threads read and decode (Pillow and torch release the GIL),
     kept up to `prefetch_batches` batches ahead; one thread stacks and encodes; the caller, which
-    writes what it is given (SQL), runs meanwhile. `stats`, when given, is filled in as it runs.
+    writes what it is given (SQL), runs meanwhile. With `video`, a video's load is called with
+    `emit=`, through which its decode thread hands over frame chunks; the encoder embeds them
+    when the video's turn comes, and yields the video as a batch of one (its pooled vector).
+    The pool takes files in order, so whatever comes before a video is decoding or done, and
+    the encoder, taking them in the same order, never waits on a thread that waits on it.
+    `stats`, when given, is filled in as it runs.
     """
     stats = stats if stats is not None else PipelineStats()
     # A few events: the encoder runs at most a few batches ahead of what the caller has written.
@@ -88,7 +102,8 @@ def embed_files(files: Iterable[FoundFile], load: Callable[[FoundFile], LoadedFi
     stop = threading.Event()
     started = time.perf_counter()
     encoder = threading.Thread(target=_encoder_loop, name="spyglass-encoder", daemon=True,
-                               args=(files, load, encode, batch_size, workers, prefetch_batches, stats, events, stop))
+                               args=(files, load, encode, batch_size, workers, prefetch_batches, stats, events,
+                                     stop, video))
     encoder.start()
     try:
         while True:
@@ -109,7 +124,7 @@ def embed_files(files: Iterable[FoundFile], load: Callable[[FoundFile], LoadedFi
 
 
 def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, stats: PipelineStats,
-                  events: queue.Queue, stop: threading.Event) -> None:
+                  events: queue.Queue, stop: threading.Event, video: VideoRules | None) -> None:
     import torch
 
     def put(event) -> bool:
@@ -123,16 +138,19 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
                 continue
         return False
 
-    def embed(batch: list[LoadedFile]) -> bool:
+    def encoded(pixels) -> np.ndarray:
         began = time.perf_counter()
-        vectors = encode(torch.stack([f.pixels for f in batch]))
+        vectors = encode(pixels)
         stats.encode_seconds += time.perf_counter() - began
         stats.batches += 1
-        return put(EmbeddedBatch(batch, vectors))
+        return vectors
+
+    def embed(batch: list[LoadedFile]) -> bool:
+        return put(EmbeddedBatch(batch, encoded(torch.stack([f.pixels for f in batch]))))
 
     limit = batch_size * (prefetch_batches + 1)
     remaining = iter(files)
-    pending: deque[Future] = deque()
+    pending: deque[_Pending] = deque()
     batch: list[LoadedFile] = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spyglass-decode")
 
@@ -141,23 +159,27 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
             found = next(remaining, None)
             if found is None:
                 return
-            pending.append(pool.submit(load_or_skip, load, found))
+            streamed = video is not None and is_video(found.path)
+            frames = queue.Queue(maxsize=_VIDEO_CHUNKS_AHEAD) if streamed else None
+            pending.append(_Pending(pool.submit(_load_streaming, load, found, frames, stop), frames))
 
     try:
         refill()
         while pending and not stop.is_set():
+            head = pending.popleft()
             waited = time.perf_counter()
-            result = pending.popleft().result()
+            accumulator = _embed_frames(head.frames, video, encoded, stop) if head.frames is not None else None
+            result = head.future.result()
             wait = time.perf_counter() - waited
             stats.decode_wait_seconds += wait
             if not stats.batches:
                 stats.first_batch_wait_seconds += wait
             refill()
-            if isinstance(result, LoadedFile) and result.video is not None:
-                # A video was embedded frame batch by frame batch in its decode thread.
-                if not put(EmbeddedBatch([result], result.vector[None, :])):
-                    return
-            elif isinstance(result, LoadedFile) and result.pixels is not None:
+            if isinstance(result, LoadedFile) and result.sampling is not None:
+                result = _finished(result, accumulator)
+                if isinstance(result, LoadedFile):
+                    result = EmbeddedBatch([result], result.vector[None, :])
+            if isinstance(result, LoadedFile) and result.pixels is not None:
                 batch.append(result)
                 if len(batch) == batch_size:
                     if not embed(batch):
@@ -171,8 +193,58 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
     except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
         put(exc)
     finally:
+        stop.set()  # a decode thread still handing over frames gives up
         # On an interrupt, drop the queued files instead of decoding them all first.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _embed_frames(frames: queue.Queue, rules: VideoRules, encoded, stop: threading.Event) -> VideoAccumulator:
+    """Embed a video's chunks as its decode thread hands them over, until it says it is done."""
+    accumulator = VideoAccumulator(rules)
+    while True:
+        try:
+            chunk = frames.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return accumulator
+            continue
+        if chunk is _END:
+            return accumulator
+        accumulator.add(chunk, encoded(chunk.pixels))
+
+
+def _finished(loaded: LoadedFile, accumulator: VideoAccumulator) -> LoadedFile | Skipped:
+    """A sampled video with its vectors, or a skip when none could be kept (or it runs too long)."""
+    try:
+        loaded.video = accumulator.finish(loaded.sampling)
+    except VideoRefused as exc:
+        return Skipped(loaded.file.path, str(exc))
+    return loaded
+
+
+def _load_streaming(load, found: FoundFile, frames: queue.Queue | None, stop: threading.Event):
+    """load_or_skip in a decode thread; a video's chunks go to its queue, which always ends with _END."""
+    if frames is None:
+        return load_or_skip(load, found)
+
+    def emit(chunk: FrameChunk) -> None:
+        while not stop.is_set():
+            try:
+                frames.put(chunk, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    try:
+        return load_or_skip(lambda f: load(f, emit=emit), found)
+    finally:
+        while not stop.is_set():
+            try:
+                frames.put(_END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
 
 
 def load_or_skip(load: Callable[[FoundFile], LoadedFile], found: FoundFile) -> LoadedFile | Skipped:

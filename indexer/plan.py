@@ -1,15 +1,21 @@
-"""Compare what is on disk with the catalog: what to embed, what to keep, what has gone."""
+"""Compare what is on disk with the catalog: what to read, what to keep, what has gone.
+
+The plan is immutable, so decode threads and Ray workers can all ask it the one question they
+need answered (PixelRule: does this file need a new vector?). Which vanished row a moved file
+takes over is decided once, on the driver, by MoveClaims.
+"""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from spyglass.search.media.paths import inside
 from spyglass.search.catalog.schema import MediaItem, SkippedFile
+from spyglass.search.media.paths import inside
 
 from .scan import FoundFile
 
@@ -24,43 +30,67 @@ class KnownItem:
     content_hash: str
 
 
-@dataclass
-class Plan:
-    """Files to read, and catalog rows whose files are gone (unless claimed by a move)."""
+@dataclass(frozen=True)
+class PixelRule:
+    """Whether a file needs new pixels, from its path and content hash: yes when rebuilding
+    (`every`), when its content changed, or when it is new and no vanished row has its hash
+    (a moved file keeps its vector). Pure and picklable: Ray workers get one too."""
 
-    known: dict[str, KnownItem]
-    to_read: list[FoundFile]
-    unchanged: int
-    still_skipped: list[tuple[FoundFile, str]] = field(default_factory=list)
-    vanished: dict[int, KnownItem] = field(default_factory=dict)
-    rebuild: bool = False
-    moves: dict[str, int] = field(default_factory=dict)  # new path -> id of the row it takes over
-    _vanished_by_hash: dict[str, list[int]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    known: dict[str, str]  # path -> the content hash the catalog holds (a dict: it is pickled)
+    vanished: frozenset[str]  # content hashes of rows whose files are gone
+    every: bool = False
 
-    def __post_init__(self) -> None:
-        for item_id, item in self.vanished.items():
-            self._vanished_by_hash.setdefault(item.content_hash, []).append(item_id)
-
-    def wants_pixels(self, found: FoundFile, digest: str) -> bool:
-        """Whether this file must be embedded; False when its vector can be kept.
-
-        Called from decode threads: a moved file claims the vanished row with its hash here,
-        under a lock, so two copies never claim one row.
-        """
-        if self.rebuild:
+    def __call__(self, found: FoundFile, digest: str) -> bool:
+        if self.every:
             return True
         known = self.known.get(found.path)
         if known is not None:
-            return known.content_hash != digest
-        with self._lock:
-            candidates = self._vanished_by_hash.get(digest)
-            if candidates:
-                item_id = candidates.pop()
-                self.vanished.pop(item_id)
-                self.moves[found.path] = item_id
-                return False
-        return True
+            return known != digest
+        return digest not in self.vanished
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Files to read, and catalog rows whose files are gone (unless a move claims them)."""
+
+    known: Mapping[str, KnownItem]
+    to_read: tuple[FoundFile, ...]
+    unchanged: int
+    still_skipped: tuple[tuple[FoundFile, str], ...] = ()
+    vanished: Mapping[int, KnownItem] = field(default_factory=dict)
+    rebuild: bool = False
+
+    def pixel_rule(self) -> PixelRule:
+        """The rule decode threads apply to every file of this run."""
+        return PixelRule({path: item.content_hash for path, item in self.known.items()},
+                         frozenset(item.content_hash for item in self.vanished.values()), every=self.rebuild)
+
+
+class MoveClaims:
+    """Vanished rows, taken over by the moved files that have their hash: each row once.
+
+    Used by the driver only (the recorder), so no lock is needed; a second copy of a moved file
+    finds the row claimed and is embedded as a new file.
+    """
+
+    def __init__(self, vanished: Mapping[int, KnownItem]):
+        self._by_hash: dict[str, list[int]] = {}
+        for item_id, item in vanished.items():
+            self._by_hash.setdefault(item.content_hash, []).append(item_id)
+        self._unclaimed = set(vanished)
+
+    def claim(self, digest: str) -> int | None:
+        """The id of a vanished row with this hash, now taken; None when there is none left."""
+        candidates = self._by_hash.get(digest)
+        if not candidates:
+            return None
+        item_id = candidates.pop()
+        self._unclaimed.discard(item_id)
+        return item_id
+
+    def unclaimed(self) -> set[int]:
+        """The vanished rows no file took over: they leave the index."""
+        return set(self._unclaimed)
 
 
 def plan_run(session: Session, found: list[FoundFile], roots: list[str], rebuild: bool) -> Plan:
@@ -84,9 +114,9 @@ def plan_run(session: Session, found: list[FoundFile], roots: list[str], rebuild
             to_read.append(f)
     seen = {f.path for f in found}
     vanished = {item.id: item for path, item in known.items() if path not in seen}
-    return Plan(known=known, to_read=to_read,
+    return Plan(known=MappingProxyType(known), to_read=tuple(to_read),
                 unchanged=len(found) - len(to_read) - len(still_skipped),
-                still_skipped=still_skipped, vanished=vanished, rebuild=rebuild)
+                still_skipped=tuple(still_skipped), vanished=MappingProxyType(vanished), rebuild=rebuild)
 
 
 def under(query, column, root: str):

@@ -21,7 +21,7 @@ from spyglass.search.store.segmented import Manifest, SegmentedStore, SegmentFil
 
 from .ann_carry import CarriedAnn
 from .staging import staged_by_path, staged_videos, unstage
-from .video_frames import VideoVectors
+from .video_vectors import VideoVectors
 
 # Generations kept on disk besides the live one, for readers that loaded it a moment ago.
 KEEP_PREVIOUS_GENERATIONS = 1

@@ -10,10 +10,9 @@ from typing import Iterator
 
 from spyglass.search.media.files import MediaRoots
 
-from .video_frames import VIDEO_SUFFIXES
+from spyglass.search.media.images import IMAGE_EXTENSIONS
+from spyglass.search.media.video_frames import VIDEO_SUFFIXES
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif",
-                              ".bmp", ".dib", ".tif", ".tiff"})
 
 
 def video_support() -> bool:

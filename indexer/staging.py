@@ -14,7 +14,7 @@ from spyglass.search.catalog.schema import StagedVector
 from .decode import LoadedFile
 from .plan import under
 from .scan import FoundFile
-from .video_frames import VideoVectors
+from .video_vectors import VideoVectors
 
 _CHUNK = 500
 

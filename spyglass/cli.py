@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from spyglass.search.catalog.outage import database_failure
 from spyglass.search.display import printable
 from spyglass.search.errors import SpyglassError
 from spyglass.search.settings import PRECISIONS, Settings
@@ -31,55 +32,6 @@ def configure_logging(verbose: bool) -> None:
         handler.addFilter(_SpyglassAndErrors())
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("spyglass").setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-def database_failure(exc: Exception, database_url: str | None = None) -> str | None:
-    """One line for a failure of the catalog database, or None when exc is not one.
-
-    Only a failure to reach the database is blamed on SPYGLASS_DATABASE_URL: a full disk says
-    so, and a broken constraint is a fault of Spyglass's, reported as one.
-    """
-    from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    if not isinstance(exc, (OperationalError, ProgrammingError, DBAPIError, PoolTimeout)):
-        return None
-    orig = getattr(exc, "orig", None)
-    reason = str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else type(exc).__name__
-    where = _sqlite_file(database_url)
-    if _disk_full(orig, where):
-        return (f"the disk is full writing the catalog database{f' {printable(where)}' if where else ''}: "
-                f"{printable(reason, 200)}; everything published before this is kept (free some space and "
-                "run again)")
-    if isinstance(exc, IntegrityError):
-        return (f"the catalog database refused a write: {printable(reason, 300)} (a fault of Spyglass's, "
-                "not of your settings: please report it; nothing of this write was kept)")
-    return (f"the catalog database failed: {printable(reason, 300)} (check SPYGLASS_DATABASE_URL, "
-            "and that the server is running)")
-
-
-def _disk_full(orig, sqlite_file: str | None) -> bool:
-    """SQLite's "database or disk is full", PostgreSQL's disk_full (53100) and friends, or SQLite's
-    "disk I/O error" on a disk with no room left (what it says when the journal cannot grow)."""
-    text = str(orig or "").lower()
-    if ("database or disk is full" in text or "no space left on device" in text
-            or getattr(orig, "sqlstate", None) in ("53100", "53400")):
-        return True
-    if "disk i/o error" in text and sqlite_file:
-        import os
-
-        try:
-            disk = os.statvfs(os.path.dirname(os.path.abspath(sqlite_file)))
-        except OSError:
-            return False
-        return disk.f_bavail * disk.f_frsize < 1024 * 1024
-    return False
-
-
-def _sqlite_file(database_url: str | None) -> str | None:
-    if database_url and database_url.startswith("sqlite:///"):
-        return database_url[len("sqlite:///"):]
-    return None
 
 
 class SpyglassGroup(click.Group):
@@ -137,6 +89,23 @@ def cli(ctx: click.Context, verbose: bool, **overrides) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+def _run_options(function):
+    """--runner, --address and --no-progress, which `index` and `reindex` share."""
+    for option in reversed([
+        click.option("--runner", type=click.Choice(["local", "ray"]),
+                     help="Embed in this process (local) or on a Ray cluster (ray; pip install 'spyglass[ray]') "
+                          "[SPYGLASS_RUNNER; default local]."),
+        click.option("--address", help="With --runner ray: the cluster (auto, or ray://host:10001); none starts "
+                                        "a Ray on this machine, on loopback only, for the run [SPYGLASS_RAY_ADDRESS]."),
+        _NO_PROGRESS,
+    ]):
+        function = option(function)
+    return function
+
+
+_NO_PROGRESS = click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--rebuild", is_flag=True,
@@ -144,12 +113,7 @@ def cli(ctx: click.Context, verbose: bool, **overrides) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Images per encoder batch [SPYGLASS_BATCH_SIZE; default 256 on CUDA, 32 on a CPU].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [SPYGLASS_DECODE_WORKERS].")
-@click.option("--runner", type=click.Choice(["local", "ray"]),
-              help="Embed in this process (local) or on a Ray cluster (ray; pip install 'spyglass[ray]') "
-                   "[SPYGLASS_RUNNER; default local].")
-@click.option("--address", help="With --runner ray: the cluster (auto, or ray://host:10001); none starts a "
-                                "Ray on this machine for the run [SPYGLASS_RAY_ADDRESS].")
-@click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
+@_run_options
 @click.pass_obj
 def index(settings: Settings, paths, rebuild, batch_size, workers, runner, address, no_progress) -> None:
     """Index the images under PATHS (recursively), or bring the index up to date.
@@ -162,7 +126,7 @@ def index(settings: Settings, paths, rebuild, batch_size, workers, runner, addre
     (the media at the same path on every node); each finished partition is committed, so a
     killed run loses only the partitions in flight. Publishing stays here, as with local.
     """
-    from spyglass.indexer.jobs import run_index
+    from spyglass.indexer.job import run_index
 
     settings = settings.override(batch_size=batch_size, decode_workers=workers, runner=runner,
                                  ray_address=address)
@@ -176,7 +140,7 @@ def index(settings: Settings, paths, rebuild, batch_size, workers, runner, addre
 @click.option("--media-root", type=click.Path(file_okay=False),
               help="Folder the imported local files lie in, recorded like an indexed folder so the "
                    "originals and thumbnails are served (its files are not scanned now).")
-@click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
+@_NO_PROGRESS
 @click.pass_obj
 def import_(settings: Settings, source, media_root, no_progress) -> None:
     """Import precomputed embeddings: clip-retrieval's output folder or .npy files.
@@ -229,12 +193,7 @@ def _interval(text: str | None) -> float | None:
 @click.option("--every", help="Keep running: start a run this often (e.g. 24h, 30m, 3600 seconds).")
 @click.option("--drop-missing", is_flag=True,
               help="Drop the items of recorded folders that are missing (they come back with the folder).")
-@click.option("--runner", type=click.Choice(["local", "ray"]),
-              help="Embed in this process (local) or on a Ray cluster (ray; pip install 'spyglass[ray]') "
-                   "[SPYGLASS_RUNNER; default local].")
-@click.option("--address", help="With --runner ray: the cluster (auto, or ray://host:10001); none starts a "
-                                "Ray on this machine for the run [SPYGLASS_RAY_ADDRESS].")
-@click.option("--no-progress", is_flag=True, help="No progress bar (e.g. for cron logs).")
+@_run_options
 @click.pass_obj
 def reindex(settings: Settings, paths, rebuild, every, drop_missing, runner, address, no_progress) -> None:
     """Bring the index in step with the media folders: the nightly job.
@@ -248,7 +207,7 @@ def reindex(settings: Settings, paths, rebuild, every, drop_missing, runner, add
     runs at a time; a second one exits at once. With --every, a failed run (a database
     restart, a full disk) is reported and the loop goes on.
     """
-    from spyglass.indexer.jobs import run_reindex
+    from spyglass.indexer.job import run_reindex
 
     settings = settings.override(runner=runner, ray_address=address)
     interval = _interval(every)
@@ -290,121 +249,6 @@ def check(settings: Settings, repair) -> None:
         click.echo(line)
     if not report.ok:
         raise click.ClickException("the index has problems; `spyglass check --repair` fixes what it can")
-
-
-_DATA_OPTIONS = [
-    click.argument("data", type=click.Path(exists=True)),
-    click.option("--image-key", default="filepath", show_default=True, help="Image column of a CSV/TSV."),
-    click.option("--caption-key", default="title", show_default=True, help="Caption column of a CSV/TSV."),
-    click.option("--separator", help="Column separator of the table [tab for .tsv, else a comma]."),
-    click.option("--model", "model_override", help="open_clip architecture or config JSON [SPYGLASS_MODEL]."),
-    click.option("--pretrained", "pretrained_override", help="Weights: tag, file or folder [SPYGLASS_PRETRAINED]."),
-    click.option("--batch-size", type=click.IntRange(min=1),
-                 help="Images per batch [eval: SPYGLASS_BATCH_SIZE; finetune: 64, also the negatives per step]."),
-    click.option("--no-progress", is_flag=True, help="No progress bar."),
-]
-
-
-def _data_options(function):
-    for option in reversed(_DATA_OPTIONS):
-        function = option(function)
-    return function
-
-
-def _read_data(data, image_key, caption_key, separator):
-    from spyglass.indexer.datasets import load_dataset
-
-    dataset = load_dataset(data, image_key=image_key, caption_key=caption_key, separator=separator)
-    for problem in dataset.skipped[:20]:
-        click.echo(f"skipping {problem}", err=True)
-    if len(dataset.skipped) > 20:
-        click.echo(f"... and {len(dataset.skipped) - 20:,} more skipped", err=True)
-    return dataset
-
-
-@cli.command("eval")
-@_data_options
-@click.option("--template", "templates", multiple=True,
-              help="Prompt template for class folders, with {label} (repeatable) [a photo of a {label}.].")
-@click.option("--json", "as_json", is_flag=True, help="Print open_clip's metric names as JSON.")
-@click.pass_obj
-def eval_command(settings: Settings, data, image_key, caption_key, separator, model_override,
-                 pretrained_override, batch_size, no_progress, templates, as_json) -> None:
-    """Measure how well the model retrieves your own captioned images (or labels class folders).
-
-    \b
-    DATA is one of:
-      a CSV/TSV with an image column and a caption column (filepath, title; paths relative to it),
-      a folder where x.jpg has x.txt beside it (one caption per line, several allowed),
-      class folders, DATA/<label>/*.jpg (zero-shot labelling: accuracy, macro precision/recall/F1).
-    Prints text-to-image and image-to-text R@1/5/10 and mean and median rank. Uses the
-    configured model, or --model/--pretrained (a fine-tuned folder, say). Never touches the index.
-    """
-    from spyglass.indexer.evaluate import evaluate
-    from spyglass.search.model.encoder import load_encoder
-    from spyglass.search.model.zero_shot import check_templates
-
-    settings = settings.override(model=model_override, pretrained=pretrained_override, batch_size=batch_size)
-    templates = check_templates(templates) if templates else None
-    dataset = _read_data(data, image_key, caption_key, separator)
-    encoder = load_encoder(settings.model, settings.pretrained or None, settings.device, settings.model_cache,
-                           settings.precision)
-    report = evaluate(dataset, encoder, settings, templates, progress=not no_progress)
-    if as_json:
-        click.echo(json.dumps(report.as_json(), indent=2))
-    else:
-        for line in report.lines():
-            click.echo(line)
-
-
-@cli.command()
-@_data_options
-@click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Folder to write the model to (SPYGLASS_PRETRAINED=<it> loads it).")
-@click.option("--lock-image/--unlock-image", "lock_image", default=True, show_default=True,
-              help="Train only the text side (the index stays valid: no re-embedding), or the image side too.")
-@click.option("--unlocked-blocks", type=click.IntRange(min=0), default=0,
-              help="With --unlock-image: train only the last N image blocks (0: all of it).")
-@click.option("--from-scratch", is_flag=True, help="Train from random weights (--model names the architecture).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs at most [10; 5 unlocked; 60 from scratch].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
-              help="Peak learning rate, after a warm-up [1e-5; 5e-6 unlocked; 1e-3 from scratch].")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
-              show_default=True, help="Images held out to measure each epoch on.")
-@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Stop after this many epochs without better held-out recall (mean of R@1, R@5, R@10).")
-@click.option("--blend", type=click.FloatRange(0, 1), default=1.0, show_default=True,
-              help="Blend with the base weights (WiSE-FT): 0.5 is halfway; 1 keeps the trained weights.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the weights.")
-@click.option("--force", is_flag=True, help="Write the model even if it is no better than the base, or replace DIR.")
-@click.pass_obj
-def finetune(settings: Settings, data, image_key, caption_key, separator, model_override, pretrained_override,
-             batch_size, no_progress, out, lock_image, unlocked_blocks, from_scratch, epochs, lr, val_fraction,
-             patience, blend, seed, force) -> None:
-    """Fine-tune the model on your captioned images (contrastive, with open_clip's ClipLoss).
-
-    \b
-    Holds out --val-fraction of the images, measures the base model and every epoch on them,
-    stops early, and writes --out as a folder that SPYGLASS_PRETRAINED loads, with metrics.json
-    (before, every epoch, after). The default --lock-image trains the text side only: the
-    image vectors of the live index stay valid, and `spyglass reindex` makes the new model live
-    without re-embedding a single image. An output no better than the base is refused unless --force.
-    """
-    from pathlib import Path
-
-    from spyglass.indexer.finetune import FinetuneOptions, finetune as run_finetune
-
-    mode = "from-scratch" if from_scratch else ("lock-image" if lock_image else "unlock-image")
-    settings = settings.override(model=model_override, pretrained=pretrained_override)
-    options = FinetuneOptions(out=Path(out), mode=mode, epochs=epochs, batch_size=batch_size or 64, lr=lr,
-                              val_fraction=val_fraction, seed=seed, patience=patience, unlocked_blocks=unlocked_blocks,
-                              blend=blend, force=force, progress=not no_progress)
-    dataset = _read_data(data, image_key, caption_key, separator)
-    result = run_finetune(dataset, settings, options, echo=lambda m: click.echo(m, err=True))
-    click.echo(f"wrote {printable(str(result.out))}: held-out text-to-image R@5 {result.before['text_to_image_R@5']:.3f} "
-               f"-> {result.after['text_to_image_R@5']:.3f}, R@1 {result.before['text_to_image_R@1']:.3f} -> "
-               f"{result.after['text_to_image_R@1']:.3f} in {result.seconds:.0f} s "
-               f"(best epoch {result.best_epoch}); use it with SPYGLASS_PRETRAINED={printable(str(result.out))}")
 
 
 @cli.command()
@@ -514,6 +358,16 @@ def db_upgrade(settings: Settings) -> None:
         click.echo(f"{redacted(settings.db_url)} is up to date (revision {after}).")
     else:
         click.echo(f"{redacted(settings.db_url)} upgraded from {before or 'empty'} to {after}.")
+
+
+def _add_training_commands() -> None:
+    from spyglass.cli_training import eval_command, finetune
+
+    cli.add_command(eval_command)
+    cli.add_command(finetune)
+
+
+_add_training_commands()
 
 
 def main() -> None:

@@ -200,7 +200,7 @@ def serving(settings: Settings, log_path: Path, *options: str, started: list | N
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, tiny_model, encoder):
     """`spyglass serve` over an indexed copy of the test images (plus a duplicate of red.jpg)."""
-    from spyglass.indexer.jobs import run_index
+    from spyglass.indexer.job import run_index
 
     base = tmp_path_factory.mktemp("served")
     media = base / "media"

@@ -103,7 +103,7 @@ def test_an_unbuildable_factory_is_refused_before_anything_is_embedded(tmp_path,
 
 
 def test_a_fallback_is_remembered_and_a_setting_back_to_flat_drops_the_index(tmp_path, sqlite_settings, encoder):
-    from spyglass.indexer.jobs import run_index
+    from spyglass.indexer.job import run_index
     from spyglass.search.catalog.queries import Catalog
     from spyglass.search.catalog.db import create_db_engine, session_factory
 

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                response_schema_conformance, status_code_conformance)
 
 from conftest import MEDIA
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.search.settings import Settings
 from spyglass.web import create_app
 

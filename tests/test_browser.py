@@ -147,7 +147,7 @@ def video_server(tmp_path_factory, tiny_model, encoder):
     pytest.importorskip("av")
     from conftest import MEDIA, Settings, free_port, serving
     from make_videos import write_video
-    from spyglass.indexer.jobs import run_index
+    from spyglass.indexer.job import run_index
 
     base = tmp_path_factory.mktemp("served-video")
     media = base / "media"

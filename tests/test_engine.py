@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import GOOD_IMAGES
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import BadQuery, UnknownItem
 from spyglass.search.query import Filters, QueryPart
@@ -72,7 +72,7 @@ def test_repeated_text_is_encoded_once(engine, encoder, monkeypatch):
 def test_under_a_server_no_request_waits_for_a_new_generation_to_load(sqlite_settings, media, encoder, monkeypatch):
     import threading
 
-    from spyglass.indexer.jobs import run_index
+    from spyglass.indexer.job import run_index
     from spyglass.search.live import LiveIndex
 
     first = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False).generation_id

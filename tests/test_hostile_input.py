@@ -14,7 +14,7 @@ from sqlalchemy import Engine, event
 
 from conftest import MEDIA
 from hostile_images import gif_canvas, jpeg_declared, many_frames_gif, png_declared, thin_jpeg, thin_png
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.indexer.publish import PendingChanges, publish
 from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.media.images import DecodeGate, decode_image

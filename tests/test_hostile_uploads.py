@@ -21,7 +21,7 @@ import pytest
 
 from conftest import free_port, peak_rss_bytes, serving, worker_pids
 from hostile_images import hostile_corpus
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 
 UPLOADS = int(os.environ.get("SPYGLASS_HOSTILE_UPLOADS", "2000"))
 # The worker holds torch, the tiny model and its index (about 600 MB here); decodes are bounded

@@ -17,7 +17,7 @@ from hostile_embeddings import DIM, Library, make_case
 from spyglass.indexer.check import check_index
 from spyglass.indexer.import_job import run_import
 from spyglass.indexer.import_rows import MAX_CAPTION_CHARS
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import SpyglassError
 from spyglass.search.catalog.schema import MediaItem

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import MEDIA, run_spyglass, spyglass_env
 from spyglass.indexer.check import check_index
 from spyglass.indexer.import_job import run_import
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.indexer.import_rows import MAX_CAPTION_CHARS
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import BadInput

@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from conftest import GOOD_IMAGES, index_files, kept_index_files
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ModelMismatch, NoIndex
 from spyglass.search.catalog.schema import IndexGeneration, MediaItem
@@ -242,7 +242,7 @@ def test_ids_of_deleted_items_are_never_handed_out_again(settings, media, encode
 
 def test_a_rebuild_reads_its_vectors_back_from_staging_instead_of_holding_them(settings, media, encoder,
                                                                                monkeypatch):
-    from spyglass.indexer import jobs
+    from spyglass.indexer import target as jobs  # where a run publishes from
 
     run_index(settings, [str(media)], encoder=encoder, progress=False)
     before = SearchEngine(settings)

@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from conftest import GOOD_IMAGES, run_spyglass, spyglass_env
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ConfigError
 from spyglass.search.model.zero_shot import LabelSet, label_vectors

@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 
 from conftest import MEDIA
 from spyglass.indexer.decode import load_file
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.indexer.scan import FoundFile
 from spyglass.search.errors import MediaFileError
 from spyglass.search.media.files import MediaRoots

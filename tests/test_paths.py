@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from sqlalchemy import delete, func, insert, select
 
 from conftest import MEDIA
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.indexer.staging import drop_staged, model_key
 from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.engine import SearchEngine

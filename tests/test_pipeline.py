@@ -40,7 +40,7 @@ def test_pipeline_decodes_in_threads_and_keeps_order(media, encoder):
 def test_vectors_match_embedding_each_image_alone(media, encoder):
     files = [f for f in walk(media) if isinstance(f, FoundFile) and not f.path.endswith("corrupt.jpg")]
     load = partial(load_file, preprocess=encoder.preprocess, max_pixels=89_478_485,
-                   draft_size=encoder.image_size, wants_pixels=lambda *_: True, media=MediaRoots((str(media),)))
+                   draft_size=encoder.image_size, needs_pixels=lambda *_: True, media=MediaRoots((str(media),)))
     events = embed_files(files, load, encoder.encode_pixels, batch_size=4, workers=2)
     batches = [e for e in events if isinstance(e, EmbeddedBatch)]
     single = encoder.encode_pixels(load(files[5]).pixels[None])
@@ -51,7 +51,7 @@ def test_vectors_match_embedding_each_image_alone(media, encoder):
 def test_files_that_need_no_embedding_pass_through_without_decoding(media, encoder):
     files = [f for f in walk(media) if isinstance(f, FoundFile)]
     load = partial(load_file, preprocess=encoder.preprocess, max_pixels=89_478_485,
-                   draft_size=encoder.image_size, wants_pixels=lambda *_: False,
+                   draft_size=encoder.image_size, needs_pixels=lambda *_: False,
                    media=MediaRoots((str(media),)))
     events = list(embed_files(files, load, encoder.encode_pixels, 3, 2))
     # Even the corrupt file is only hashed: nothing is decoded when nothing needs a vector.
@@ -62,7 +62,7 @@ def test_files_that_need_no_embedding_pass_through_without_decoding(media, encod
 def test_the_caller_writes_while_the_encoder_embeds_the_next_batch(media, encoder):
     files = [f for f in walk(media) if isinstance(f, FoundFile) and not f.path.endswith("corrupt.jpg")]
     load = partial(load_file, preprocess=encoder.preprocess, max_pixels=89_478_485,
-                   draft_size=encoder.image_size, wants_pixels=lambda *_: True, media=MediaRoots((str(media),)))
+                   draft_size=encoder.image_size, needs_pixels=lambda *_: True, media=MediaRoots((str(media),)))
     encoded_while_writing = []
     writing = threading.Event()
     encode_threads = set()
@@ -88,7 +88,7 @@ def test_the_caller_writes_while_the_encoder_embeds_the_next_batch(media, encode
 def test_a_failure_in_the_encoder_reaches_the_caller_and_stops_the_threads(media, encoder):
     files = [f for f in walk(media) if isinstance(f, FoundFile)]
     load = partial(load_file, preprocess=encoder.preprocess, max_pixels=89_478_485,
-                   draft_size=encoder.image_size, wants_pixels=lambda *_: True, media=MediaRoots((str(media),)))
+                   draft_size=encoder.image_size, needs_pixels=lambda *_: True, media=MediaRoots((str(media),)))
 
     def encode(pixels):
         raise MemoryError("out of memory in the encoder")
@@ -102,7 +102,7 @@ def test_a_failure_in_the_encoder_reaches_the_caller_and_stops_the_threads(media
 def test_a_caller_that_stops_early_stops_the_threads(media, encoder):
     files = [f for f in walk(media) if isinstance(f, FoundFile)] * 20
     load = partial(load_file, preprocess=encoder.preprocess, max_pixels=89_478_485,
-                   draft_size=encoder.image_size, wants_pixels=lambda *_: True, media=MediaRoots((str(media),)))
+                   draft_size=encoder.image_size, needs_pixels=lambda *_: True, media=MediaRoots((str(media),)))
     events = embed_files(files, load, encoder.encode_pixels, batch_size=2, workers=2)
     next(events)
     events.close()  # what an interrupt in the caller does

@@ -70,7 +70,7 @@ def test_the_setting_is_checked():
 
 
 def test_an_index_records_the_precisions_of_its_vectors(settings, media, encoder):
-    from spyglass.indexer.jobs import run_index
+    from spyglass.indexer.job import run_index
     from spyglass.search.engine import SearchEngine
     from spyglass.search.status import status_report
 

@@ -20,8 +20,9 @@ pytest.importorskip("ray")
 from conftest import MEDIA, run_spyglass, spyglass_env  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from spyglass.indexer.jobs import run_index  # noqa: E402
-from spyglass.indexer.ray_runner import Wants, partitions  # noqa: E402
+from spyglass.indexer.job import run_index  # noqa: E402
+from spyglass.indexer.plan import PixelRule  # noqa: E402
+from spyglass.indexer.runners.ray import partitions  # noqa: E402
 from spyglass.indexer.scan import FoundFile  # noqa: E402
 from spyglass.search.engine import SearchEngine  # noqa: E402
 from spyglass.search.errors import ConfigError  # noqa: E402
@@ -94,12 +95,12 @@ def test_partitions_are_cut_the_same_from_the_same_files():
 
 
 def test_wants_follows_the_catalog_and_leaves_moves_to_the_driver():
-    wants = Wants(known={"/m/a.jpg": "aa"}, vanished=frozenset({"gone"}))
+    wants = PixelRule(known={"/m/a.jpg": "aa"}, vanished=frozenset({"gone"}))
     assert not wants(FoundFile("/m/a.jpg", "/m", 1, 1), "aa")  # touched, same content
     assert wants(FoundFile("/m/a.jpg", "/m", 1, 1), "bb")  # changed
     assert not wants(FoundFile("/m/b.jpg", "/m", 1, 1), "gone")  # a moved file: its row is claimed on the driver
     assert wants(FoundFile("/m/b.jpg", "/m", 1, 1), "new")
-    assert Wants({"/m/a.jpg": "aa"}, frozenset(), every=True)(FoundFile("/m/a.jpg", "/m", 1, 1), "aa")
+    assert PixelRule({"/m/a.jpg": "aa"}, frozenset(), every=True)(FoundFile("/m/a.jpg", "/m", 1, 1), "aa")
 
 
 def test_ray_runner_gives_the_local_runners_catalog_and_vectors(ray_cluster, settings, library, tmp_path):
@@ -219,7 +220,7 @@ def test_an_unreachable_cluster_is_one_clear_line(sqlite_settings, library, tmp_
 
 
 def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
-    from spyglass.indexer.ray_cluster import require_ray
+    from spyglass.indexer.runners.ray_cluster import require_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ConfigError, match=r"needs Ray Data") as raised:
@@ -229,7 +230,7 @@ def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
 
 LISTENING_ON_THE_NETWORK = r'''
 import sys
-from spyglass.indexer.ray_runner import RayRunner
+from spyglass.indexer.runners.ray import RayRunner
 from spyglass.search.settings import Settings
 
 def listening():

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from conftest import GOOD_IMAGES, run_spyglass, spyglass_env
 from spyglass.indexer.check import check_index
-from spyglass.indexer.jobs import run_index, run_reindex
+from spyglass.indexer.job import run_index, run_reindex
 from spyglass.search.catalog.lock import IndexerBusy, indexer_lock
 from spyglass.search.catalog.db import create_db_engine
 from spyglass.search.engine import SearchEngine

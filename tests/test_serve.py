@@ -7,7 +7,7 @@ import threading
 import urllib.request
 
 from conftest import free_port, serving, worker_pids
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 
 
 def metric(text: str, name: str) -> float:

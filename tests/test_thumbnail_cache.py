@@ -12,7 +12,7 @@ pytest.importorskip("av")
 
 from conftest import MEDIA, fill_disk, run_spyglass, small_disk, spyglass_env  # noqa: E402
 from make_videos import NTSC, write_video  # noqa: E402
-from spyglass.indexer.jobs import run_index  # noqa: E402
+from spyglass.indexer.job import run_index  # noqa: E402
 from spyglass.search.media.thumbnail_cache import ThumbnailCache  # noqa: E402
 from spyglass.web import create_app  # noqa: E402
 

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from captioned_shapes import make_set
 from conftest import GOOD_IMAGES, MEDIA, TINY_CONFIG, run_spyglass, spyglass_env
-from spyglass.indexer.datasets import load_dataset
-from spyglass.indexer.finetune import FinetuneOptions, finetune, unique_batches
-from spyglass.indexer.jobs import run_index, run_reindex
-from spyglass.indexer.retrieval_metrics import classification_metrics, retrieval_metrics
+from spyglass.training.datasets import load_dataset
+from spyglass.training.finetune import FinetuneOptions, finetune, unique_batches
+from spyglass.indexer.job import run_index, run_reindex
+from spyglass.training.metrics import classification_metrics, retrieval_metrics
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ConfigError
 
@@ -232,7 +232,7 @@ def test_unlocked_blocks_train_only_the_last_image_blocks(sqlite_settings, tiny_
 def test_blending_is_the_weighted_mean_of_the_weights():
     import torch
 
-    from spyglass.indexer.finetune import _blended
+    from spyglass.training.finetune import _blended
 
     base = {"w": torch.zeros(3), "steps": torch.tensor([5])}
     tuned = {"w": torch.ones(3) * 2, "steps": torch.tensor([9])}

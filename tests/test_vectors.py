@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import GOOD_IMAGES, index_files, kept_index_files, spyglass_env
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.search.store.ann import check_factory
 from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import ConfigError, IndexFileError
@@ -93,8 +93,8 @@ def test_failed_write_keeps_the_existing_file(tmp_path, monkeypatch):
 
 KILLED_PUBLISH = textwrap.dedent("""
     import os, sys, time
-    import search.vectors as vectors
-    from spyglass.indexer.jobs import run_index
+    import spyglass.search.store.flat as vectors
+    from spyglass.indexer.job import run_index
     from spyglass.search.settings import Settings
 
     real_replace = os.replace

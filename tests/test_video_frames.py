@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("av")
 
 from make_videos import NTSC, write_video  # noqa: E402
-from spyglass.indexer.video_frames import VideoRefused, is_video, probe, sample_frames  # noqa: E402
+from spyglass.search.media.video_frames import VideoRefused, is_video, probe, sample_frames  # noqa: E402
 
 SHOTS = [(3, "solid", (200, 0, 0)), (4, "texture", (0, 0, 200)), (5, "solid", (0, 200, 0))]
 

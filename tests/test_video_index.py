@@ -18,8 +18,8 @@ from make_videos import NTSC, write_video  # noqa: E402
 from sqlalchemy import delete, select  # noqa: E402
 
 from spyglass.indexer.check import check_index  # noqa: E402
-from spyglass.indexer.jobs import run_index  # noqa: E402
-from spyglass.indexer.video_frames import sample_frames  # noqa: E402
+from spyglass.indexer.job import run_index  # noqa: E402
+from spyglass.search.media.video_frames import sample_frames  # noqa: E402
 from spyglass.search.engine import SearchEngine  # noqa: E402
 from spyglass.search.moments import format_range, moments  # noqa: E402
 from spyglass.search.store.ids import frame_vector_id  # noqa: E402
@@ -254,7 +254,7 @@ def test_labels_are_given_to_videos_not_to_their_frames(settings, library, tmp_p
 
 
 def test_without_pyav_videos_are_left_out_with_one_line(sqlite_settings, library, monkeypatch):
-    import spyglass.indexer.jobs as jobs
+    import spyglass.indexer.job as jobs
 
     monkeypatch.setattr(jobs, "video_support", lambda: False)
     said = []

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import GOOD_IMAGES
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.web import create_app
 from spyglass.web.openapi import openapi_document
 

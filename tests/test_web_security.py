@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from conftest import MEDIA, free_port, run_spyglass, serving, spyglass_env
-from spyglass.indexer.jobs import run_index
+from spyglass.indexer.job import run_index
 from spyglass.search.settings import Settings
 from spyglass.web import create_app
 

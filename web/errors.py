@@ -13,6 +13,7 @@ import traceback
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from spyglass.search.catalog.outage import database_unavailable
 from spyglass.search.display import printable
 from spyglass.search.errors import (BadQuery, DatabaseNotReady, ImageRefused, ImageTooLarge, IndexFileError,
                                     InvalidImage, MediaFileError, ModelUnavailable, NoIndex, NotAnImage,
@@ -97,30 +98,6 @@ def _database_error(exc: Exception):
               type(orig).__name__, printable(first, 300))
     return error_response(503, "database_unavailable",
                           "the catalog database cannot be reached right now; try again shortly")
-
-
-# SQLite's words for a catalog that is busy or out of reach (its other OperationalErrors, such
-# as "no such column", are bugs or a schema out of step, and stay 500s).
-_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly", "database or disk is full")
-
-
-def database_unavailable(exc: Exception) -> bool:
-    """Whether exc says the catalog database cannot be reached now (down, restarting, locked)."""
-    from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    if isinstance(exc, (DisconnectionError, PoolTimeout)):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    if isinstance(exc, OperationalError):
-        orig = exc.orig
-        if type(orig).__module__.startswith("psycopg"):
-            return True  # psycopg raises OperationalError for connection failures only
-        return any(word in str(orig).lower() for word in _SQLITE_UNAVAILABLE)
-    return False
 
 
 def _unexpected(exc: Exception):

@@ -11,6 +11,7 @@ from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 if TYPE_CHECKING:
+    from spyglass.search.model.precision import PrecisionMix
     from spyglass.search.store.segmented import Manifest, SegmentFile
 
 

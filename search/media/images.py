@@ -13,6 +13,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from spyglass.search.errors import ImageRefused, ImageTooLarge, InvalidImage, NotAnImage, OutOfMemory, ServerBusy, SpyglassError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+# The file names taken for images, in any case.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif",
+                              ".bmp", ".dib", ".tif", ".tiff"})
 # EXIF orientations 5-8 swap width and height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 # Sides further apart than this are refused: the model's resize of the short side to 224 would

@@ -32,6 +32,9 @@ class Encoder(Protocol):
     pretrained: str | None
     dim: int
     image_size: int
+    device: str  # the torch device it runs on: "cpu", "cuda", "cuda:1"
+    precision_check: "PrecisionCheck | None"  # noqa: F821 - how its reduced precision compared with fp32
+    image_tower: str  # checksum of the image tower's weights: equal ones embed images alike
 
     def preprocess(self, image) -> "torch.Tensor":  # noqa: F821 - torch is imported lazily
         """Turn one RGB Pillow image into the model's input tensor (safe to call from threads)."""
@@ -205,9 +208,16 @@ def load_open_clip(architecture: str, pretrained: str | None, device: str = "aut
     return OpenClipModel(model, preprocess_train, preprocess_val, tokenizer, name, device)
 
 
+def encoder_for(settings, architecture: str | None = None, pretrained: str | None = None) -> OpenClipEncoder:
+    """The configured model (or the one named), on the configured device, cache and precision:
+    the one way code that holds settings loads an encoder."""
+    return load_encoder(architecture or settings.model, settings.pretrained if architecture is None else pretrained,
+                        settings.device, settings.model_cache, settings.precision)
+
+
 def load_encoder(architecture: str, pretrained: str | None, device: str = "auto",
                  cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> OpenClipEncoder:
-    """The model, ready to embed; pretrained=None means random weights.
+    """The model, ready to embed; pretrained None or "" means random weights.
 
     Random weights are for tests and benchmarks only: their embeddings mean nothing.
     precision other than fp32 (auto, bf16, fp16) runs the reduced precision only if a
@@ -215,6 +225,7 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
     """
     from spyglass.search.model.precision import chosen_precision, reduce_precision
 
+    pretrained = pretrained or None  # "" is no weights, never Path(""), the current folder
     loaded = load_open_clip(architecture, pretrained, device, cache_dir)
     encoder = OpenClipEncoder(loaded.model, loaded.preprocess_val, loaded.tokenizer, loaded.device,
                               architecture, pretrained)
@@ -228,6 +239,7 @@ def embedding_dim(architecture: str, pretrained: str | None) -> int:
     """The dimension of a model's vectors, from its config alone (no weights are loaded)."""
     import open_clip
 
+    pretrained = pretrained or None
     name = _register_architecture(open_clip, architecture)
     folder = Path(pretrained).expanduser() if pretrained else None
     if folder is not None and (folder / "open_clip_config.json").is_file():

@@ -295,6 +295,27 @@ class SegmentedStore:
         dead = self.dead_count()
         return deltas > DELTA_FRACTION * base or dead > DEAD_FRACTION * base or len(self.segments) > MAX_DELTAS + 1
 
+    @property
+    def segment_count(self) -> int:
+        """How many segments it has: the base and the deltas."""
+        return len(self.segments)
+
+    def changes_since_base(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """What an approximate index over the base needs to cover the whole store: the base ids
+        now dead (removed, or re-embedded into a delta), and the ids and vectors live in deltas."""
+        if not self.segments:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), None
+        base = self.segments[0].ids()
+        gone = base[~self.live_in_base(base)]
+        moved = [(ids, vectors) for position in range(1, len(self.segments))
+                 for ids, vectors in self.segments[position].all_vectors()]
+        if not moved:
+            return gone, np.zeros(0, np.int64), None
+        ids = np.concatenate([i for i, _ in moved])
+        vectors = np.concatenate([v for _, v in moved])
+        alive = self.contains(ids) & ~self.live_in_base(ids)
+        return gone, ids[alive], vectors[alive]
+
     def compacted(self) -> "SegmentedStore":
         """A store of one open segment holding every live entry, and no tombstones."""
         base = VectorIndex.empty(self.dim)

@@ -19,7 +19,7 @@ from pathlib import Path
 from spyglass.search.display import printable
 from spyglass.search.errors import ConfigError
 
-from .scan import IMAGE_EXTENSIONS
+from spyglass.search.media.images import IMAGE_EXTENSIONS
 
 # open_clip's training defaults (its --csv-img-key / --csv-caption-key).
 IMAGE_KEY = "filepath"

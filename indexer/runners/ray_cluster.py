@@ -7,7 +7,7 @@ import os
 
 from spyglass.search.errors import ConfigError
 
-from .scan import FoundFile
+from ..scan import FoundFile
 
 # Ray's switch for a single-node cluster that binds to loopback only (its default on macOS and
 # Windows); read by the driver when it picks the node's address, and by the raylet it starts.

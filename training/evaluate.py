@@ -5,10 +5,10 @@ It embeds the set with the model it is given and never touches the catalog or th
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Sequence
 
@@ -16,16 +16,14 @@ import numpy as np
 from tqdm import tqdm
 
 from spyglass.search.display import printable
+from spyglass.search.errors import SpyglassError
 from spyglass.search.model.encoder import Encoder
 from spyglass.search.media.images import decode_gate, decode_image
 from spyglass.search.model.zero_shot import DEFAULT_TEMPLATES, LabelSet, classify, label_vectors
 from spyglass.search.media.files import read_regular_file
 
 from .datasets import Dataset
-from .decode import LoadedFile
-from .pipeline import EmbeddedBatch, embed_files
-from .retrieval_metrics import classification_metrics, retrieval_metrics
-from .scan import FoundFile, Skipped
+from .metrics import classification_metrics, retrieval_metrics
 
 
 @dataclass
@@ -63,30 +61,40 @@ class EvalReport:
 
 def embed_image_files(encoder: Encoder, paths: Sequence[str], batch_size: int, workers: int, max_pixels: int,
                       max_bytes: int, gate_bytes: int, progress: bool = True, desc: str = "Embedding"
-                      ) -> tuple[np.ndarray, list[int], list[Skipped]]:
-    """Unit vectors of the images that decode, the indices (into paths) they belong to, and the rest."""
-    found = [FoundFile(path, os.path.dirname(path), 0, 0) for path in paths]
-    position = {path: i for i, path in enumerate(paths)}
-    load = partial(_load, preprocess=encoder.preprocess, draft_size=encoder.image_size, max_pixels=max_pixels,
+                      ) -> tuple[np.ndarray, list[int], list[str]]:
+    """Unit vectors of the images that decode, the indices (into paths) they belong to, and the
+    problems of the rest ('path: reason'). Images are read and decoded by `workers` threads, a
+    batch at a time, while the encoder embeds the batch before."""
+    import torch
+
+    load = partial(_pixels, preprocess=encoder.preprocess, draft_size=encoder.image_size, max_pixels=max_pixels,
                    max_bytes=max_bytes, gate=decode_gate(gate_bytes))
-    vectors, kept, skipped = [], [], []
-    with tqdm(total=len(found), unit="img", desc=desc, file=sys.stderr, disable=not progress, leave=False) as bar:
-        for event in embed_files(found, load, encoder.encode_pixels, batch_size, workers):
-            if isinstance(event, EmbeddedBatch):
-                vectors.append(event.vectors)
-                kept += [position[f.file.path] for f in event.files]
-                bar.update(len(event.files))
-            elif isinstance(event, Skipped):
-                skipped.append(event)
-                bar.update(1)
-    dim = encoder.dim
-    return (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), kept, skipped
+    vectors, kept, problems = [], [], []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spyglass-eval-decode") as pool, \
+            tqdm(total=len(paths), unit="img", desc=desc, file=sys.stderr, disable=not progress, leave=False) as bar:
+        batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
+        decoded = pool.map(lambda batch: [load(paths[i]) for i in batch], batches)  # one batch ahead
+        for batch, results in zip(batches, decoded):
+            pixels = []
+            for i, result in zip(batch, results):
+                if isinstance(result, str):
+                    problems.append(f"{paths[i]}: {result}")
+                else:
+                    pixels.append(result)
+                    kept.append(i)
+            if pixels:
+                vectors.append(encoder.encode_pixels(torch.stack(pixels)))
+            bar.update(len(batch))
+    return (np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)), kept, problems
 
 
-def _load(found: FoundFile, preprocess, draft_size: int, max_pixels: int, max_bytes: int, gate) -> LoadedFile:
-    data = read_regular_file(found.path, max_bytes)
-    decoded = decode_image(data, max_pixels, draft_size=draft_size, gate=gate)
-    return LoadedFile(found, "", preprocess(decoded.image), decoded.format, decoded.width, decoded.height)
+def _pixels(path: str, preprocess, draft_size: int, max_pixels: int, max_bytes: int, gate):
+    """The model input of one image, or why it cannot be had."""
+    try:
+        decoded = decode_image(read_regular_file(path, max_bytes), max_pixels, draft_size=draft_size, gate=gate)
+        return preprocess(decoded.image)
+    except SpyglassError as exc:
+        return str(exc)
 
 
 def embed_texts(encoder: Encoder, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
@@ -101,11 +109,11 @@ def evaluate(dataset: Dataset, encoder: Encoder, settings, templates: Sequence[s
              progress: bool = True) -> EvalReport:
     """Embed the set and measure: retrieval for captioned sets, zero-shot labelling for class folders."""
     started = time.monotonic()
-    device = getattr(encoder, "device", "cpu")
+    device = encoder.device
     vectors, kept, failed = embed_image_files(
         encoder, [e.image for e in dataset.examples], settings.batch_for(device), settings.workers_for(device),
         settings.max_image_pixels, settings.max_file_bytes, settings.decode_memory, progress)
-    skipped = list(dataset.skipped) + [f"{s.path}: {s.reason}" for s in failed]
+    skipped = list(dataset.skipped) + failed
     examples = [dataset.examples[i] for i in kept]
     if not examples:
         raise_nothing_left(dataset, skipped)

@@ -41,7 +41,7 @@ from spyglass.search.media.images import decode_gate, decode_image
 from spyglass.search.media.files import read_regular_file
 
 from .datasets import Dataset, Example
-from .retrieval_metrics import headline, retrieval_metrics
+from .metrics import headline, retrieval_metrics
 
 MODES = ("lock-image", "unlock-image", "from-scratch")
 # Learning rates that work without tuning: a fine-tune nudges pretrained weights; a run from

@@ -9,9 +9,9 @@ libswscale makes while decoding: in colour, since two shots of one brightness ar
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -56,23 +56,6 @@ class SamplingStats:
     last_time_s: float = 0.0
     frame_step_s: float = 0.0  # the last gap between two decoded frames
     facts: VideoFacts | None = None
-
-
-@dataclass
-class VideoVectors:
-    """A video's kept frames (start, end, vector, in time order), its pooled vector and poster time."""
-
-    starts: np.ndarray  # float64 seconds
-    ends: np.ndarray
-    vectors: np.ndarray  # float32, one unit row per kept frame
-    pooled: np.ndarray  # the duration-weighted mean of the frames, renormalised
-    poster_s: float  # the start of the frame nearest the pooled vector
-    duration_s: float
-    width: int
-    height: int
-    sampled: int = 0  # frames embedded, before near-duplicates were dropped
-    decoded: int = 0  # frames decoded
-    reasons: dict = field(default_factory=dict)  # kept frames by why they were sampled
 
 
 def is_video(path: str | Path) -> bool:
@@ -144,78 +127,6 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
                 yield SampledFrame(time_s, reason, frame.to_image(width=size[0], height=size[1]))
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise VideoRefused(f"video breaks off after {last_kept or 0:.1f} s: {_reason(exc)}") from None
-
-
-def embed_video(source: str | Path | BinaryIO, cover: int, preprocess: Callable, encode: Callable,
-                batch_size: int, max_gap_s: float, max_seconds: float, duplicate_cosine: float,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoVectors:
-    """Sample, embed and thin a video's frames, batch by batch, so memory holds one batch of pixels.
-
-    A sampled frame whose vector has at least `duplicate_cosine` with the last kept frame's is
-    dropped: a static shot costs one vector however long it runs. Each kept frame stands for
-    the time until the next kept one; the last, until the end of the video.
-    """
-    import torch
-
-    stats = SamplingStats()
-    times: list[float] = []
-    reasons: list[str] = []
-    kept_times: list[float] = []
-    kept: list[np.ndarray] = []
-    kept_reasons: dict[str, int] = {}
-    pending: list = []
-    sampled = 0
-
-    def flush() -> None:
-        nonlocal sampled
-        if not pending:
-            return
-        vectors = np.asarray(encode(torch.stack(pending)), dtype=np.float32)
-        sampled += len(pending)
-        for time_s, reason, vector in zip(times, reasons, vectors, strict=True):
-            if kept and float(np.dot(kept[-1], vector)) >= duplicate_cosine:
-                continue
-            kept_times.append(time_s)
-            kept.append(vector)
-            kept_reasons[reason] = kept_reasons.get(reason, 0) + 1
-        pending.clear()
-        times.clear()
-        reasons.clear()
-
-    for frame in sample_frames(source, cover, max_gap_s, max_seconds, stats=stats, max_pixels=max_pixels):
-        pending.append(preprocess(frame.image))
-        times.append(frame.time_s)
-        reasons.append(frame.reason)
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    if not kept:
-        raise VideoRefused("the video has no frame that could be decoded")
-    facts = stats.facts
-    starts = np.asarray(kept_times, dtype=np.float64)
-    # The end: the stream's stated length, or the last frame's time plus one frame.
-    duration = max(facts.duration_s or 0.0, stats.last_time_s + stats.frame_step_s, float(starts[-1]))
-    if duration > max_seconds:  # the limit holds for the length stored, not only for each frame's time
-        raise VideoRefused(f"video runs to {duration:.0f} s, over the {max_seconds:.0f} s limit "
-                           "(SPYGLASS_MAX_VIDEO_SECONDS)")
-    ends = np.append(starts[1:], duration)
-    vectors = np.stack(kept).astype(np.float32)
-    pooled = pool(vectors, ends - starts)
-    poster = float(starts[int(np.argmax(vectors @ pooled))])
-    return VideoVectors(starts, ends, vectors, pooled, poster, duration, facts.width, facts.height,
-                        sampled=sampled, decoded=stats.decoded, reasons=kept_reasons)
-
-
-def pool(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The weighted mean of unit vectors, renormalised (a plain mean when no weight is positive)."""
-    weights = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
-    if not weights.sum() > 0:
-        weights = np.ones(len(vectors))
-    mean = (vectors.astype(np.float64) * weights[:, None]).sum(axis=0)
-    norm = np.linalg.norm(mean)
-    if not norm > 1e-9:  # frames that cancel out: the first one stands for the video
-        return vectors[0].astype(np.float32)
-    return (mean / norm).astype(np.float32)
 
 
 def container_format(path: str | Path, head: bytes) -> str:

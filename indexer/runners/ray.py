@@ -29,11 +29,14 @@ from spyglass.search.media.files import MediaRoots
 from spyglass.search.model.precision import PrecisionCheck
 from spyglass.search.settings import Settings
 
-from .decode import LoadedFile, VideoRules, load_file
-from .pipeline import load_or_skip, serialised
+from spyglass.search.media.video_frames import VideoRefused, is_video
+
+from ..decode import LoadedFile, VideoDecoding, load_file
+from ..pipeline import load_or_skip
+from ..plan import PixelRule
+from ..scan import FoundFile, Skipped
+from ..video_vectors import VideoAccumulator, VideoRules
 from .ray_cluster import check_shared_paths, connect, describe, encoder_plan, require_ray
-from .scan import FoundFile, Skipped
-from .video_frames import is_video
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +61,6 @@ def partitions(files: list[FoundFile], size: int) -> list[Partition]:
             digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode("utf-8", "surrogateescape"))
         cut.append(Partition(index, digest.hexdigest(), members))
     return cut
-
-
-@dataclass(frozen=True)
-class Wants:
-    """Whether a file needs a new vector, decided on a worker from what the driver's plan knows.
-
-    A file whose content a vanished item had is handed back without a vector: the driver
-    claims the move (one row per copy) as the local runner does.
-    """
-
-    known: dict[str, str]  # path -> the catalog's content hash, for this partition's files
-    vanished: frozenset[str]  # content hashes of catalog items whose files are gone
-    every: bool = False  # a rebuild (or a forced round): embed every file
-
-    def __call__(self, found: FoundFile, digest: str) -> bool:
-        if self.every:
-            return True
-        known = self.known.get(found.path)
-        if known is not None:
-            return known != digest
-        return digest not in self.vanished
 
 
 @dataclass(frozen=True)
@@ -167,7 +149,7 @@ def decode_partitions(batch: dict, job: WorkerJob) -> dict:
 
 def _decode(task: PartitionTask, job: WorkerJob) -> Decoded:
     settings = job.settings
-    wants = Wants(task.known, job.vanished, job.every)
+    wants = PixelRule(task.known, job.vanished, job.every)
     decoded = Decoded(task, stats=PartitionStats(files=len(task.partition.files), attempt=task.attempt))
     gate = decode_gate(settings.decode_memory)
     hashed = [0.0]
@@ -177,7 +159,7 @@ def _decode(task: PartitionTask, job: WorkerJob) -> Decoded:
         return wants(f, digest)
 
     load = partial(load_file, preprocess=job.preprocess, max_pixels=settings.max_image_pixels,
-                   draft_size=job.image_size, wants_pixels=timed_wants, media=job.media, gate=gate)
+                   draft_size=job.image_size, needs_pixels=timed_wants, media=job.media, gate=gate)
     pixels = []
     for found in task.partition.files:
         if is_video(found.path):
@@ -205,14 +187,11 @@ class EncoderActor:
     """Ray Data stage two (a pool of actors): the model loaded once, each partition embedded."""
 
     def __init__(self, job: WorkerJob):
-        from spyglass.search.model.encoder import load_encoder
+        from spyglass.search.model.encoder import encoder_for
 
-        settings = job.settings
         self.job = job
-        self.encoder = load_encoder(settings.model, settings.pretrained, settings.device,
-                                    settings.model_cache, settings.precision)
-        self.encode = serialised(self.encoder.encode_pixels)
-        self.batch_size = settings.batch_for(getattr(self.encoder, "device", "cpu"))
+        self.encoder = encoder_for(job.settings)
+        self.batch_size = job.settings.batch_for(self.encoder.device)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict) -> dict:
@@ -238,17 +217,10 @@ class EncoderActor:
         parts = []
         if decoded.pixels is not None:
             for start in range(0, len(decoded.pixels), self.batch_size):
-                parts.append(self.encode(torch.from_numpy(decoded.pixels[start:start + self.batch_size])))
+                parts.append(self.encoder.encode_pixels(torch.from_numpy(decoded.pixels[start:start + self.batch_size])))
         embedded, kept, skipped = list(decoded.images), list(decoded.kept), list(decoded.skipped)
-        settings = self.job.settings
-        rules = VideoRules(self.encode, self.batch_size, settings.video_max_gap, settings.max_video_seconds,
-                           settings.video_duplicate_cosine, settings.max_image_pixels)
-        wants = Wants(decoded.task.known, self.job.vanished, self.job.every)
-        load = partial(load_file, preprocess=self.encoder.preprocess, max_pixels=settings.max_image_pixels,
-                       draft_size=self.encoder.image_size, wants_pixels=wants, media=self.job.media,
-                       gate=decode_gate(settings.decode_memory), video=rules)
         for found in decoded.videos:
-            result = load_or_skip(load, found)
+            result = self._video(found, decoded.task.known)
             if isinstance(result, Skipped):
                 skipped.append(result)
             elif result.video is None:
@@ -260,7 +232,25 @@ class EncoderActor:
         stats.embedded = len(embedded)
         vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
         return PartitionResult(decoded.task.partition, embedded, vectors, kept, skipped, stats,
-                               precision=getattr(self.encoder, "precision_check", None))
+                               precision=self.encoder.precision_check)
+
+    def _video(self, found: FoundFile, known: dict[str, str]) -> LoadedFile | Skipped:
+        """A video sampled and embedded chunk by chunk in this actor, which holds the model."""
+        settings = self.job.settings
+        rules = VideoRules.of(settings)
+        accumulator = VideoAccumulator(rules)
+        load = partial(load_file, preprocess=self.encoder.preprocess, max_pixels=settings.max_image_pixels,
+                       draft_size=self.encoder.image_size,
+                       needs_pixels=PixelRule(known, self.job.vanished, self.job.every), media=self.job.media,
+                       gate=decode_gate(settings.decode_memory), video=VideoDecoding(rules, self.batch_size),
+                       emit=lambda chunk: accumulator.add(chunk, self.encoder.encode_pixels(chunk.pixels)))
+        result = load_or_skip(load, found)
+        if isinstance(result, LoadedFile) and result.sampling is not None:
+            try:
+                result.video = accumulator.finish(result.sampling)
+            except VideoRefused as exc:
+                return Skipped(found.path, str(exc))
+        return result
 
 
 class RayRunner:

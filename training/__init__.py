@@ -1,0 +1,1 @@
+"""Measuring and improving the encoder on a user's data: data sets, retrieval and zero-shot metrics, fine-tuning."""
