@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast fuzz bench bench-ann demo clean
+.PHONY: setup run test test-fast fuzz docs bench bench-ann demo clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ demo: setup
 	SPYGLASS_HOME=$(DEMO)/home SPYGLASS_MODEL=$(CURDIR)/benchmarks/small-clip.json SPYGLASS_PRETRAINED=$(DEMO)/model \
 		$(BIN)/spyglass index $(DEMO)/stamps
 	SPYGLASS_HOME=$(DEMO)/home $(BIN)/spyglass serve --port "$(PORT)"
+
+# The generated pages of docs/ (commands, settings); then the site, as CI builds it.
+docs: setup
+	$(BIN)/python docs/generate.py
+	$(BIN)/mkdocs build --strict --site-dir site
 
 bench: setup
 	$(BIN)/python benchmarks/index_throughput.py

@@ -56,17 +56,6 @@ class Hit:
         """The path inside its media root."""
         return self.item.relative_path
 
-    def as_dict(self) -> dict:
-        """JSON-ready form."""
-        item = self.item
-        return {"rank": self.rank, "id": item.id, "score": round(self.score, 6), "path": item.path,
-                "kind": item.kind, "format": item.format, "width": item.width,
-                "height": item.height, "size": item.size, "mtime_ns": item.mtime_ns,
-                "content_hash": item.content_hash, "labels": [label.label for label in item.labels],
-                "source_url": item.url, "caption": item.caption,
-                **({"duration_s": item.duration_s, "segments": [moment.as_dict() for moment in self.moments]}
-                   if item.kind == "video" else {})}
-
 
 @dataclass(frozen=True)
 class SearchResult:

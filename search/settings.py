@@ -10,19 +10,31 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from spyglass.search.errors import ConfigError
+from spyglass.search.media.files import FOLLOW_SYMLINKS
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One documented setting: its field, environment variable, default and help."""
+    """One documented setting: its field, environment variable, parser, help and default as shown."""
 
     field: str
     help: str
     parse: Callable[[str], Any] = str
+    shown_default: str = ""
 
     @property
     def env(self) -> str:
         return "SPYGLASS_" + self.field.upper()
+
+
+def setting(help: str, parse: Callable[[str], Any] = str, *, default: Any = None,
+            default_factory: Callable[[], Any] | None = None, shown: str | None = None):
+    """Declare a Settings field with everything about it: its default, how SPYGLASS_* text is
+    parsed, its help, and how the docs show its default (the default's value, unless `shown`)."""
+    metadata = {"help": help, "parse": parse, "shown": shown}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _default_home() -> Path:
@@ -102,133 +114,131 @@ def _flag(text: str) -> bool:
 # SPYGLASS_PRECISION's values (search.precision says what each means on which device).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("home", "Data folder: the SQLite catalog and the index files live here "
-            "(default: $XDG_DATA_HOME/spyglass, i.e. ~/.local/share/spyglass).", _path),
-    Setting("database_url", "SQLAlchemy URL of the catalog, e.g. postgresql://user@host/db "
-            "(default: sqlite:///$SPYGLASS_HOME/spyglass.db)."),
-    Setting("model", "open_clip architecture name (see `open_clip.list_models()`), "
-            "or a path to an open_clip model-config JSON file for a custom architecture."),
-    Setting("pretrained", "Weights: an open_clip pretrained tag (downloaded "
-            "once, needs the network), or a path to a local checkpoint file (.safetensors, .bin, "
-            ".pt) or to a folder holding one (with open_clip_config.json for an hf-hub style folder)."),
-    Setting("device", "Torch device for the encoder: auto (cuda when present, else cpu), "
-            "cpu, cuda, cuda:1, ..."),
-    Setting("precision", "Number format the encoder computes in: auto (fp16 on CUDA, bf16 on a CPU "
-            "with AMX or AVX512-BF16, else fp32), fp32, bf16 or fp16. A reduced precision is used only "
-            "if its vectors of a calibration batch stay within cosine 0.999 of fp32's.",
-            _choice(*PRECISIONS)),
-    Setting("index_factory", "FAISS index type: auto (chosen from the vector count, "
-            "SPYGLASS_INDEX_MEMORY and SPYGLASS_INDEX_RECALL), or any FAISS index factory string "
-            "(Flat is exact search; IVF4096,Flat, OPQ64,IVF16384_HNSW32,PQ64x4fsr and HNSW32 are trained and tuned at build)."),
-    Setting("index_memory", "RAM the search index may take (4G, 512M, ...); default a quarter of "
-            "this machine's memory. Larger libraries get more compressed codes.", _byte_size),
-    Setting("index_recall", "Recall@10 against exact search that an approximate index must reach "
-            "on held-out vectors (0 to 1); a build that cannot reach it falls back to a more exact type.",
-            _fraction),
-    Setting("batch_size", "Images per encoder batch while indexing (default: 256 on CUDA, 32 on a CPU).",
-            _positive_int),
-    Setting("decode_workers", "Threads that read, hash, decode and resize images while the encoder "
-            "runs (default: the cores, at most 4, on a CPU; all cores but one beside a GPU).", _positive_int),
-    Setting("max_image_pixels", "Library images that would decode to more pixels than this are "
-            "refused as decompression bombs (Pillow's default limit; JPEGs count at the reduced "
-            "scale they are decoded at).", _positive_int),
-    Setting("max_upload_pixels", "The same limit for images sent to the web API, lower because "
-            "anyone who can reach the server can send one.", _positive_int),
-    Setting("max_file_bytes", "Library files larger than this are skipped, and never read into "
-            "memory (512M, 1G or a number of bytes).", _byte_size),
-    Setting("decode_memory", "Memory that concurrent image decodes in one process may hold "
-            "together (1G, ...); a decode waits until there is room.", _byte_size),
-    Setting("thumbnail_cache", "Disk the thumbnail cache under SPYGLASS_HOME may take (1G, 512M, ...); "
-            "the least recently used thumbnails go first.", _byte_size),
-    Setting("max_video_seconds", "Videos longer than this are skipped with a reason (seconds; "
-            "default 14400, four hours).", _positive_seconds),
-    Setting("video_max_gap", "While indexing a video, a frame is embedded at every cut and at least "
-            "once every this many seconds (default 4).", _positive_seconds),
-    Setting("video_duplicate_cosine", "A sampled video frame whose embedding has at least this cosine "
-            "with the last kept frame's is dropped, so a static shot costs one vector (0 to 1; default 0.97).",
-            _fraction),
-    Setting("follow_symlinks", "Symbolic links in the library: inside (only links whose target "
-            "lies inside a media folder), all, or none.", _choice("inside", "all", "none")),
-    Setting("checkpoint_items", "An index run publishes a new generation after this many "
-            "embedded items, so a killed run keeps what it had done.", _positive_int),
-    Setting("runner", "Where `spyglass index` embeds: local (this process) or ray (a Ray cluster, "
-            "needs pip install 'spyglass[ray]'; the media must be at the same path on every node).",
-            _choice("local", "ray")),
-    Setting("ray_address", "The Ray cluster of --runner ray: empty starts a Ray on this machine for the run, "
-            "auto joins the one `ray start` runs here, ray://host:10001 reaches a remote head."),
-    Setting("ray_partition_files", "Files per partition of a Ray run: a partition is embedded, "
-            "retried and committed whole, so a killed run loses at most the ones in flight "
-            "(default 256).", _positive_int),
-    Setting("ray_encoders", "Encoder actors of a Ray run, each loading the model once (default: one per "
-            "GPU of the cluster, or one on a cluster without GPUs).", _positive_int),
-    Setting("ray_retries", "Times a Ray partition that failed is tried again before its files are "
-            "skipped with the error (default 2).", _non_negative_int),
-    Setting("model_cache", "Where downloaded pretrained weights are cached (default: the "
-            "Hugging Face cache, ~/.cache/huggingface).", _path),
-    Setting("media", "Folders `spyglass reindex` always covers, colon-separated, besides those "
-            "earlier `spyglass index` runs recorded."),
-    Setting("labels", "A labels file (one label a line, `template: a photo of a {label}.` lines for "
-            "prompts): every item gets its best zero-shot labels, to show and filter by.", _path),
-    Setting("host", "Address `spyglass serve` listens on."),
-    Setting("port", "Port `spyglass serve` listens on.", _positive_int),
-    Setting("web_workers", "Worker processes of `spyglass serve` (each loads the model once).",
-            _positive_int),
-    Setting("web_threads", "Threads per worker, so one slow query does not hold up the rest.",
-            _positive_int),
-    Setting("max_upload_bytes", "Largest request body the web API accepts (an uploaded image, "
-            "base64 included); larger ones get 413.", _byte_size),
-    Setting("allowed_hosts", "Host names the web server answers to, comma-separated (.example.com "
-            "matches its subdomains, * any); default: the loopback names when it listens on "
-            "loopback, else any."),
-    Setting("cors_origins", "Web origins (https://app.example.com, comma-separated, or *) whose "
-            "pages may call the API from a browser, e.g. clip-retrieval's front end."),
-    Setting("expose_paths", "Show absolute paths (media folders, checkpoints, index files) in "
-            "HTTP answers and error messages: 1 or 0.", _flag),
-)
-
-
 @dataclass(frozen=True)
 class Settings:
-    """Every knob Spyglass has; build with from_env() or directly in tests."""
+    """Every knob Spyglass has, each declared once: its field, default, parser and help.
 
-    home: Path = dataclasses.field(default_factory=_default_home)
-    database_url: str | None = None
-    model: str = "ViT-B-32"
-    pretrained: str = "laion2b_s34b_b79k"
-    device: str = "auto"
-    precision: str = "auto"
-    index_factory: str = "auto"
-    index_memory: int = dataclasses.field(default_factory=lambda: _machine_memory() // 4)
-    index_recall: float = 0.95
-    batch_size: int | None = None  # None: batch_for() picks by device
-    decode_workers: int | None = None  # None: workers_for() picks by device
-    max_image_pixels: int = 89_478_485
-    max_upload_pixels: int = 24_000_000
-    max_file_bytes: int = 512 * 1024 * 1024
-    decode_memory: int = 1024 * 1024 * 1024
-    thumbnail_cache: int = 1024 * 1024 * 1024
-    max_video_seconds: float = 4 * 3600.0
-    video_max_gap: float = 4.0
-    video_duplicate_cosine: float = 0.97
-    follow_symlinks: str = "inside"
-    checkpoint_items: int = 20_000
-    runner: str = "local"
-    ray_address: str = ""
-    ray_partition_files: int = 256
-    ray_encoders: int | None = None  # None: one per GPU of the cluster, at least one
-    ray_retries: int = 2
-    model_cache: Path | None = None
-    media: str = ""
-    labels: Path | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    web_workers: int = 1
-    web_threads: int = 8
-    max_upload_bytes: int = 20 * 1024 * 1024
-    allowed_hosts: str = ""
-    cors_origins: str = ""
-    expose_paths: bool = False
+    Build with from_env() or directly in tests. The settings page of the docs and the
+    `[SPYGLASS_*]` hints of the CLI are made from these declarations (SETTINGS).
+    """
+
+    home: Path = setting(
+        "Data folder: the SQLite catalog, the index files (`index/`) and the thumbnail cache.",
+        _path, default_factory=_default_home, shown="`$XDG_DATA_HOME/spyglass` (`~/.local/share/spyglass`)")
+    database_url: str | None = setting(
+        "SQLAlchemy URL of the catalog. PostgreSQL: `postgresql://user:pass@host:5432/db` (psycopg 3).",
+        shown="`sqlite:///$SPYGLASS_HOME/spyglass.db`")
+    model: str = setting(
+        "open_clip architecture (`open_clip.list_models()`), or the path of an open_clip model-config JSON "
+        "for a custom architecture.", default="ViT-B-32")
+    pretrained: str = setting(
+        "Weights: an open_clip pretrained tag (downloaded once, then cached), a local checkpoint file "
+        "(`.safetensors`, `.bin`, `.pt`), or a folder holding one (an hf-hub style folder with "
+        "`open_clip_config.json` brings its own architecture). Empty: random weights (tests only).",
+        default="laion2b_s34b_b79k")
+    device: str = setting("Torch device: `auto` is `cuda` when torch sees a GPU, else `cpu`; or `cpu`, `cuda`, "
+                          "`cuda:1`, ...", default="auto")
+    precision: str = setting(
+        "The encoder's number format, for indexing and for queries: `auto` is `fp16` on CUDA, `bf16` on a CPU "
+        "with AMX or AVX512-BF16, else `fp32`; or `fp32`, `bf16`, `fp16`. A reduced precision is used only if "
+        "a calibration batch's vectors stay within cosine 0.999 of fp32's; else fp32, with a warning.",
+        _choice(*PRECISIONS), default="auto")
+    index_factory: str = setting(
+        "The FAISS index searched: `auto` chooses from the vector count, `SPYGLASS_INDEX_MEMORY` and "
+        "`SPYGLASS_INDEX_RECALL`; or any FAISS factory string (inner product on unit vectors): `Flat` is "
+        "always exact, and trained types (`IVF4096,Flat`, `IVF16384,PQ256x4fs`, "
+        "`OPQ64,IVF16384_HNSW32,PQ64x4fsr`, `HNSW32`, ...) are trained and tuned by the index run.",
+        default="auto")
+    index_memory: int = setting(
+        "RAM the approximate index may take (`4G`, `512M`, bytes). Smaller budgets get more compressed codes.",
+        _byte_size, default_factory=lambda: _machine_memory() // 4, shown="a quarter of the machine's RAM")
+    index_recall: float = setting(
+        "Recall@10 against exact search that an approximate index must reach on held-out vectors (0 to 1); "
+        "a type that cannot reach it is not used (the next more exact one is).", _fraction, default=0.95)
+    batch_size: int | None = setting("Images per encoder batch while indexing.", _positive_int,
+                                     shown="`256` on CUDA, `32` on a CPU")
+    decode_workers: int | None = setting(
+        "Threads that read, hash, decode and resize images while the encoder runs.", _positive_int,
+        shown="CPU count, at most 4; beside a GPU, all cores but one")
+    max_image_pixels: int = setting(
+        "Library images that would decode to more pixels are refused as decompression bombs, from their "
+        "header, before a pixel is decoded (JPEGs count at the reduced scale they are decoded at). Video "
+        "frames obey it too: a stream whose header, or any frame, is larger is refused.",
+        _positive_int, default=89_478_485)
+    max_upload_pixels: int = setting(
+        "The same limit for images sent to the API: lower, since anyone who can reach the server can send one.",
+        _positive_int, default=24_000_000)
+    max_file_bytes: int = setting(
+        "Library files larger than this are skipped without being read (`512M`, `1G` or bytes).",
+        _byte_size, default=512 * 1024 * 1024, shown="`512M`")
+    decode_memory: int = setting(
+        "Memory that concurrent image decodes in one process may hold together (8 bytes a decoded pixel); "
+        "a decode waits for room — an upload at most 20 s, then 503 `busy`.",
+        _byte_size, default=1024 * 1024 * 1024, shown="`1G`")
+    thumbnail_cache: int = setting(
+        "Disk the thumbnail cache (`$SPYGLASS_HOME/thumbnails`) may take; the least recently used "
+        "thumbnails go first.", _byte_size, default=1024 * 1024 * 1024, shown="`1G`")
+    max_video_seconds: float = setting(
+        "Videos longer than this (by their header, by a frame's time, or by the length that would be "
+        "stored) are skipped with a reason. Videos are streamed, never read whole, so "
+        "`SPYGLASS_MAX_FILE_BYTES` does not apply to them.", _positive_seconds, default=4 * 3600.0,
+        shown="`14400` (4 h)")
+    video_max_gap: float = setting("A video frame is embedded at every cut and at least once every this many "
+                                   "seconds.", _positive_seconds, default=4.0, shown="`4`")
+    video_duplicate_cosine: float = setting(
+        "A sampled frame whose vector has at least this cosine with the last kept frame's is dropped, so a "
+        "static shot costs one vector (0 to 1).", _fraction, default=0.97)
+    follow_symlinks: str = setting(
+        "Symbolic links in the library: `inside` (only links whose target lies inside a media folder), "
+        "`all`, or `none`. Applies to indexing, importing and serving.",
+        _choice(*FOLLOW_SYMLINKS), default="inside")
+    checkpoint_items: int = setting(
+        "A long run publishes a generation after this many new vectors, so a killed run keeps its work.",
+        _positive_int, default=20_000)
+    runner: str = setting(
+        "Where `index` and `reindex` embed: `local` (this process) or `ray` (a Ray cluster; "
+        "`pip install 'spyglass[ray]'`, the media at the same path on every node).",
+        _choice("local", "ray"), default="local")
+    ray_address: str = setting(
+        "The cluster of the Ray runner: empty starts a Ray on this machine for the run, listening on "
+        "127.0.0.1 only; `auto` joins the one `ray start` runs here; `ray://host:10001` reaches a remote head.",
+        default="", shown="(none)")
+    ray_partition_files: int = setting(
+        "Files per partition of a Ray run: a partition is decoded, embedded, retried and committed whole, "
+        "so a killed run loses at most the ones in flight.", _positive_int, default=256)
+    ray_encoders: int | None = setting("Encoder actors of a Ray run; each loads the model once.", _positive_int,
+                                       shown="one per GPU of the cluster, else `1`")
+    ray_retries: int = setting(
+        "Times a failed partition is tried again (and an encoder actor that died is restarted for it) "
+        "before its files are skipped with the error.", _non_negative_int, default=2)
+    model_cache: Path | None = setting("Where downloaded weights are cached.", _path,
+                                       shown="Hugging Face cache (`~/.cache/huggingface`)")
+    media: str = setting("Folders `spyglass reindex` always covers, colon-separated, besides the recorded ones.",
+                         default="", shown="(none)")
+    labels: Path | None = setting(
+        "A labels file (a regular UTF-8 file of at most 4 MiB, read before a run does any work; one label a "
+        "line, `template: a photo of a {label}.` lines for prompts): every item gets its three best zero-shot "
+        "labels, to show and filter by.", _path, shown="(none)")
+    host: str = setting("Address `spyglass serve` listens on.", default="127.0.0.1")
+    port: int = setting("Port `spyglass serve` listens on.", _positive_int, default=8000)
+    web_workers: int = setting("gunicorn worker processes of `spyglass serve`; each loads the model and the "
+                               "index once.", _positive_int, default=1)
+    web_threads: int = setting("Threads per worker, so one slow query does not hold up the rest.",
+                               _positive_int, default=8)
+    max_upload_bytes: int = setting(
+        "Largest request body the API accepts (an uploaded image, base64 included); larger ones get 413. "
+        "`20M` works too.", _byte_size, default=20 * 1024 * 1024, shown="`20971520` (20 MiB)")
+    allowed_hosts: str = setting(
+        "Host names the server answers to, comma-separated, besides the loopback names (`localhost`, "
+        "`127.0.0.1`, `::1`: health checks); `.example.com` takes its subdomains, `*` any. Others get 400 "
+        "(this stops DNS rebinding).", default="", shown="loopback names when listening on loopback, else any")
+    cors_origins: str = setting(
+        "Origins whose pages may call the API from a browser (`https://front.example`, comma-separated, or "
+        "`*`): they get CORS headers, and their POSTs are accepted.", default="", shown="(none)")
+    expose_paths: bool = setting(
+        "`1` shows absolute paths (media folders, checkpoint, index files) in HTTP answers and error "
+        "messages; by default they show folder and file names only, and the log has the rest.",
+        _flag, default=False, shown="`0`")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -275,3 +285,15 @@ class Settings:
     def index_dir(self) -> Path:
         """Folder of the published FAISS index generations."""
         return self.home / "index"
+
+
+def _shown(field: dataclasses.Field) -> str:
+    if field.metadata["shown"] is not None:
+        return field.metadata["shown"]
+    return f"`{field.default}`"
+
+
+# Every setting, in declaration order: what from_env reads and what the docs' settings page lists.
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(field.name, field.metadata["help"], field.metadata["parse"], _shown(field))
+    for field in dataclasses.fields(Settings))

@@ -269,6 +269,7 @@ def search(settings: Settings, query, image, k, label, kind, as_json) -> None:
     from spyglass.search.engine import SearchEngine
     from spyglass.search.moments import format_range
     from spyglass.search.query import Filters
+    from spyglass.search.results import hit_record
 
     if bool(query) == bool(image):
         raise click.UsageError("give either a QUERY text or --image PATH (one of them)")
@@ -280,7 +281,7 @@ def search(settings: Settings, query, image, k, label, kind, as_json) -> None:
         engine.close()
     if as_json:
         click.echo(json.dumps({"query": query, "image": image, "generation": result.generation_id,
-                               "total": result.total, "results": [h.as_dict() for h in result.hits]},
+                               "total": result.total, "results": [hit_record(h, expose_paths=True) for h in result.hits]},
                               indent=2, ensure_ascii=False))
         return
     if not result.hits:

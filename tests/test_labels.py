@@ -97,7 +97,7 @@ def test_results_carry_labels_and_filter_by_them(labelled, media, encoder, tmp_p
 
     env = {**spyglass_env(labelled), "SPYGLASS_LABELS": str(labelled.labels)}
     cli = json.loads(run_spyglass("search", "x", "--label", best, "-k", "50", "--json", env=env).stdout)
-    assert {r["id"] for r in cli["results"]} == expected and all(r["labels"][0] == best for r in cli["results"])
+    assert {r["id"] for r in cli["results"]} == expected and all(r["labels"][0]["label"] == best for r in cli["results"])
     status = json.loads(run_spyglass("status", "--json", env=env).stdout)
     assert status["labels"]["labels"] == len(LABELS) and sum(status["labels"]["most_common"].values()) > 0
 

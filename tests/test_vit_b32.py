@@ -38,7 +38,8 @@ def test_vit_b32_from_local_checkpoint_indexes_and_searches(vit_b32_checkpoint, 
     import json
 
     result = json.loads(found.stdout)
-    assert result["results"][0]["path"] == str(media / "red.jpg")
+    top = result["results"][0]
+    assert (top["path"], top["root"]) == ("red.jpg", str(media))  # the API's shape; the CLI shows roots whole
     status = run_spyglass("status", "--json", env=env)
     assert json.loads(status.stdout)["model"] == {
         "architecture": "ViT-B-32", "pretrained": str(vit_b32_checkpoint), "dim": 512}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from spyglass.search.query import MAX_TEXT_BYTES, MAX_WORD_CHARS
+
+from .search_request import DEFAULT_K, MAX_FILTER_CHARS, MAX_K, MAX_RESULTS_DEEP
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"},
            "description": "A catalog id (1 to 2^63-1); any other number is not found."}
@@ -29,15 +33,18 @@ def _ok(description: str, schema: dict | None = None, media: str | tuple[str, ..
 
 
 SEARCH_FIELDS = [
-    ("q", {"type": "string", "maxLength": 1000},
-     "Text to search for: at most 1,000 bytes, no word over 100 characters (the model reads ~77 tokens)."),
+    ("q", {"type": "string", "maxLength": MAX_TEXT_BYTES},
+     f"Text to search for: at most {MAX_TEXT_BYTES:,} bytes, no word over {MAX_WORD_CHARS} characters "
+     "(the model reads ~77 tokens)."),
     ("image_id", {"type": "integer"}, "Find items like this item (more like this)."),
-    ("k", {"type": "integer", "minimum": 1, "maximum": 1000}, "Results per page, 1-1000 (default 20)."),
-    ("offset", {"type": "integer", "minimum": 0}, "Skip this many results (offset + k at most 100,000)."),
+    ("k", {"type": "integer", "minimum": 1, "maximum": MAX_K}, f"Results per page, 1-{MAX_K} (default {DEFAULT_K})."),
+    ("offset", {"type": "integer", "minimum": 0}, f"Skip this many results (offset + k at most {MAX_RESULTS_DEEP:,})."),
     ("min_score", {"type": "number"}, "Only results with at least this cosine similarity."),
-    ("folder", {"type": "string"}, "Only items under this folder, relative to a media root (or absolute)."),
+    ("folder", {"type": "string", "maxLength": MAX_FILTER_CHARS},
+     "Only items under this folder, relative to a media root (or absolute)."),
     ("kind", {"type": "string"}, "Only items of this kind: image or video."),
-    ("label", {"type": "string"}, "Only items whose best zero-shot label is this (SPYGLASS_LABELS)."),
+    ("label", {"type": "string", "maxLength": MAX_FILTER_CHARS},
+     "Only items whose best zero-shot label is this (SPYGLASS_LABELS)."),
     ("mtime_from", {"type": "string"}, "Only files modified at or after this ISO date or epoch second."),
     ("mtime_to", {"type": "string"}, "Only files modified at or before this ISO date or epoch second."),
 ]
