@@ -23,16 +23,18 @@ def commands_page() -> str:
     parts = ["# Commands\n\n",
              "Generated from each command's `--help` by `docs/generate.py`. Options of the `spyglass` group come\n"
              "before the command; each `[SPYGLASS_*]` names the setting it overrides (see [Settings](settings.md)).\n"]
-    root = click.Context(cli, info_name="spyglass", terminal_width=WIDTH, max_content_width=WIDTH)
+    def context(command, name, parent=None) -> click.Context:
+        # With the command's own context settings (-h as well as --help), as the CLI makes them:
+        # click remembers a command's help option from the first context it sees.
+        settings = {**command.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
+        return click.Context(command, info_name=name, parent=parent, **settings)
 
-    def walk(command, context):
-        parts.append(f"\n## `{context.command_path}`\n\n```\n{command.get_help(context)}\n```\n")
+    def walk(command, ctx):
+        parts.append(f"\n## `{ctx.command_path}`\n\n```\n{command.get_help(ctx)}\n```\n")
         for name in sorted(getattr(command, "commands", {})):
-            sub = command.commands[name]
-            walk(sub, click.Context(sub, info_name=name, parent=context, terminal_width=WIDTH,
-                                    max_content_width=WIDTH))
+            walk(command.commands[name], context(command.commands[name], name, ctx))
 
-    walk(cli, root)
+    walk(cli, context(cli, "spyglass"))
     return "".join(parts)
 
 
