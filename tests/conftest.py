@@ -215,10 +215,35 @@ def live_server(tmp_path_factory, tiny_model, encoder):
         yield {"url": url, "media": media, "settings": settings}
 
 
-def run_spyglass(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real `spyglass` command in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "spyglass.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)
+def run_spyglass(*args: str, env: dict[str, str], timeout: float = 120,
+                 isolated: bool = False) -> subprocess.CompletedProcess:
+    """Run the real `spyglass` command: in this process by default (click's runner, with `env` as the
+    environment for the call: torch and the model are not imported again), or in a subprocess
+    (`isolated`) where the process boundary is the point: a hang bounded by `timeout`, kill -9, a
+    fresh interpreter. Either way the answer is a CompletedProcess; an unexpected exception in
+    this process is written to its stderr as the subprocess would have printed its traceback."""
+    if isolated:
+        return subprocess.run([sys.executable, "-m", "spyglass.cli", *args], env=env, text=True,
+                              capture_output=True, timeout=timeout)
+    import logging
+    import traceback
+
+    from click.testing import CliRunner
+
+    from spyglass.cli import cli
+
+    changes = {key: value for key, value in env.items() if os.environ.get(key) != value}
+    changes.update({key: None for key in os.environ if key.startswith("SPYGLASS_") and key not in env})
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # configure_logging replaces them for the call
+    try:
+        result = CliRunner().invoke(cli, list(args), env=changes, catch_exceptions=True)
+    finally:
+        root.handlers[:], root.level = handlers, level
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["spyglass", *args], result.exit_code, result.stdout, stderr)
 
 
 def kept_index_files(settings: Settings) -> set[str]:

@@ -269,20 +269,21 @@ def test_hostile_npy_files_are_refused_in_one_line(tmp_path, sqlite_settings):
     (source / "negative.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
                                           + header.encode() + b"\0" * 64)
     (source / "negative.csv").write_text("url\nhttps://x.test/1\n")
-    result = run_spyglass("import", str(source / "negative.npy"), "--no-progress", env=env, timeout=60)
+    result = run_spyglass("import", str(source / "negative.npy"), "--no-progress", env=env)
     assert result.returncode == 1 and "negative.npy is not a readable .npy array" in result.stderr
     assert "Traceback" not in result.stderr
     fifo = tmp_path / "fifo"
     fifo.mkdir()
     os.mkfifo(fifo / "v.npy")
     (fifo / "v.csv").write_text("url\nhttps://x.test/1\n")
-    result = run_spyglass("import", str(fifo), "--no-progress", env=env, timeout=60)  # used to hang, holding the lock
+    # A FIFO used to hang the import, holding the lock: a subprocess, so a hang fails the test.
+    result = run_spyglass("import", str(fifo), "--no-progress", env=env, timeout=60, isolated=True)
     assert result.returncode == 1 and "v.npy is not a regular file" in result.stderr
     (fifo / "v.npy").unlink()
     np.save(fifo / "v.npy", unit(1, seed=1))
     (fifo / "v.csv").unlink()
     os.mkfifo(fifo / "v.csv")  # metadata that is a FIFO: not taken for a metadata file
-    result = run_spyglass("import", str(fifo / "v.npy"), "--no-progress", env=env, timeout=60)
+    result = run_spyglass("import", str(fifo / "v.npy"), "--no-progress", env=env, timeout=60, isolated=True)
     assert result.returncode == 1 and "has no metadata file beside it" in result.stderr, result.stderr
     assert json.loads(run_spyglass("status", "--json", env=env).stdout)["items"] == 0
 

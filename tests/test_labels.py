@@ -118,6 +118,7 @@ def test_a_labels_file_that_is_no_file_or_too_big_is_refused_at_once(tmp_path, s
     with pytest.raises(ConfigError, match="cannot read the labels file"):
         LabelSet.read(labels)
     env = spyglass_env(sqlite_settings) | {"SPYGLASS_LABELS": labels}
-    result = run_spyglass("index", "--no-progress", str(media), env=env, timeout=90)  # used to hang, holding the lock
+    # It used to hang, holding the lock: in a subprocess, so that a hang fails the test.
+    result = run_spyglass("index", "--no-progress", str(media), env=env, timeout=90, isolated=True)
     assert result.returncode == 1 and "cannot read the labels file" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

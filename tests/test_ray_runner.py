@@ -213,7 +213,7 @@ def test_a_killed_driver_resumes_only_the_unfinished_partitions(sqlite_settings,
 
 def test_an_unreachable_cluster_is_one_clear_line(sqlite_settings, library, tmp_path):
     done = run_spyglass("index", "--runner", "ray", "--address", "ray://127.0.0.1:1", "--no-progress", str(library),
-                        env=spyglass_env(on(sqlite_settings, "ray", tmp_path / "ray")), timeout=180)
+                        env=spyglass_env(on(sqlite_settings, "ray", tmp_path / "ray")), timeout=180, isolated=True)
     assert done.returncode == 1
     assert "could not reach the Ray cluster at ray://127.0.0.1:1" in done.stderr
     assert "Traceback" not in done.stderr
