@@ -5,26 +5,53 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 
 import pytest
 from PIL import Image
 
-from conftest import GOOD_IMAGES
+from conftest import GOOD_IMAGES, MEDIA
 from spyglass.indexer.job import run_index
 from spyglass.web import create_app
 from spyglass.web.openapi import openapi_document
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, tiny_model, encoder):
+    """One indexed copy of the committed images, for the tests that only read it (the module's)."""
+    from spyglass.search.settings import Settings
+
+    base = tmp_path_factory.mktemp("web-api")
+    shutil.copytree(MEDIA, base / "media")
+    settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+                        device="cpu", precision="fp32", batch_size=3, decode_workers=2)
+    run_index(settings, [str(base / "media")], encoder=encoder, progress=False)
+    return settings, base / "media"
+
+
 @pytest.fixture
-def indexed(sqlite_settings, media, encoder):
-    """Settings whose catalog holds the committed images."""
-    run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
-    return sqlite_settings
+def indexed(shared):
+    """Settings whose catalog holds the committed images (shared: do not change them)."""
+    return shared[0]
+
+
+@pytest.fixture
+def media(shared):
+    return shared[1]
 
 
 @pytest.fixture
 def client(indexed):
     return create_app(indexed).test_client()
+
+
+@pytest.fixture
+def own(sqlite_settings, tmp_path, encoder):
+    """A library of the test's own, to change: (settings, media, client)."""
+    media = tmp_path / "own-media"
+    shutil.copytree(MEDIA, media)
+    run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
+    return sqlite_settings, media, create_app(sqlite_settings).test_client()
 
 
 def item_id(client, name: str) -> int:
@@ -99,7 +126,8 @@ def test_raw_embedding_and_weighted_combination(client, encoder, media):
     assert mixed[0]["score"] == pytest.approx(direct.hits[0].score, abs=1e-4)
 
 
-def test_min_score_and_filters(client, media):
+def test_min_score_and_filters(own):
+    _, media, client = own  # it touches a file
     everything = client.get("/api/v1/search?q=x&k=50").json["results"]
     bar = everything[2]["score"]
     assert len(client.get(f"/api/v1/search?q=x&k=50&min_score={bar}").json["results"]) == 3
@@ -209,12 +237,13 @@ def test_upload_over_the_limit_is_413(indexed):
     assert response.status_code == 413 and "SPYGLASS_MAX_UPLOAD_BYTES" in response.json["message"]
 
 
-def test_file_outside_the_media_roots_is_not_served(client, indexed):
+def test_file_outside_the_media_roots_is_not_served(own):
     from sqlalchemy import update
 
     from spyglass.search.engine import SearchEngine
     from spyglass.search.catalog.schema import MediaItem
 
+    indexed, _, client = own
     engine = SearchEngine(indexed)
     red = item_id(client, "red.jpg")
     with engine.catalog.sessions.begin() as session:
@@ -223,7 +252,8 @@ def test_file_outside_the_media_roots_is_not_served(client, indexed):
     assert response.status_code == 404 and b"root:" not in response.data
 
 
-def test_deleted_original_gives_404_not_500(client, media):
+def test_deleted_original_gives_404_not_500(own):
+    _, media, client = own
     red = item_id(client, "red.jpg")
     (media / "red.jpg").unlink()
     assert client.get(f"/api/v1/items/{red}/file").status_code == 404
@@ -240,7 +270,8 @@ def test_no_index_is_503_everywhere(sqlite_settings):
     assert client.post("/knn-service", json={"text": "x", "num_images": 3}).status_code == 503
 
 
-def test_new_generation_is_picked_up_without_restart(client, indexed, media, encoder):
+def test_new_generation_is_picked_up_without_restart(own, encoder):
+    indexed, media, client = own
     before = client.get("/api/v1/search?q=x&k=50").json
     Image.new("RGB", (30, 30), (5, 250, 5)).save(media / "fresh.png")
     run_index(indexed, [str(media)], encoder=encoder, progress=False)
