@@ -110,7 +110,7 @@ def main() -> int:
         for path in sample:
             decoded = decode_image(path.read_bytes(), 10**9, draft_size=cpu.image_size).image
             reference = cpu.encode_pixels(cpu.preprocess(decoded)[None])[0]
-            cosines.append(float(live.index.vector(engine.catalog.item_by_path(str(path)).id) @ reference))
+            cosines.append(float(live.searcher.vector(engine.catalog.item_by_path(str(path)).id) @ reference))
         print(f"fidelity, GPU-indexed vectors against CPU fp32 on {len(sample)} images: "
               f"min {min(cosines):.5f}, median {float(np.median(cosines)):.6f}")
         return 0 if min(cosines) >= 0.999 else 1

@@ -111,7 +111,7 @@ def indexed_fidelity(home: Path, checkpoint: Path, precision: str, folder: Path)
         item = engine.catalog.item_by_path(str(path))
         with torch.inference_mode():
             reference = model.encode_image(preprocess(Image.open(path).convert("RGB"))[None], normalize=True)[0]
-        cosines.append(float(live.index.vector(item.id) @ reference.numpy()))
+        cosines.append(float(live.searcher.vector(item.id) @ reference.numpy()))
     return min(cosines), statistics.median(cosines), len(cosines)
 
 

@@ -92,7 +92,7 @@ class SearchEngine:
         self.settings = settings
         self.db = create_db_engine(settings.db_url)
         self.catalog = Catalog(session_factory(self.db))
-        self.generations = LiveIndex(settings, self.db, self.catalog, background_reload)
+        self.live_index = LiveIndex(settings, self.db, self.catalog, background_reload)
         self._encoder_loader = encoder_loader or self._load_encoder
         self._encoders: dict[tuple[str, str], Encoder] = {}
         self._encoder_lock = threading.Lock()
@@ -100,7 +100,7 @@ class SearchEngine:
 
     def wait_for_reload(self, timeout: float = 60.0) -> None:
         """Block until a background load in flight has finished (tests, benchmarks)."""
-        self.generations.wait_for_reload(timeout)
+        self.live_index.wait_for_reload(timeout)
 
     def _load_encoder(self, architecture: str, pretrained: str | None) -> Encoder:
         return load_encoder(architecture, pretrained, self.settings.device, self.settings.model_cache,
@@ -157,7 +157,7 @@ class SearchEngine:
             raise BadQuery("the query has no parts", "give a text, an image, an image_id or an embedding")
         if len(parts) > MAX_QUERY_PARTS:
             raise BadQuery(f"the query has {len(parts):,} parts; the limit is {MAX_QUERY_PARTS}")
-        total = np.zeros(snapshot.index.dim, dtype=np.float32)
+        total = np.zeros(snapshot.searcher.dim, dtype=np.float32)
         for part in parts:
             total += np.float32(part.weight) * self._embed_part(part, snapshot)
         norm = float(np.linalg.norm(total))
@@ -169,8 +169,8 @@ class SearchEngine:
         if part.embedding is not None:
             with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 is caught below
                 vector = np.asarray(part.embedding, dtype=np.float32)
-            if vector.shape != (snapshot.index.dim,) or not np.all(np.isfinite(vector)):
-                raise BadQuery(f"the embedding must be {snapshot.index.dim} finite numbers, "
+            if vector.shape != (snapshot.searcher.dim,) or not np.all(np.isfinite(vector)):
+                raise BadQuery(f"the embedding must be {snapshot.searcher.dim} finite numbers, "
                                f"got shape {vector.shape}")
             norm = float(np.linalg.norm(vector))
             if norm == 0:
@@ -217,7 +217,7 @@ class SearchEngine:
         """
         if k <= 0 or offset < 0:
             raise BadQuery(f"k must be positive and offset not negative (k={k}, offset={offset})")
-        total = len(snapshot.index)
+        total = len(snapshot.searcher)
         wanted = offset + k + 1  # one more than the page, to know whether a next page exists
         filters = filters if filters is not None and filters.active() else None
         if filters is None:
@@ -239,7 +239,7 @@ class SearchEngine:
     def _nearest(snapshot: Snapshot, vector: np.ndarray, n: int, min_score: float | None) -> list[tuple[int, float]]:
         if n <= 0:
             return []
-        scores, ids = snapshot.index.search(vector, n)
+        scores, ids = snapshot.searcher.search(vector, n)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
                 if i >= 0 and (min_score is None or s >= min_score)]
 
@@ -250,7 +250,7 @@ class SearchEngine:
         Frames are over-fetched: the nearest vectors widen until they name n items, since one
         long video may hold many of them.
         """
-        total = len(snapshot.index)
+        total = len(snapshot.searcher)
         fetch = min(total, n)
         while True:
             raw = self._nearest(snapshot, vector, fetch, min_score)
@@ -298,10 +298,10 @@ class SearchEngine:
 
     def _nearest_meeting(self, snapshot: Snapshot, vector: np.ndarray, wanted: int,
                          min_score: float | None, conditions: list) -> list[tuple[int, float]]:
-        total = len(snapshot.index)
+        total = len(snapshot.searcher)
         n = min(total, max(wanted * _WIDEN, 64))
         subset: np.ndarray | None = None
-        if isinstance(snapshot.index, AnnIndex):
+        if isinstance(snapshot.searcher, AnnIndex):
             # An approximate index is tuned for unfiltered queries: exact scores for any filter
             # that few enough items meet, and only the broad ones go through it.
             subset = self.catalog.ids_where(conditions, limit=SUBSET_LIMIT + 1)
@@ -336,12 +336,12 @@ class SearchEngine:
 
     def live(self) -> Snapshot:
         """The live generation, loaded (see LiveIndex)."""
-        return self.generations.current()
+        return self.live_index.current()
 
     def _schema_ready(self) -> bool:
-        return self.generations.schema_ready()
+        return self.live_index.schema_ready()
 
     def close(self) -> None:
         """Withdraw this engine's lease and release the database connections."""
-        self.generations.close()
+        self.live_index.close()
         self.db.dispose()

@@ -36,7 +36,7 @@ class Snapshot:
     """One loaded generation; a request uses one snapshot from start to end."""
 
     generation: IndexGeneration
-    index: VectorIndex | AnnIndex  # what searches: on the search device, exact or approximate
+    searcher: VectorIndex | AnnIndex  # what searches: on the search device, exact or approximate
     stored: SegmentedStore  # the exact vectors, on the CPU: image_id lookups, scoring, filters
 
 

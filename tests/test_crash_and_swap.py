@@ -199,7 +199,7 @@ def test_live_swap_never_fails_a_query(sqlite_settings, tmp_path, other_model):
     assert all(total == sizes[generation] for generation, total in answers), "a mixed answer"
     assert len({g for g, _ in answers}) >= 3
     assert answers[-1][0] == max(sizes)  # the swapped-in model answers at the end
-    assert engine.live().index.dim == 24
+    assert engine.live().searcher.dim == 24
 
 
 def assert_approximate_index_consistent(settings) -> None:
@@ -211,9 +211,9 @@ def assert_approximate_index_consistent(settings) -> None:
     engine = SearchEngine(settings)
     try:
         snapshot = engine.live()
-        if not isinstance(snapshot.index, AnnIndex):
+        if not isinstance(snapshot.searcher, AnnIndex):
             return
-        exhaustive = AnnIndex(snapshot.index.index, snapshot.stored, AnnParams({"nprobe": 64}, rerank=1000),
+        exhaustive = AnnIndex(snapshot.searcher.index, snapshot.stored, AnnParams({"nprobe": 64}, rerank=1000),
                               duplicates=True)
         queries = snapshot.stored.vectors(snapshot.stored.ids()[:5])
         _, found = exhaustive.search(queries, 10)

@@ -67,7 +67,7 @@ def snapshot(settings) -> tuple:
 def vectors_of(settings, ids: list[int]) -> np.ndarray:
     engine = SearchEngine(settings)
     try:
-        return engine.live().index.vectors(ids)
+        return engine.live().searcher.vectors(ids)
     finally:
         engine.close()
 

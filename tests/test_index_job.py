@@ -28,7 +28,7 @@ def assert_consistent(settings) -> SearchEngine:
     live = engine.live()
     with engine.catalog.sessions() as session:
         rows = set(session.scalars(select(MediaItem.id)))
-    ids = live.index.ids()
+    ids = live.searcher.ids()
     assert len(ids) == len(set(ids)), "duplicate ids in the index"
     assert set(ids.tolist()) == rows
     assert live.generation.vector_count == len(rows)
@@ -87,7 +87,7 @@ def test_changed_file_is_reembedded_under_the_same_id(settings, media, encoder):
     run_index(settings, [str(media)], encoder=encoder, progress=False)
     engine = engine_for(settings)
     before = engine.catalog.item_by_path(str(media / "red.jpg"))
-    old_vector = engine.live().index.vector(before.id).copy()
+    old_vector = engine.live().searcher.vector(before.id).copy()
 
     Image.new("RGB", (50, 50), (0, 0, 0)).save(media / "red.jpg")
     summary = run_index(settings, [str(media)], encoder=encoder, progress=False)
@@ -97,7 +97,7 @@ def test_changed_file_is_reembedded_under_the_same_id(settings, media, encoder):
     assert after.id == before.id and after.content_hash != before.content_hash
     assert (after.width, after.height) == (50, 50)
     engine = assert_consistent(settings)
-    assert not np.allclose(engine.live().index.vector(after.id), old_vector)
+    assert not np.allclose(engine.live().searcher.vector(after.id), old_vector)
 
 
 def test_touched_file_keeps_its_vector(settings, media, encoder):
@@ -118,7 +118,7 @@ def test_deleted_file_leaves_index_and_catalog(settings, media, encoder):
     assert summary.removed == 3
     engine = assert_consistent(settings)
     assert engine.catalog.item_by_path(str(media / "photo.TIFF")) is None
-    assert len(engine.live().index) == len(GOOD_IMAGES) - 3
+    assert len(engine.live().searcher) == len(GOOD_IMAGES) - 3
 
 
 def test_moved_file_keeps_id_and_vector(settings, media, encoder):
@@ -166,12 +166,12 @@ def test_model_change_is_refused_then_rebuilt(settings, media, encoder, other_mo
     with pytest.raises(ModelMismatch) as refused:
         run_index(other, [str(media)], progress=False)
     assert "--rebuild" in str(refused.value)
-    assert engine_for(settings).live().index.dim == 32  # the old index still answers
+    assert engine_for(settings).live().searcher.dim == 32  # the old index still answers
 
     summary = run_index(other, [str(media)], rebuild=True, progress=False)
     assert summary.updated == len(GOOD_IMAGES)
     engine = assert_consistent(other)
-    assert engine.live().index.dim == 24
+    assert engine.live().searcher.dim == 24
     assert engine.live().generation.model.architecture == str(other_model[0])
     assert engine.search_image(media / "red.jpg", k=1).hits[0].item.path == str(media / "red.jpg")
 
@@ -194,7 +194,7 @@ def test_two_roots_are_indexed_and_diffed_separately(settings, media, tmp_path, 
     # Indexing one root again must not remove what the other root holds.
     summary = run_index(settings, [str(other_root)], encoder=encoder, progress=False)
     assert (summary.removed, summary.unchanged) == (0, 1)
-    assert len(assert_consistent(settings).live().index) == len(GOOD_IMAGES) + 1
+    assert len(assert_consistent(settings).live().searcher) == len(GOOD_IMAGES) + 1
 
 
 def test_a_full_disk_is_one_clear_line_and_keeps_what_was_published(sqlite_settings, media, monkeypatch):

@@ -69,7 +69,7 @@ def catalog(settings) -> dict[str, tuple]:
         items = list(session.scalars(select(MediaItem)))
     frames = engine.catalog.frames_of([item.id for item in items])
     return {item.path: (item.content_hash, item.kind, item.format, item.width, item.height, item.duration_s,
-                        len(frames[item.id][0]) if item.id in frames else 0, live.index.vector(item.id))
+                        len(frames[item.id][0]) if item.id in frames else 0, live.searcher.vector(item.id))
             for item in items}
 
 

@@ -55,7 +55,7 @@ def test_reindex_covers_recorded_roots_and_spyglass_media(settings, media, tmp_p
     assert (summary.added, summary.removed) == (1, 1)
     again = run_reindex(with_media, encoder=encoder, progress=False)
     assert (again.added, again.updated, again.removed, again.embedded) == (0, 0, 0, 0)
-    assert len(consistent(settings).live().index) == len(GOOD_IMAGES)
+    assert len(consistent(settings).live().searcher) == len(GOOD_IMAGES)
 
 
 def test_reindex_without_any_folder_says_what_to_do(settings):
@@ -70,7 +70,7 @@ def test_a_missing_recorded_folder_keeps_its_items(settings, media, tmp_path, en
     summary = run_reindex(settings, encoder=encoder, progress=False, echo=messages.append)
     assert summary.removed == 0
     assert any("missing" in m and "stay in the index" in m for m in messages)
-    assert len(consistent(settings).live().index) == len(GOOD_IMAGES)
+    assert len(consistent(settings).live().searcher) == len(GOOD_IMAGES)
 
 
 class Interrupted(Exception):
@@ -101,7 +101,7 @@ def test_an_interrupted_run_resumes_from_its_staged_batches(settings, media, enc
     assert summary.resumed == 6 and summary.embedded == len(GOOD_IMAGES) + 12 - 6
     assert summary.added == len(GOOD_IMAGES) + 12
     assert count(settings, StagedVector) == 0
-    assert len(consistent(settings).live().index) == len(GOOD_IMAGES) + 12
+    assert len(consistent(settings).live().searcher) == len(GOOD_IMAGES) + 12
 
 
 HOLD_LOCK = textwrap.dedent("""
@@ -165,14 +165,14 @@ def test_model_swap_builds_beside_the_live_index_then_swaps(settings, media, enc
 
         def encode_pixels(self, pixels):
             live = SearchEngine(settings).live()
-            answered_during.append((live.generation.id, live.index.dim))
+            answered_during.append((live.generation.id, live.searcher.dim))
             return other_encoder.encode_pixels(pixels)
 
     summary = run_reindex(other, [str(media)], encoder=Watching(), progress=False)
     assert summary.updated == len(GOOD_IMAGES)
     assert set(answered_during) == {(first.generation_id, 32)}  # the old index, all along
     engine = consistent(other)
-    assert engine.live().index.dim == 24 and engine.live().generation.id == first.generation_id + 1
+    assert engine.live().searcher.dim == 24 and engine.live().generation.id == first.generation_id + 1
     assert count(settings, IndexGeneration) == 2  # one publish: never a half-built new index
 
 
@@ -212,7 +212,7 @@ def test_check_finds_gone_files_and_repair_drops_them(settings, media, encoder):
     assert report.missing_files == [str(media / "red.jpg")] and not report.ok
     check_index(settings, repair=True)
     assert check_index(settings).ok
-    assert len(consistent(settings).live().index) == len(GOOD_IMAGES) - 1
+    assert len(consistent(settings).live().searcher) == len(GOOD_IMAGES) - 1
 
 
 def test_check_command_exit_codes(settings, media, encoder):
@@ -262,12 +262,12 @@ def test_a_model_swap_while_a_folder_is_missing_is_refused_and_keeps_its_items(s
             attempt()
         assert "--drop-missing" in str(refused.value)
     engine = consistent(settings)
-    assert engine.live().generation.id == before.id and len(engine.live().index) == before.vector_count
+    assert engine.live().generation.id == before.id and len(engine.live().searcher) == before.vector_count
 
     # Asked for, the swap drops the missing folder's items; they come back with the folder.
     summary = run_reindex(other, progress=False, drop_missing=True)
     assert summary.removed == 3
-    assert len(consistent(other).live().index) == len(GOOD_IMAGES) and consistent(other).live().index.dim == 24
+    assert len(consistent(other).live().searcher) == len(GOOD_IMAGES) and consistent(other).live().searcher.dim == 24
     os.rename(tmp_path / "unplugged", extra)
     assert run_reindex(other, progress=False).added == 3
 

@@ -129,14 +129,14 @@ def test_killed_publish_leaves_the_previous_generation_live(sqlite_settings, med
 
     engine = SearchEngine(sqlite_settings, encoder_loader=lambda a, p: encoder)
     assert engine.live().generation.id == first.generation_id
-    assert len(engine.live().index) == len(GOOD_IMAGES)
+    assert len(engine.live().searcher) == len(GOOD_IMAGES)
     assert engine.catalog.item_by_path(str(media / "red.jpg")) is not None  # deletion not committed
     assert engine.catalog.item_by_path(str(media / "added.png")) is None
     # The next run completes the work and removes the orphan file of the killed one.
     summary = run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
     assert (summary.added, summary.removed, summary.moved) == (1, 1, 1)
     assert index_files(sqlite_settings) == kept_index_files(sqlite_settings)  # the killed run's file is gone
-    assert len(engine.live().index) == len(GOOD_IMAGES)
+    assert len(engine.live().searcher) == len(GOOD_IMAGES)
 
 
 def test_gpu_index_takes_turns_and_hands_big_k_to_the_cpu():

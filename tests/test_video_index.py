@@ -100,7 +100,7 @@ def test_videos_are_indexed_frame_by_frame_and_found_at_the_moment(settings, lib
     try:
         snapshot = engine.live()
         kept = sum(len(v) for v in frames.values())
-        assert len(snapshot.index) == 5 + kept  # two images, three pooled video vectors, the frames
+        assert len(snapshot.searcher) == 5 + kept  # two images, three pooled video vectors, the frames
         result = engine.search_image(frame_of_shot_3(library / "film.mp4"), k=5)
         top = result.hits[0]
         assert top.item.path.endswith("film.mp4") and top.item.kind == "video"
@@ -237,7 +237,7 @@ def test_a_model_swap_re_embeds_the_frames(sqlite_settings, library, other_model
     engine = SearchEngine(other)
     try:
         snapshot = engine.live()
-        assert snapshot.index.dim == 24
+        assert snapshot.searcher.dim == 24
         with engine.catalog.sessions() as session:
             frame_ids = list(session.scalars(select(VideoFrame.id)))
         assert snapshot.stored.contains(np.asarray([frame_vector_id(i) for i in frame_ids])).all()

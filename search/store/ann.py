@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spyglass.search.errors import ConfigError
-from spyglass.search.store.segmented import top_k
+from spyglass.search.store.segmented import SegmentedStore, top_k
 from spyglass.search.store.flat import GPU_MAX_K, VectorIndex, _faiss_reason
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,10 @@ class AnnIndex:
     published since the base are searched exactly and merged in.
     """
 
-    def __init__(self, index, store: VectorIndex, params: AnnParams, exact_codes: bool = False,
+    def __init__(self, index, store: "SegmentedStore | VectorIndex", params: AnnParams, exact_codes: bool = False,
                  duplicates: bool = True):
         self.index = index
-        self.store = store
+        self.store = store if isinstance(store, SegmentedStore) else SegmentedStore.single(store)
         self.params = params
         # Codes that are the full vectors score exactly already; no entries replaced since the
         # build means no id can come back twice.
@@ -149,16 +149,15 @@ class AnnIndex:
             scores[valid] = np.einsum("ij,ij->i", found, queries[rows])
         if self.duplicates:
             scores = _drop_repeats(candidates, scores)
-        deltas = getattr(self.store, "segments", [])[1:]
+        deltas = self.store.segment_count - 1
         if deltas:  # vectors published since the base: searched exactly beside it
-            delta_scores, delta_ids = self.store.search_segments(queries, k, range(1, len(deltas) + 1))
+            delta_scores, delta_ids = self.store.search_segments(queries, k, range(1, deltas + 1))
             scores = np.concatenate([scores, delta_scores], axis=1)
             candidates = np.concatenate([candidates, delta_ids], axis=1)
         return top_k(scores, np.where(np.isfinite(scores), candidates, -1), k)
 
     def _covered(self, ids: np.ndarray) -> np.ndarray:
-        live_in_base = getattr(self.store, "live_in_base", None)
-        return live_in_base(ids) if live_in_base is not None else self.store.contains(ids)
+        return self.store.live_in_base(ids)
 
     def _search_candidates(self, queries: np.ndarray, fetch: int, k: int):
         if self._gpu is not None and fetch <= GPU_MAX_K:

@@ -7,7 +7,6 @@ indexer compacts everything into a new base when the deltas grow (compaction_due
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spyglass.search.errors import IndexFileError
-from spyglass.search.store.flat import (VectorIndex, _fsync_dir, file_sha256, generation_filename, in_sorted, read_index_file,
+from spyglass.search.store.tombstones import read_tombstones, write_tombstones
+from spyglass.search.store.flat import (VectorIndex, generation_filename, in_sorted, read_index_file,
                       write_index_file)
 
 # Compact when the deltas hold more than this share of the base's entries, when this share of
@@ -98,6 +97,11 @@ class SegmentedStore:
     def empty(cls, dim: int) -> "SegmentedStore":
         """No segments yet: the first adds open the base."""
         return cls(dim, [], [])
+
+    @classmethod
+    def single(cls, segment: VectorIndex) -> "SegmentedStore":
+        """One segment, held in memory, seen as a store (what an approximate index is built over)."""
+        return cls(segment.dim, [segment], [None])
 
     @classmethod
     def load(cls, directory: Path, base: SegmentFile, manifest: Manifest, cache: dict | None = None,
@@ -362,38 +366,3 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     top_scores = np.take_along_axis(scores, order, axis=1)
     top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(ids, order, axis=1), -1)
     return top_scores, top_ids
-
-
-def write_tombstones(directory: Path, removed: dict[int, int]) -> SegmentFile:
-    """The tombstones as a .npy of (id, position) rows: temp file, fsync, rename."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rows = np.array(sorted(removed.items()), dtype=np.int64).reshape(-1, 2)
-    filename = generation_filename(suffix=".tomb.npy")
-    temp = directory / f".{filename}.{os.getpid()}.tmp"
-    try:
-        with open(temp, "wb") as handle:
-            np.save(handle, rows, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        checksum = file_sha256(temp)
-        os.replace(temp, directory / filename)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(directory)
-    return SegmentFile(filename, (directory / filename).stat().st_size, checksum, len(rows))
-
-
-def read_tombstones(directory: Path, file: SegmentFile) -> dict[int, int]:
-    """Tombstones read back, refused unless size and checksum match."""
-    path = directory / file.filename
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IndexFileError(f"tombstone file {path} is missing", "run `spyglass check --repair`") from None
-    if len(data) != file.size or hashlib.sha256(data).hexdigest() != file.checksum:
-        raise IndexFileError(f"tombstone file {path} does not match its size and checksum",
-                             "it is damaged; run `spyglass check --repair`")
-    import io
-
-    rows = np.load(io.BytesIO(data), allow_pickle=False)
-    return {int(i): int(at) for i, at in rows}
