@@ -7,6 +7,7 @@ RUN pip install torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml README.md alembic.ini ./
 COPY search search
 COPY indexer indexer
+COPY training training
 COPY web web
 COPY spyglass spyglass
 COPY migrations migrations

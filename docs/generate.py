@@ -30,6 +30,9 @@ def commands_page() -> str:
         return click.Context(command, info_name=name, parent=parent, **settings)
 
     def walk(command, ctx):
+        # click caches a command's help option from the first context it saw (a test may have
+        # made one without the group's -h): forget it, so the page never depends on what ran before.
+        command._help_option = None
         parts.append(f"\n## `{ctx.command_path}`\n\n```\n{command.get_help(ctx)}\n```\n")
         for name in sorted(getattr(command, "commands", {})):
             walk(command.commands[name], context(command.commands[name], name, ctx))

@@ -26,8 +26,8 @@ def embeddings(folder, rows: int, seed: int, host: str):
 
 
 def search(url: str, vector) -> tuple[int, dict]:
-    request = urllib.request.Request(url + "/api/v1/search", data=json.dumps(
-        {"embedding": np.asarray(vector, float).tolist(), "k": 3}).encode(), headers={"Content-Type": "application/json"})
+    body = json.dumps({"embedding": np.asarray(vector, float).tolist(), "k": 3}).encode()
+    request = urllib.request.Request(url + "/api/v1/search", data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())

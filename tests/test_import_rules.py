@@ -58,6 +58,28 @@ def best(client, vector, k: int = 1) -> list[dict]:
     return response.json["results"]
 
 
+def publish_directly(settings, rows: list[tuple[dict, np.ndarray]], factory: str = "auto") -> None:
+    """Publish catalog rows and their vectors straight through publish(), as an older version of the
+    importer could have (no checks): what the repairs and the link rules must cope with."""
+    from spyglass.indexer.publish import PendingChanges, publish
+    from spyglass.search.catalog.db import create_db_engine, session_factory
+    from spyglass.search.catalog.queries import live_generation
+    from spyglass.search.store.segmented import SegmentedStore
+
+    sessions = session_factory(create_db_engine(settings.db_url, writer=True))
+    with sessions() as session:
+        live = live_generation(session)
+        store = SegmentedStore.load(settings.index_dir, live.base_file(), live.manifest())
+        model_id = live.model_id
+    publish(sessions, store, settings.index_dir, model_id, factory, PendingChanges(new=rows))
+
+
+def remote_row(url: str, **fields) -> dict:
+    """The catalog fields of a remote item."""
+    return {"path": url, "url": url, "root_id": None, "size": 0, "mtime_ns": 0, "content_hash": "0" * 64,
+            "kind": "image", "format": "", "width": 0, "height": 0, "origin": "import", **fields}
+
+
 @pytest.fixture
 def library(tmp_path, sqlite_settings, encoder):
     """An indexed copy of the test images."""
@@ -147,21 +169,7 @@ def test_a_vector_that_cannot_be_a_unit_vector_refuses_the_import(tmp_path, sqli
 
 def test_check_finds_a_vector_that_is_not_finite(tmp_path, sqlite_settings, library):
     """An index written before imports were checked can hold one: check says so, --repair drops it."""
-    from spyglass.indexer.publish import PendingChanges, publish
-    from spyglass.search.catalog.queries import live_generation
-    from spyglass.search.catalog.db import create_db_engine, session_factory
-    from spyglass.search.store.segmented import SegmentedStore
-
-    sessions = session_factory(create_db_engine(sqlite_settings.db_url, writer=True))
-    with sessions() as session:
-        live = live_generation(session)
-        store = SegmentedStore.load(sqlite_settings.index_dir, live.base_file(), live.manifest())
-        model_id = live.model_id
-    poison = np.full(DIM, np.nan, np.float32)
-    fields = {"path": "https://x.test/poison", "url": "https://x.test/poison", "root_id": None, "size": 0,
-              "mtime_ns": 0, "content_hash": "0" * 64, "kind": "image", "format": "", "width": 0, "height": 0,
-              "origin": "import"}
-    publish(sessions, store, sqlite_settings.index_dir, model_id, "auto", PendingChanges(new=[(fields, poison)]))
+    publish_directly(sqlite_settings, [(remote_row("https://x.test/poison"), np.full(DIM, np.nan, np.float32))])
     report = check_index(sqlite_settings)
     assert not report.ok and report.bad_vectors and "vectors that are not finite unit vectors: 1" in report.lines()
     repaired = check_index(sqlite_settings, repair=True)
@@ -216,7 +224,8 @@ def test_an_import_never_replaces_an_indexed_item_nor_reads_outside_the_media_fo
     reasons = "\n".join(said)
     assert "already indexed from the library: an import never replaces its vector" in reasons
     assert "row 1: its url is not an absolute http:// or https:// URL" in reasons
-    assert "/etc/passwd is not inside a media folder" in reasons and "outside.png is not inside a media folder" in reasons
+    assert "/etc/passwd is not inside a media folder" in reasons
+    assert "outside.png is not inside a media folder" in reasons
     assert "pipe.png: not a regular file" in reasons
     assert "link.png: the file is a symbolic link to a place outside the media folders" in reasons
     assert "notes.txt is not an image file Spyglass indexes" in reasons
@@ -256,7 +265,8 @@ def test_long_captions_are_cut_and_long_urls_refused(tmp_path, sqlite_settings):
     assert any("row 2: its url is longer than the 4,096 characters allowed" in line for line in said), said
     client = create_app(sqlite_settings).test_client()
     response = client.post("/api/v1/search", json={"embedding": [1.0] * DIM, "k": 3})
-    assert response.status_code == 200 and len(response.data) < 3 * (6 * MAX_CAPTION_CHARS + 2000)  # \u00e9 is 6 bytes of JSON
+    # \u00e9 is 6 bytes of JSON: three cut captions and their items' other fields, not 30 MB.
+    assert response.status_code == 200 and len(response.data) < 3 * (6 * MAX_CAPTION_CHARS + 2000)
     assert {len(hit["caption"]) for hit in response.json["results"]} == {MAX_CAPTION_CHARS, 5}
 
 
@@ -290,22 +300,10 @@ def test_hostile_npy_files_are_refused_in_one_line(tmp_path, sqlite_settings):
 
 def test_a_catalog_imported_into_before_the_rules_shows_no_local_path_as_a_link(tmp_path, sqlite_settings, library):
     """Rows an older import stored with a path or a javascript: url are served, never linked."""
-    from spyglass.indexer.publish import PendingChanges, publish
-    from spyglass.search.catalog.queries import live_generation
-    from spyglass.search.catalog.db import create_db_engine, session_factory
-    from spyglass.search.store.segmented import SegmentedStore
-
-    sessions = session_factory(create_db_engine(sqlite_settings.db_url, writer=True))
-    with sessions() as session:
-        live = live_generation(session)
-        store = SegmentedStore.load(sqlite_settings.index_dir, live.base_file(), live.manifest())
-        model_id = live.model_id
     legacy = unit(2, seed=11)
-    rows = [{"path": url, "url": url, "root_id": None, "size": 0, "mtime_ns": 0, "content_hash": str(i) * 64,
-             "kind": "image", "format": "", "width": 0, "height": 0, "origin": "import", "caption": "old"}
-            for i, url in enumerate(["/srv/secret/x.jpg", "javascript:alert(1)"])]
-    publish(sessions, store, sqlite_settings.index_dir, model_id, "auto",
-            PendingChanges(new=list(zip(rows, legacy, strict=True))))
+    urls = ["/srv/secret/x.jpg", "javascript:alert(1)"]
+    publish_directly(sqlite_settings, [(remote_row(url, content_hash=str(i) * 64, caption="old"), vector)
+                                       for i, (url, vector) in enumerate(zip(urls, legacy, strict=True))])
     client = create_app(sqlite_settings).test_client()
     for vector in legacy:
         hit = best(client, vector)[0]
@@ -316,27 +314,14 @@ def test_a_catalog_imported_into_before_the_rules_shows_no_local_path_as_a_link(
 
 def test_an_approximate_index_is_not_trained_on_a_poisoned_vector(tmp_path, sqlite_settings, library):
     """A NaN vector an older import stored stops an IVF build with one line naming the repair."""
-    from spyglass.indexer.publish import PendingChanges, publish
-    from spyglass.search.catalog.queries import live_generation
-    from spyglass.search.catalog.db import create_db_engine, session_factory
-    from spyglass.search.store.segmented import SegmentedStore
-
     settings = sqlite_settings.override(index_factory="IVF4,Flat")
     source = tmp_path / "many"
     source.mkdir()
     np.save(source / "v.npy", unit(400, seed=12))
     (source / "v.csv").write_text("url\n" + "".join(f"https://x.test/{i}\n" for i in range(400)))
     imported(settings, source / "v.npy")
-    sessions = session_factory(create_db_engine(settings.db_url, writer=True))
-    with sessions() as session:
-        live = live_generation(session)
-        store = SegmentedStore.load(settings.index_dir, live.base_file(), live.manifest())
-        model_id = live.model_id
-    fields = {"path": "https://x.test/poison", "url": "https://x.test/poison", "root_id": None, "size": 0,
-              "mtime_ns": 0, "content_hash": "0" * 64, "kind": "image", "format": "", "width": 0, "height": 0,
-              "origin": "import"}
-    publish(sessions, store, settings.index_dir, model_id, "IVF4,Flat",  # as an older import did: no ann carried
-            PendingChanges(new=[(fields, np.full(DIM, np.nan, np.float32))]))
+    # As an older import did: no approximate index carried.
+    publish_directly(settings, [(remote_row("https://x.test/poison"), np.full(DIM, np.nan, np.float32))], "IVF4,Flat")
     env = spyglass_env(settings) | {"SPYGLASS_INDEX_FACTORY": "IVF4,Flat"}
     result = run_spyglass("index", "--no-progress", str(library), env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr

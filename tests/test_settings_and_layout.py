@@ -136,6 +136,15 @@ def test_compose_services_run_real_commands(service):
     assert any("/data" in volume for volume in services[service]["volumes"])
 
 
+def test_the_image_copies_every_package_the_wheel_installs():
+    import tomllib
+
+    folders = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for folder in folders:
+        assert f"COPY {folder} {folder}" in dockerfile, f"the Dockerfile does not copy {folder}/"
+
+
 def test_app_factory_builds_without_touching_anything(tmp_path):
     app = create_app(Settings(home=tmp_path / "home"))
     assert not (tmp_path / "home").exists()  # no database, no model, until a request needs them

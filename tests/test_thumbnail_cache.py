@@ -94,7 +94,8 @@ def test_a_stored_duration_never_passes_the_video_limit(tmp_path, sqlite_setting
     write_video(folder / "jump.mkv", [(10, "texture", (10, 120, 10))], times=[0, 1, 2, 3, 9])
     summary = run_index(sqlite_settings.override(max_video_seconds=10), [str(folder)], encoder=encoder,
                         progress=False)
-    assert [s.reason for s in summary.skipped] == ["video runs to 15 s, over the 10 s limit (SPYGLASS_MAX_VIDEO_SECONDS)"]
+    assert [s.reason for s in summary.skipped] == [
+        "video runs to 15 s, over the 10 s limit (SPYGLASS_MAX_VIDEO_SECONDS)"]
 
 
 def test_a_full_disk_costs_the_cache_not_the_answer(tmp_path, tiny_model, encoder):
