@@ -11,8 +11,8 @@ COPY training training
 COPY web web
 COPY spyglass spyglass
 COPY migrations migrations
-# EXTRAS=video,ray for an indexer that runs on a Ray cluster (SPYGLASS_RUNNER=ray).
-ARG EXTRAS=video
+# EXTRAS=video,words,ray for an indexer that runs on a Ray cluster (SPYGLASS_RUNNER=ray).
+ARG EXTRAS=video,words
 RUN pip install ".[${EXTRAS}]"
 
 ENV SPYGLASS_HOME=/data

@@ -34,6 +34,7 @@ from .recorder import IndexSummary
 from .runs import checked_root, finish_run, locked, start_run
 from .scan import Skipped
 from .target import TargetIndex
+from .texts.stage import text_sources, update_texts
 
 _LOOKUP_CHUNK = 1000
 
@@ -56,7 +57,8 @@ class ImportSummary(IndexSummary):
         if self.shortened:
             notes.append(f"{self.shortened:,} captions cut at {MAX_CAPTION_CHARS:,} characters")
         return (f"{self.added:,} imported, {self.updated:,} replaced, {len(self.skipped):,} skipped "
-                f"({self.seconds:.1f} s)" + (f"; {', '.join(notes)}" if notes else ""))
+                f"({self.seconds:.1f} s)" + (f"; {', '.join(notes)}" if notes else "")
+                + (f"\n{self.words_line}" if self.words_line else ""))
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class ImportJob:
             self._check_model()
             if self.settings.labels:
                 LabelSet.read(self.settings.labels)  # a bad labels file stops the run before any work
+            text_sources(self.settings)  # so does SPYGLASS_OCR=on without RapidOCR
             run = start_run(self.sessions, self.roots, self.settings)
             self.media = run.media
             target = TargetIndex(self.sessions, self.settings, self.identity, lambda: self.dim, lambda: None)
@@ -149,6 +152,8 @@ class ImportJob:
         if self.settings.labels:  # labels need the text tower: the real model, only now
             self.summary.labelled = update_labels(self.sessions, LabelSet.read(self.settings.labels),
                                                   lambda: target.store, lambda: encoder_for(self.settings))
+        # Every item, not only this import's: an import names no folder, and unchanged items cost a lookup.
+        self.summary.words_line = update_texts(self.sessions, self.settings, None, self.echo, self.progress).line()
 
     def _publish(self, target: TargetIndex, pending: PendingChanges) -> None:
         self.summary.generation_id = target.publish(pending) or self.summary.generation_id

@@ -38,6 +38,7 @@ from .runs import RunStart, checked_root, finish_run, locked, present_recorded_r
 from .scan import FoundFile, ScanCounts, Skipped, video_support, walk
 from .staging import drop_staged, model_key, stage, staged_vectors
 from .target import TargetIndex
+from .texts.stage import text_sources, update_texts
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class IndexJob:
             self._check_index_setting(decision.rebuild)
             if self.settings.labels:
                 LabelSet.read(self.settings.labels)  # a bad labels file stops the run before any work
+            text_sources(self.settings)  # so does SPYGLASS_OCR=on without RapidOCR
             target = TargetIndex(self.sessions, self.settings, self.identity, lambda: self.encoder().dim,
                                  lambda: self.encoder().image_tower, fresh=decision.rebuild,
                                  new_model=decision.text_swap)
@@ -130,6 +132,7 @@ class IndexJob:
         self.summary.generation_id = generation or self.summary.generation_id
         label_set = LabelSet.read(self.settings.labels) if self.settings.labels else None
         self.summary.labelled = update_labels(self.sessions, label_set, lambda: target.store, self.encoder)
+        self.summary.words_line = update_texts(self.sessions, self.settings, roots, self.echo, self.progress).line()
 
     def _scan(self, roots: list[str], run: RunStart) -> dict[str, FoundFile]:
         found: dict[str, FoundFile] = {}

@@ -16,8 +16,9 @@ from spyglass.search.catalog.queries import Catalog
 from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.model.encoder import Encoder, load_encoder
 from spyglass.search.errors import BadQuery, UnknownItem
-from spyglass.search.moments import Moment, moments
+from spyglass.search.moments import Moment, moments, with_timed_matches
 from spyglass.search.store.ids import frame_row_id, frame_row_ids, frame_vector_ids, is_frame
+from spyglass.search.hybrid import WordSearch, resolve_mode
 from spyglass.search.media.images import decode_gate, decode_image
 from spyglass.search.live import LiveIndex, Snapshot
 from spyglass.search.media.files import MediaRoots, read_regular_file
@@ -25,6 +26,7 @@ from spyglass.search.query import MAX_QUERY_PARTS, Filters, QueryPart
 from spyglass.search.catalog.schema import MediaItem
 from spyglass.search.store.segmented import SegmentedStore
 from spyglass.search.settings import Settings
+from spyglass.search.words.matches import Match
 
 log = logging.getLogger(__name__)
 EncoderLoader = Callable[[str, str | None], Encoder]
@@ -50,6 +52,7 @@ class Hit:
     score: float
     item: MediaItem
     moments: tuple[Moment, ...] = ()  # a video's best moments, best first
+    matches: tuple[Match, ...] = ()  # the texts that hold the query's words, best first
 
     @property
     def relative_path(self) -> str:
@@ -97,6 +100,7 @@ class SearchEngine:
         self._encoders: dict[tuple[str, str], Encoder] = {}
         self._encoder_lock = threading.Lock()
         self._text_cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self.words = WordSearch(self)
 
     def wait_for_reload(self, timeout: float = 60.0) -> None:
         """Block until a background load in flight has finished (tests, benchmarks)."""
@@ -124,14 +128,20 @@ class SearchEngine:
                 for c in checks if c is not None]
 
     def search(self, parts: Sequence[QueryPart], k: int = 10, offset: int = 0,
-               min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
-        """The weighted sum of the parts' unit embeddings, renormalised, searched in one snapshot."""
+               min_score: float | None = None, filters: Filters | None = None,
+               mode: str | None = None) -> SearchResult:
+        """Text alone is hybrid by default: its visual and keyword rankings fused (search/hybrid.py);
+        `visual` searches the weighted sum of the parts' unit embeddings, renormalised, in one snapshot."""
+        mode = resolve_mode(mode, parts)
         snapshot = self.live()
+        if mode != "visual":
+            return self.words.search(snapshot, parts, mode, k, offset, min_score, filters)
         return self.search_in(snapshot, self.embed(parts, snapshot), k, offset, min_score, filters)
 
-    def search_text(self, text: str, k: int = 10, filters: Filters | None = None) -> SearchResult:
-        """Items that best match a text."""
-        return self.search([QueryPart(text=text)], k, filters=filters)
+    def search_text(self, text: str, k: int = 10, filters: Filters | None = None,
+                    mode: str | None = None) -> SearchResult:
+        """Items that best match a text (hybrid unless a mode is given)."""
+        return self.search([QueryPart(text=text)], k, filters=filters, mode=mode)
 
     def search_image(self, image: bytes | str | Path, k: int = 10, filters: Filters | None = None) -> SearchResult:
         """Items that look most like an image the operator gives, as bytes or a file path.
@@ -217,23 +227,35 @@ class SearchEngine:
         """
         if k <= 0 or offset < 0:
             raise BadQuery(f"k must be positive and offset not negative (k={k}, offset={offset})")
-        total = len(snapshot.searcher)
-        wanted = offset + k + 1  # one more than the page, to know whether a next page exists
-        filters = filters if filters is not None and filters.active() else None
-        if filters is None:
-            ranked = self._nearest_items(snapshot, vector, min(total, wanted), min_score)
-        else:
-            ranked = self._nearest_meeting(snapshot, vector, wanted, min_score,
-                                           filters.conditions(self.catalog.root_paths()))
+        # One more than the page, to know whether a next page exists.
+        ranked = self.ranked(snapshot, vector, offset + k + 1, min_score, filters)
+        return self.page(snapshot, ranked, k, offset, vector)
+
+    def page(self, snapshot: Snapshot, ranked: list[tuple[int, float]], k: int, offset: int,
+             vector: np.ndarray | None = None, matches: dict[int, tuple[Match, ...]] | None = None) -> SearchResult:
+        """A page of ranked (item id, score) pairs as hits: a video's moments from the vector's
+        scores of its frames and from its timed matching texts."""
         page = ranked[offset:offset + k]
         rows = self.catalog.items_by_id([i for i, _ in page])
         # An id without a row can only be an item deleted after this snapshot was loaded.
         matched = [(i, s) for i, s in page if i in rows]
-        video_moments = self._moments(snapshot, vector, [i for i, _ in matched if rows[i].kind == "video"])
-        hits = [Hit(offset + rank, score, rows[i], video_moments.get(i, ()))
+        videos = [i for i, _ in matched if rows[i].kind == "video"]
+        video_moments = self._moments(snapshot, vector, videos) if vector is not None else {}
+        matches = matches or {}
+        hits = [Hit(offset + rank, score, rows[i],
+                    with_timed_matches(video_moments.get(i, ()), matches.get(i, ())) if i in videos else (),
+                    matches.get(i, ()))
                 for rank, (i, score) in enumerate(matched, start=1)]
-        return SearchResult(hits=hits, generation_id=snapshot.generation.id, total=total,
+        return SearchResult(hits=hits, generation_id=snapshot.generation.id, total=len(snapshot.searcher),
                             next_offset=offset + k if len(ranked) > offset + k else None)
+
+    def ranked(self, snapshot: Snapshot, vector: np.ndarray, wanted: int, min_score: float | None = None,
+               filters: Filters | None = None) -> list[tuple[int, float]]:
+        """The best `wanted` items for a unit vector that meet the filters, as (item id, cosine)."""
+        filters = filters if filters is not None and filters.active() else None
+        if filters is None:
+            return self._nearest_items(snapshot, vector, min(len(snapshot.searcher), wanted), min_score)
+        return self._nearest_meeting(snapshot, vector, wanted, min_score, filters.conditions(self.catalog.root_paths()))
 
     @staticmethod
     def _nearest(snapshot: Snapshot, vector: np.ndarray, n: int, min_score: float | None) -> list[tuple[int, float]]:

@@ -19,6 +19,8 @@ NAMES = ("scan", "embed", "stage", "publish", "published")
 RAY_NAMES = ("partition",)
 # Publishing a rebuilt approximate index: its file is in place, before the SQL commit; after it.
 ANN_NAMES = ("ann-publish", "ann-published")
+# The words stage: after a chunk of items' texts was committed.
+TEXT_NAMES = ("texts",)
 
 
 def failpoint(name: str) -> None:

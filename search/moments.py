@@ -59,6 +59,18 @@ def moments(starts: np.ndarray, ends: np.ndarray, scores: np.ndarray, spread: fl
     return found[:limit]
 
 
+def with_timed_matches(visual: tuple[Moment, ...] | list[Moment], matches) -> tuple[Moment, ...]:
+    """A video's moments: where its matching words are said or shown (in match order), then its
+    visual moments that do not overlap them, at most MAX_MOMENTS in all."""
+    timed = [Moment(m.start_s, m.end_s if m.end_s is not None else m.start_s, m.start_s, 0.0)
+             for m in matches if m.start_s is not None]
+    kept = list(timed)
+    for moment in visual:
+        if not any(moment.start_s < t.end_s and t.start_s < moment.end_s for t in timed):
+            kept.append(moment)
+    return tuple(kept[:MAX_MOMENTS])
+
+
 def format_moment(seconds: float) -> str:
     """01:12, or 1:02:03 past an hour."""
     whole = int(round(seconds))

@@ -36,9 +36,11 @@ def item_record(item: MediaItem, expose_paths: bool) -> dict:
 
 
 def hit_record(hit: Hit, expose_paths: bool) -> dict:
-    """A result: its rank and score, the item's facts, and a video's best moments (start_s, end_s and
-    best_s of the best one, and all of them as `segments`)."""
-    found = {"rank": hit.rank, "score": round(hit.score, 6), **item_record(hit.item, expose_paths)}
+    """A result: its rank and score, the item's facts, the texts that hold the query's words
+    (`matches`), and a video's best moments (start_s, end_s and best_s of the best one, and all of
+    them as `segments`)."""
+    found = {"rank": hit.rank, "score": round(hit.score, 6), **item_record(hit.item, expose_paths),
+             "matches": [match.as_dict() for match in hit.matches]}
     if hit.item.kind == "video" and hit.moments:
         best = hit.moments[0]
         found.update(start_s=round(best.start_s, 3), end_s=round(best.end_s, 3), best_s=round(best.best_s, 3),

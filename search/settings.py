@@ -211,6 +211,9 @@ class Settings:
     ray_retries: int = setting(
         "Times a failed partition is tried again (and an encoder actor that died is restarted for it) "
         "before its files are skipped with the error.", _non_negative_int, default=2)
+    ocr: str = setting(
+        "Read the text in images (RapidOCR, `pip install 'spyglass[words]'`): `auto` when it is installed, "
+        "`on` (a run without it stops), or `off`.", _choice("auto", "on", "off"), default="auto")
     model_cache: Path | None = setting("Where downloaded weights are cached.", _path,
                                        shown="Hugging Face cache (`~/.cache/huggingface`)")
     media: str = setting("Folders `spyglass reindex` always covers, colon-separated, besides the recorded ones.",

@@ -99,6 +99,10 @@ def test_plain_npy_with_csv_metadata(tmp_path, sqlite_settings):
     hits = client.post("/api/v1/search", json={"embedding": [1.0] * DIM, "k": 5}).json["results"]
     assert sorted(h["caption"] for h in hits) == [f"cap {i}" for i in range(5)]
     assert all(-1.0 <= h["score"] <= 1.0 for h in hits)
+    # Captions are words: a text query finds the row whose caption holds it, and says so.
+    found = client.get("/api/v1/search", query_string={"q": "cap 3", "mode": "words"}).json["results"]
+    assert found[0]["caption"] == "cap 3"
+    assert found[0]["matches"][0] == {"field": "caption", "snippet": "<mark>cap</mark> <mark>3</mark>"}
 
 
 @pytest.mark.parametrize(("damage", "message"), [

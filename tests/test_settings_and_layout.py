@@ -70,8 +70,9 @@ def _package_of(module: str) -> str:
 # imports the core; indexer and training import only the core (never the query side nor each
 # other); web imports the query side and the core; only the CLI imports everything.
 CORE = {f"spyglass.search.{name}" for name in ("errors", "settings", "display", "failpoints", "model", "catalog",
-                                               "store", "media")}
-QUERY_SIDE = {f"spyglass.search.{name}" for name in ("engine", "live", "moments", "query", "results", "status")}
+                                               "store", "media", "words")}
+QUERY_SIDE = {f"spyglass.search.{name}" for name in ("engine", "hybrid", "live", "moments", "query", "results",
+                                                     "status")}
 OURS = ("spyglass.",)
 
 
@@ -80,12 +81,15 @@ def _ours(names: set[str]) -> set[str]:
 
 
 @pytest.mark.parametrize(("where", "allowed"), [
-    ("search/model", CORE), ("search/catalog", CORE | {"spyglass.migrations"}),  # Alembic's scripts ("search/store", CORE), ("search/media", CORE),
+    ("search/model", CORE),
+    ("search/catalog", CORE | {"spyglass.migrations"}),  # Alembic's scripts
+    ("search/store", CORE), ("search/media", CORE), ("search/words", CORE),
     ("search/errors.py", CORE), ("search/settings.py", CORE), ("search/display.py", CORE),
     ("search/failpoints.py", CORE),
     ("search/engine.py", CORE | QUERY_SIDE), ("search/live.py", CORE | QUERY_SIDE),
     ("search/moments.py", CORE | QUERY_SIDE), ("search/query.py", CORE | QUERY_SIDE),
     ("search/status.py", CORE | QUERY_SIDE), ("search/results.py", CORE | QUERY_SIDE),
+    ("search/hybrid.py", CORE | QUERY_SIDE),
     ("indexer", CORE | {"spyglass.indexer"}), ("training", CORE | {"spyglass.training"}),
     ("web", CORE | QUERY_SIDE | {"spyglass.web"}),
     ("migrations", CORE | {"spyglass.migrations"}),

@@ -128,9 +128,10 @@ def test_raw_embedding_and_weighted_combination(client, encoder, media):
 
 def test_min_score_and_filters(own):
     _, media, client = own  # it touches a file
-    everything = client.get("/api/v1/search?q=x&k=50").json["results"]
+    # Scores are cosines in visual mode (hybrid's are fusion scores, and min_score bounds its visual half).
+    everything = client.get("/api/v1/search?q=x&k=50&mode=visual").json["results"]
     bar = everything[2]["score"]
-    assert len(client.get(f"/api/v1/search?q=x&k=50&min_score={bar}").json["results"]) == 3
+    assert len(client.get(f"/api/v1/search?q=x&k=50&min_score={bar}&mode=visual").json["results"]) == 3
 
     nested = client.get("/api/v1/search?q=x&k=50&folder=nested").json["results"]
     assert sorted(r["path"] for r in nested) == ["nested/deeper/green-anim.gif", "nested/yellow.bmp"]

@@ -39,7 +39,7 @@ def search():
     with web.metrics.timed("search"):
         query = parse_search_request(request)
         result = web.engine().search(query.parts, k=query.k, offset=query.offset,
-                                     min_score=query.min_score, filters=query.filters)
+                                     min_score=query.min_score, filters=query.filters, mode=query.mode)
     return jsonify(
         results=[hit_json(hit) for hit in result.hits],
         k=query.k, offset=query.offset, next_offset=result.next_offset,

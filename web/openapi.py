@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from spyglass.search.hybrid import MODES
 from spyglass.search.query import MAX_TEXT_BYTES, MAX_WORD_CHARS
 
 from .search_request import DEFAULT_K, MAX_FILTER_CHARS, MAX_K, MAX_RESULTS_DEEP
@@ -39,7 +40,12 @@ SEARCH_FIELDS = [
     ("image_id", {"type": "integer"}, "Find items like this item (more like this)."),
     ("k", {"type": "integer", "minimum": 1, "maximum": MAX_K}, f"Results per page, 1-{MAX_K} (default {DEFAULT_K})."),
     ("offset", {"type": "integer", "minimum": 0}, f"Skip this many results (offset + k at most {MAX_RESULTS_DEEP:,})."),
-    ("min_score", {"type": "number"}, "Only results with at least this cosine similarity."),
+    ("min_score", {"type": "number"},
+     "Only results with at least this cosine similarity (in hybrid mode, its visual half)."),
+    ("mode", {"type": "string", "enum": list(MODES)},
+     "For text: `hybrid` (default) fuses the visual ranking with the words the media holds (names, captions, "
+     "text read from images, subtitles) by reciprocal rank fusion; `visual` or `words` alone. Images, items "
+     "and embeddings are always visual."),
     ("folder", {"type": "string", "maxLength": MAX_FILTER_CHARS},
      "Only items under this folder, relative to a media root (or absolute)."),
     ("kind", {"type": "string"}, "Only items of this kind: image or video."),
@@ -60,6 +66,7 @@ SEARCH_BODY = {"type": "object", "properties": {
     "query": {"type": "array", "items": {"$ref": "#/components/schemas/QueryPart"},
               "description": "Weighted parts: their unit embeddings are summed and renormalised."},
     "k": {"type": "integer"}, "offset": {"type": "integer"}, "min_score": {"type": "number"},
+    "mode": {"type": "string", "enum": list(MODES)},
     "filters": {"type": "object", "properties": {
         "folder": {"type": "string"}, "kind": {"type": "string"}, "label": {"type": "string"},
         "mtime_from": {"type": ["string", "number"]}, "mtime_to": {"type": ["string", "number"]}}}}}
@@ -89,6 +96,13 @@ ITEM = {"type": "object", "properties": {
 SEGMENT = {"type": "object", "properties": {
     "start_s": {"type": "number"}, "end_s": {"type": "number"}, "best_s": {"type": "number"},
     "score": {"type": "number"}}}
+
+
+MATCH = {"type": "object", "properties": {
+    "field": {"type": "string", "enum": ["name", "caption", "keywords", "ocr", "speech", "subtitle"]},
+    "snippet": {"type": "string", "description": "HTML-escaped text around the match, the words in <mark>."},
+    "start_s": {"type": "number", "description": "A timed text (a subtitle): where it starts."},
+    "end_s": {"type": "number"}}}
 
 
 def openapi_document() -> dict:
@@ -162,11 +176,16 @@ def openapi_document() -> dict:
             "QueryPart": PART,
             "Item": ITEM,
             "Hit": {"allOf": [{"$ref": "#/components/schemas/Item"}, {"type": "object", "properties": {
-                "rank": {"type": "integer"}, "score": {"type": "number"},
+                "rank": {"type": "integer"},
+                "score": {"type": "number", "description": "visual: the cosine; words: the keyword score; "
+                          "hybrid: the reciprocal rank fusion score."},
+                "matches": {"type": "array", "items": {"$ref": "#/components/schemas/Match"},
+                            "description": "The texts that hold the query's words, best first (at most 3)."},
                 "start_s": {"type": "number", "description": "Videos: the best segment's start."},
                 "end_s": {"type": "number"}, "best_s": {"type": "number", "description": "Its best frame's time."},
                 "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"},
                              "description": "Videos: at most 3 matching moments, best first."}}}]},
             "Segment": SEGMENT,
+            "Match": MATCH,
         }},
     }

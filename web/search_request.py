@@ -18,6 +18,7 @@ from flask import Request
 
 from spyglass.search.display import printable
 from spyglass.search.errors import BadQuery
+from spyglass.search.hybrid import MODES
 from spyglass.search.query import Filters, QueryPart
 
 DEFAULT_K = 20
@@ -40,6 +41,7 @@ class SearchRequest:
     offset: int = 0
     min_score: float | None = None
     filters: Filters = field(default_factory=Filters)
+    mode: str | None = None  # hybrid, visual or words; None: hybrid for text, else visual
 
 
 def parse_search_request(request: Request) -> SearchRequest:
@@ -86,7 +88,7 @@ def _from_fields(fields: Mapping[str, str], uploaded: bytes | None) -> SearchReq
         parts.append(QueryPart(image=uploaded))
     if not parts:
         raise BadQuery("nothing to search for", "give q=<text>, image_id=<id>, or upload an image")
-    return SearchRequest(parts=parts, **_paging(fields), filters=_filters(fields))
+    return SearchRequest(parts=parts, **_paging(fields), filters=_filters(fields), mode=_mode(fields.get("mode")))
 
 
 def _from_json(body: Any) -> SearchRequest:
@@ -105,7 +107,7 @@ def _from_json(body: Any) -> SearchRequest:
     filters = body.get("filters") or {}
     if not isinstance(filters, dict):
         raise BadQuery("filters must be an object")
-    return SearchRequest(parts=parts, **_paging(body), filters=_filters(filters))
+    return SearchRequest(parts=parts, **_paging(body), filters=_filters(filters), mode=_mode(body.get("mode")))
 
 
 def _part(raw: Any, where: str) -> QueryPart:
@@ -167,6 +169,14 @@ def _paging(fields: Mapping[str, Any]) -> dict:
     min_score = fields.get("min_score")
     return {"k": k, "offset": offset,
             "min_score": None if min_score in (None, "") else _float(min_score, "min_score")}
+
+
+def _mode(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or value not in MODES:
+        raise BadQuery(f"mode must be one of {', '.join(MODES)}")
+    return value
 
 
 def _filters(fields: Mapping[str, Any]) -> Filters:

@@ -270,3 +270,42 @@ class CatalogState(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ItemText(Base):
+    """A piece of text an item holds or carries: its name, a caption, a line read from it, a spoken
+    or subtitled stretch (with its times). The keyword index (FTS5 on SQLite, a GIN index on
+    PostgreSQL; migration 0010) indexes `terms`, made from `text` by search/words/terms.py."""
+
+    __tablename__ = "item_texts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(16))  # the extractor that wrote it: TEXT_SOURCES
+    field: Mapped[str] = mapped_column(String(16))  # name, caption, keywords, ocr, speech, subtitle
+    text: Mapped[str] = mapped_column(Text)
+    terms: Mapped[str] = mapped_column(Text)
+    start_s: Mapped[float | None] = mapped_column(Float)
+    end_s: Mapped[float | None] = mapped_column(Float)
+
+
+class TextExtraction(Base):
+    """What one text source last read from an item, and from what: a changed file, sidecar or
+    extractor (its model and version) reads the item again; anything else is not read twice."""
+
+    __tablename__ = "text_extractions"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    extractor: Mapped[str] = mapped_column(String(256))  # e.g. "rapidocr-onnxruntime 1.4.4"
+    signature: Mapped[str] = mapped_column(Text)  # what was read: the content hash, sidecar stats, ...
+    reason: Mapped[str | None] = mapped_column(Text)  # why nothing could be read, in one line
+    extracted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# Tables and indexes the migrations make by hand, which the models cannot describe: FTS5's virtual
+# table and its shadow tables on SQLite, the full-text and trigram GIN indexes on PostgreSQL.
+def made_by_hand(name: str | None) -> bool:
+    """Whether a schema object is one of those (schema comparisons leave them out)."""
+    return bool(name) and name.startswith(("item_texts_fts", "item_names_trigram", "ix_item_texts_fts",
+                                           "ix_item_texts_trgm"))

@@ -75,6 +75,7 @@
     link.addEventListener("click", (event) => { event.preventDefault(); open(hit); });
     li.append(link);
     if (hit.kind === "video" && hit.segments && hit.segments.length > 1) li.append(momentButtons(hit));
+    if (hit.matches && hit.matches.length) li.append(matchLine(hit));
     if (hit.labels && hit.labels.length) li.append(labelLinks(hit.labels));
     results.append(li);
   }
@@ -103,6 +104,24 @@
     mark.className = "moment";
     mark.textContent = span(segment);
     return mark;
+  }
+
+  // Why it matched: the best matching text. The server escaped the snippet and added only <mark>.
+  function matchLine(hit) {
+    const match = hit.matches[0];
+    const line = document.createElement("p");
+    line.className = "match";
+    line.innerHTML = match.snippet;
+    line.title = `${match.field}: ${line.textContent}`;
+    if (match.start_s !== undefined && hit.kind === "video") {
+      const play = document.createElement("button");
+      play.type = "button";
+      play.textContent = `▶ ${clock(match.start_s)}`;
+      play.title = `play from ${clock(match.start_s)}`;
+      play.addEventListener("click", () => open(hit, { start_s: match.start_s, end_s: match.end_s, best_s: match.start_s }));
+      line.prepend(play, " ");
+    }
+    return line;
   }
 
   // A video's other matching moments; each opens the player there.
@@ -169,8 +188,10 @@
   function fromUrl() {
     const url = new URL(location.href);
     const q = url.searchParams.get("q"), like = url.searchParams.get("like"), label = url.searchParams.get("label");
+    const mode = url.searchParams.get("mode") || "";
     queryImage.hidden = true;
     input.value = q || "";
+    $("mode").value = mode;
     const only = label ? { label } : {};
     filter.hidden = !label;
     if (label) {
@@ -180,7 +201,7 @@
       filter.querySelector("a").href = "?" + all;
     }
     if (like) return run({ params: { image_id: like, ...only } });
-    if (q) return run({ params: { q, ...only } });
+    if (q) return run({ params: { q, ...only, ...(mode ? { mode } : {}) } });
     results.replaceChildren();
     more.hidden = true;
     fetch("/api/v1/status").then((r) => r.json()).then((status) => {
@@ -208,7 +229,8 @@
     event.preventDefault();
     const q = input.value.trim();
     const label = new URL(location.href).searchParams.get("label");
-    if (q) navigate(label ? { q, label } : { q });
+    const mode = $("mode").value;
+    if (q) navigate({ q, ...(label ? { label } : {}), ...(mode ? { mode } : {}) });
   });
   filter.querySelector("a").addEventListener("click", (event) => {
     event.preventDefault();

@@ -1,0 +1,197 @@
+"""Words in the media: names, captions, sidecars and text read from images, in one keyword index
+fused with visual search (real RapidOCR models, real FTS5 and PostgreSQL full text)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from sqlalchemy import select, text, update
+
+from spyglass.indexer.job import run_index
+from spyglass.search.catalog.db import create_db_engine, session_factory
+from spyglass.search.catalog.schema import ItemText, TextExtraction
+from spyglass.search.engine import SearchEngine
+from spyglass.search.errors import BadQuery
+from spyglass.search.query import QueryPart
+from spyglass.search.settings import Settings
+from spyglass.search.words.fusion import reciprocal_rank_fusion
+from spyglass.search.words.snippets import plain_snippet, snippet
+from spyglass.search.words.terms import WordQuery, index_terms
+
+from conftest import MEDIA, _postgres_database
+from make_videos import write_video
+
+LATIN_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+HOSTILE_QUERIES = ['"', '*', 'NEAR(', 'AND', 'OR NOT', '((', ')"*', '\x00', 'a\x00b', "'", "':*", "& | ! <->",
+                   '"tangerine42', 'tangerine42"*', "北京\x00会议", "-", "^", "col:value", "{a b}"]
+
+
+def rendered(path: Path, lines: list[tuple[str, str]], size=(900, 500), angle: float = 0.0) -> Path:
+    """A photo-like image with these (text, font) lines drawn on it."""
+    rng = np.random.default_rng(len(path.name))
+    background = rng.integers(150, 230, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(background)
+    draw = ImageDraw.Draw(image)
+    for row, (words, font) in enumerate(lines):
+        draw.text((40, 60 + row * 120), words, fill=(10, 10, 10), font=ImageFont.truetype(font, 44))
+    if angle:
+        image = image.rotate(angle, expand=True, fillcolor=(200, 200, 200))
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    """The committed images, plus text in pictures, telling names, a caption sidecar and a subtitled video."""
+    root = tmp_path_factory.mktemp("words") / "library"
+    shutil.copytree(MEDIA, root)
+    rendered(root / "screenshot.png", [("Wi-Fi password: tangerine42", LATIN_FONT)])
+    rendered(root / "meeting.png", [("北京会议记录", CJK_FONT)])
+    rendered(root / "invoice.jpg", [("Invoice 4471", LATIN_FONT), ("Total due 38.00", LATIN_FONT)])
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(root / "apple_red.png")
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(root / "IMG_2041.jpg")
+    Image.new("RGB", (64, 48), (20, 90, 200)).save(root / "lake.jpg")
+    (root / "lake.txt").write_text("Holiday at the lake with <b>Grandma</b>", encoding="utf-8")
+    write_video(root / "party.mp4", [(6.0, "solid", (200, 40, 40)), (6.0, "solid", (40, 40, 200))])
+    (root / "party.srt").write_text("1\n00:00:01,000 --> 00:00:02,500\nWelcome everyone\n\n"
+                                    "2\n00:00:07,200 --> 00:00:09,000\n<i>Happy birthday</i> to you\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def indexed(request, tmp_path_factory, tiny_model, library):
+    """The library indexed once per database with OCR on, and an engine over it (the tests that
+    change the library put it back)."""
+    home = tmp_path_factory.mktemp("home")
+    databases = iter([f"sqlite:///{home / 'catalog.db'}"]) if request.param == "sqlite" else _postgres_database()
+    url = next(databases)
+    settings = Settings(home=home, database_url=url, model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+                        device="cpu", precision="fp32", batch_size=8, decode_workers=2, ocr="on")
+    summary = run_index(settings, [str(library)], progress=False)
+    engine = SearchEngine(settings)
+    yield settings, engine, summary
+    engine.close()
+    next(databases, None)  # drops the PostgreSQL database
+
+
+def names(result) -> list[str]:
+    return [hit.item.relative_path for hit in result.hits]
+
+
+def test_terms_cut_chinese_into_pairs_and_fold_case_and_accents():
+    assert index_terms("北京会议记录 IMG_2041.JPG Café ＡＢＣ") == "北京 京会 会议 议记 记录 img 2041 jpg cafe abc"
+    assert WordQuery.parse("北京会议").phrases == (("北京", "京会", "会议"),)
+    assert WordQuery.parse("IMG_204").prefix == "204"
+
+
+@pytest.mark.parametrize("query", HOSTILE_QUERIES)
+def test_query_syntax_is_only_ever_words(query):
+    parsed = WordQuery.parse(query)
+    assert all(term.isalnum() for phrase in parsed.phrases for term in phrase)
+
+
+def test_snippets_escape_the_text_and_mark_after_escaping():
+    marked = snippet("<script>alert(1)</script> password: tangerine42", WordQuery.parse("tangerine42"))
+    assert marked == "&lt;script&gt;alert(1)&lt;/script&gt; password: <mark>tangerine42</mark>"
+    assert plain_snippet(marked) == "<script>alert(1)</script> password: [tangerine42]"
+    assert snippet("今天的北京会议记录", WordQuery.parse("北京会议")) == "今天的<mark>北京会议</mark>记录"
+    long = "x " * 200 + "needle" + " y" * 200
+    cut = snippet(long, WordQuery.parse("needle"))
+    assert cut.startswith("…") and cut.endswith("…") and "<mark>needle</mark>" in cut and len(cut) < 200
+
+
+def test_reciprocal_rank_fusion_rewards_agreement():
+    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 4, 1]])
+    assert [item for item, _ in fused][:2] == [1, 3]  # in both lists, ahead of either list's lone first
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 63)
+
+
+def test_words_are_found_where_the_pixels_say_nothing(indexed):
+    _, engine, summary = indexed
+    assert "Words:" in summary.line() and "ocr" in summary.line()
+    # A name: the random-weights model cannot see an apple; its name says it.
+    assert names(engine.search_text("apple", k=3))[0] == "apple_red.png"
+    screenshot = engine.search_text("tangerine42", k=3).hits[0]
+    assert screenshot.item.relative_path == "screenshot.png"
+    assert screenshot.matches[0].field == "ocr"
+    assert "<mark>tangerine42</mark>" in screenshot.matches[0].snippet
+    assert names(engine.search_text("北京会议", k=3, mode="words"))[0] == "meeting.png"
+    assert names(engine.search_text("invoice 4471", k=3))[0] == "invoice.jpg"
+    assert names(engine.search_text("IMG_204", k=3, mode="words")) == ["IMG_2041.jpg"]
+    lake = engine.search_text("grandma", k=3, mode="words").hits[0]
+    assert lake.item.relative_path == "lake.jpg" and lake.matches[0].field == "caption"
+    assert "&lt;b&gt;<mark>Grandma</mark>" in lake.matches[0].snippet
+
+
+def test_a_subtitle_match_is_the_moment_of_the_video(indexed):
+    _, engine, _ = indexed
+    hit = engine.search_text("happy birthday", k=3).hits[0]
+    assert hit.item.relative_path == "party.mp4"
+    assert (hit.matches[0].field, hit.matches[0].start_s, hit.matches[0].end_s) == ("subtitle", 7.2, 9.0)
+    assert (hit.moments[0].start_s, hit.moments[0].end_s) == (7.2, 9.0)
+
+
+def test_modes(indexed):
+    _, engine, _ = indexed
+    visual = engine.search_text("tangerine42", k=20, mode="visual")
+    assert all(hit.matches == () for hit in visual.hits)
+    assert len(engine.search_text("tangerine42", k=20, mode="words").hits) == 1
+    assert engine.search_text("zzzz nothing holds this", k=5, mode="words").hits == []
+    with pytest.raises(BadQuery, match="mode"):
+        engine.search([QueryPart(item_id=1)], mode="words")
+    with pytest.raises(BadQuery, match="mode"):
+        engine.search([QueryPart(text="x")], mode="fuzzy")
+
+
+@pytest.mark.parametrize("query", HOSTILE_QUERIES)
+def test_hostile_queries_are_answered(indexed, query):
+    _, engine, _ = indexed
+    for mode in ("words", "hybrid"):
+        try:
+            engine.search_text(query, k=5, mode=mode)
+        except BadQuery:
+            pass  # an empty or invalid text is a 400; anything else is an answer
+
+
+def test_unchanged_items_are_not_read_again_and_a_new_ocr_model_embeds_nothing(indexed, library):
+    settings, _, _ = indexed
+    again = run_index(settings, [str(library)], progress=False)
+    assert again.words_line == "" and again.embedded == 0
+    sessions = session_factory(create_db_engine(settings.db_url))
+    with sessions.begin() as session:
+        session.execute(update(TextExtraction).where(TextExtraction.source == "ocr").values(extractor="older ocr"))
+    with sessions() as session:
+        images = session.scalar(text("SELECT count(*) FROM media_items WHERE kind = 'image'"))
+    reread = run_index(settings, [str(library)], progress=False)
+    assert reread.embedded == 0
+    assert reread.words_line == f"Words: {images:,} item texts read (ocr {images:,})"
+    (library / "lake.txt").write_text("Sunset over the water", encoding="utf-8")
+    try:
+        changed = run_index(settings, [str(library)], progress=False)
+        assert "sidecar 1" in changed.words_line and "ocr" not in changed.words_line
+        with sessions() as session:
+            lake = session.scalars(select(ItemText.text).where(ItemText.source == "sidecar")).all()
+        assert "Sunset over the water" in lake and not any("Grandma" in t for t in lake)
+    finally:
+        (library / "lake.txt").write_text("Holiday at the lake with <b>Grandma</b>", encoding="utf-8")
+
+
+def test_a_deleted_item_takes_its_words_with_it(indexed, library, tmp_path):
+    settings, engine, _ = indexed
+    moved = tmp_path / "apple_red.png"
+    shutil.move(library / "apple_red.png", moved)
+    try:
+        run_index(settings, [str(library)], progress=False)
+        engine.wait_for_reload()
+        assert "apple_red.png" not in names(engine.search_text("apple", k=5, mode="words"))
+        with create_db_engine(settings.db_url).connect() as connection:
+            orphans = connection.execute(text("SELECT count(*) FROM item_texts WHERE item_id NOT IN "
+                                              "(SELECT id FROM media_items)")).scalar()
+        assert orphans == 0
+    finally:
+        shutil.move(moved, library / "apple_red.png")
