@@ -22,6 +22,7 @@ from spyglass.search.catalog.lock import indexer_lock
 
 from .ann_carry import CarriedAnn
 from .publish import PendingChanges, publish
+from .texts.check import keyword_problem, repair_keyword_index
 
 # How far from 1 a stored vector's length may be (they are written as float32 unit vectors).
 UNIT_TOLERANCE = 1e-2
@@ -42,13 +43,15 @@ class CheckReport:
     rows_without_vectors: list[int] = field(default_factory=list)
     bad_vectors: list[int] = field(default_factory=list)  # NaN, infinite or not of unit length
     missing_files: list[str] = field(default_factory=list)
+    keyword_problem: str | None = None
     repaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Nothing wrong (or everything wrong was repaired)."""
         return bool(self.repaired) or not (self.file_problem or self.ann_problem or self.orphan_vectors
-                                           or self.rows_without_vectors or self.bad_vectors or self.missing_files)
+                                           or self.rows_without_vectors or self.bad_vectors or self.missing_files
+                                           or self.keyword_problem)
 
     def lines(self) -> list[str]:
         """The report for people."""
@@ -70,6 +73,7 @@ class CheckReport:
         lines += [f"  {printable(path)}" for path in self.missing_files[:10]]
         if len(self.missing_files) > 10:
             lines.append(f"  ... and {len(self.missing_files) - 10:,} more")
+        lines.append(f"keyword index: {self.keyword_problem or 'matches the stored texts'}")
         lines += [f"repaired: {what}" for what in self.repaired]
         return lines
 
@@ -120,7 +124,12 @@ def _check(settings: Settings, engine, repair: bool) -> CheckReport:
     # A video missing one frame's vector is dropped whole: the next reindex embeds it again.
     report.videos_missing_frames = sorted({frame_owner[i] for i in report.rows_without_vectors if is_frame(i)})
     report.missing_files = sorted(rows[i] for i in gone)
-    if repair and not report.ok:
+    report.keyword_problem = keyword_problem(engine)
+    if repair and report.keyword_problem:
+        report.repaired.append(repair_keyword_index(engine))
+        report.keyword_problem = None
+    if repair and (report.file_problem or report.ann_problem or report.orphan_vectors or report.rows_without_vectors
+                   or report.bad_vectors or report.missing_files):
         if index is None:
             raise IndexFileError("no readable index generation of the live model is left to repair from",
                                  "run `spyglass reindex --rebuild`")

@@ -4,6 +4,7 @@ fused with visual search (real RapidOCR models, real FTS5 and PostgreSQL full te
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select, text, update
 
 from spyglass.indexer.job import run_index
+from spyglass.indexer.texts.stage import CHUNK_ITEMS
 from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.catalog.schema import ItemText, TextExtraction
 from spyglass.search.engine import SearchEngine
@@ -195,3 +197,54 @@ def test_a_deleted_item_takes_its_words_with_it(indexed, library, tmp_path):
         assert orphans == 0
     finally:
         shutil.move(moved, library / "apple_red.png")
+
+
+def test_the_words_stage_resumes_after_kill_9(sqlite_settings, tmp_path):
+    from conftest import spyglass_env
+    from test_crash_and_swap import kill_at_failpoint
+
+    library = tmp_path / "notes"
+    library.mkdir()
+    for i in range(CHUNK_ITEMS + 6):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(library / f"note_{i:03d}.png")
+    command = [sys.executable, "-m", "spyglass.cli", "index", "--no-progress", str(library)]
+    assert kill_at_failpoint(command, spyglass_env(sqlite_settings), "texts")
+    sessions = session_factory(create_db_engine(sqlite_settings.db_url))
+    with sessions() as session:  # the first chunk was committed before the kill
+        assert session.scalar(text("SELECT count(*) FROM item_texts")) == CHUNK_ITEMS
+    resumed = run_index(sqlite_settings, [str(library)], progress=False)
+    assert resumed.embedded == 0 and resumed.words_line == "Words: 6 item texts read (name 6)"
+    engine = SearchEngine(sqlite_settings)
+    try:
+        assert len(engine.search_text("note", k=100, mode="words").hits) == CHUNK_ITEMS + 6
+    finally:
+        engine.close()
+
+
+def test_check_finds_a_keyword_index_out_of_step_and_repair_rebuilds_it(sqlite_settings, tmp_path):
+    from spyglass.indexer.check import check_index
+
+    library = tmp_path / "few"
+    library.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(library / "kept.png")
+    run_index(sqlite_settings, [str(library)], progress=False)
+    assert check_index(sqlite_settings).keyword_problem is None
+    engine = create_db_engine(sqlite_settings.db_url)
+    with engine.begin() as connection:  # a text the full-text index never saw (its trigger bypassed)
+        trigger = connection.execute(text("SELECT sql FROM sqlite_master WHERE name = 'item_texts_fts_insert'")).scalar()
+        connection.execute(text("DROP TRIGGER item_texts_fts_insert"))
+        item = connection.execute(text("SELECT id FROM media_items")).scalar()
+        connection.execute(text("INSERT INTO item_texts (item_id, source, field, text, terms) "
+                                "VALUES (:item, 'caption', 'caption', 'Lighthouse', 'lighthouse')"), {"item": item})
+        connection.execute(text(trigger))
+    report = check_index(sqlite_settings)
+    assert not report.ok and "does not match" in report.keyword_problem
+    repaired = check_index(sqlite_settings, repair=True)
+    assert repaired.repaired == ["rebuilt the keyword index from the stored texts"]
+    assert check_index(sqlite_settings).ok
+    search = SearchEngine(sqlite_settings)
+    try:
+        assert names(search.search_text("lighthouse", mode="words")) == ["kept.png"]
+        assert names(search.search_text("kep", mode="words")) == ["kept.png"]  # the name index, rebuilt
+    finally:
+        search.close()
