@@ -181,7 +181,7 @@ def test_live_swap_never_fails_a_query(sqlite_settings, tmp_path, other_model):
                 (media / f"img-{round_no:03d}.png").unlink()
                 result = run_spyglass("reindex", "--no-progress", str(media), env=env)
                 assert result.returncode == 0, result.stderr
-                time.sleep(1.0)
+                time.sleep(2.0)  # long enough for the server to answer from this generation under load
             swapped = {**env, "SPYGLASS_MODEL": str(other_model[0]), "SPYGLASS_PRETRAINED": str(other_model[1])}
             result = run_spyglass("reindex", "--no-progress", env=swapped)  # a model swap, no paths
             assert result.returncode == 0 and "building a new index" in result.stderr, result.stderr
