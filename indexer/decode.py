@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from spyglass.search.media.files import MAGIC_BYTES, MediaRoots
+from spyglass.search.media.audio import AudioRefused, audio_format, audio_seconds, is_audio, spoken_name
+from spyglass.search.media.files import MAGIC_BYTES, MediaRoots, format_matches
 from spyglass.search.media.hashing import content_hash, content_hasher
 from spyglass.search.media.images import DecodeGate, decode_image
 from spyglass.search.media.video_frames import SamplingStats, container_format, is_video
@@ -43,6 +44,8 @@ class LoadedFile:
     height: int = 0
     video: VideoVectors | None = None  # a video's frames, once the encoder side has embedded them
     sampling: SamplingStats | None = None  # a video whose frames were sampled and emitted
+    text: str | None = None  # an audio file: the text its vector is embedded from (its name, as words)
+    duration_s: float | None = None  # an audio file's length
 
     @property
     def vector(self):
@@ -59,6 +62,8 @@ def load_file(found: FoundFile, preprocess: Callable, max_pixels: int, draft_siz
     """
     if video is not None and is_video(found.path):
         return load_video(found, preprocess, draft_size, needs_pixels, media, video, emit)
+    if video is not None and is_audio(found.path):
+        return load_audio(found, needs_pixels, media, video.rules.max_seconds)
     # The file must still be what the scan saw: a file replaced since is read again next run.
     data, _ = media.read(found.path, expected=(found.size, found.mtime_ns))
     digest = content_hash(data)
@@ -67,6 +72,26 @@ def load_file(found: FoundFile, preprocess: Callable, max_pixels: int, draft_siz
     decoded = decode_image(data, max_pixels, draft_size=draft_size, gate=gate)
     return LoadedFile(found, digest, preprocess(decoded.image), decoded.format,
                       decoded.width, decoded.height)
+
+
+def load_audio(found: FoundFile, needs_pixels: NeedsPixels, media: MediaRoots, max_seconds: float) -> LoadedFile:
+    """Hash an audio file piece by piece and, when it needs a vector, read its length; its vector is
+    embedded from its name by the text tower (the words stage transcribes what is said in it)."""
+    handle, _ = media.open(found.path, expected=(found.size, found.mtime_ns), streamed=True)
+    with handle:
+        fmt = audio_format(found.path)
+        if not format_matches(fmt, os.pread(handle.fileno(), MAGIC_BYTES, 0)):
+            raise AudioRefused(f"not a readable audio file: its first bytes are not those of {fmt}")
+        hasher = content_hasher()
+        while chunk := handle.read(_HASH_CHUNK):
+            hasher.update(chunk)
+        digest = hasher.hexdigest()
+        if not needs_pixels(found, digest):
+            return LoadedFile(found, digest)
+        handle.seek(0)
+        seconds = audio_seconds(handle, max_seconds)
+    return LoadedFile(found, digest, None, fmt, 0, 0, text=spoken_name(found.path),
+                      duration_s=seconds)
 
 
 def load_video(found: FoundFile, preprocess: Callable, cover: int, needs_pixels: NeedsPixels,

@@ -147,6 +147,9 @@ class IndexJob:
                     else:
                         found.setdefault(entry.path, entry)
                         bar.update(1)
+        if counts.unindexable_audio:
+            self.echo(f"{counts.unindexable_audio:,} audio files left out: indexing them needs PyAV "
+                      "(pip install 'spyglass[video]')")
         if counts.unindexable_videos:
             self.echo(f"{counts.unindexable_videos:,} videos left out: indexing videos needs PyAV "
                       "(pip install 'spyglass[video]')")

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from spyglass.search.errors import SpyglassError, Transient
+from spyglass.search.media.audio import is_audio
 from spyglass.search.media.video_frames import VideoRefused, is_video
 
 from .decode import LoadedFile
@@ -84,7 +85,8 @@ class _Pending:
 def embed_files(files: Iterable[FoundFile], load: Callable[..., LoadedFile],
                 encode: Callable[[object], np.ndarray], batch_size: int, workers: int,
                 prefetch_batches: int = 2, stats: PipelineStats | None = None,
-                video: VideoRules | None = None) -> Iterator[PipelineEvent]:
+                video: VideoRules | None = None,
+                encode_texts: Callable[[list[str]], np.ndarray] | None = None) -> Iterator[PipelineEvent]:
     """Yield embedded batches, files that needed no embedding, and skipped files, in order.
 
     Three stages overlap: `workers` threads read and decode (Pillow and torch release the GIL),
@@ -94,7 +96,8 @@ def embed_files(files: Iterable[FoundFile], load: Callable[..., LoadedFile],
     when the video's turn comes, and yields the video as a batch of one (its pooled vector).
     The pool takes files in order, so whatever comes before a video is decoding or done, and
     the encoder, taking them in the same order, never waits on a thread that waits on it.
-    `stats`, when given, is filled in as it runs.
+    An audio file comes back with a text (its name as words), which `encode_texts` embeds in the
+    encoder thread, as a batch of one. `stats`, when given, is filled in as it runs.
     """
     stats = stats if stats is not None else PipelineStats()
     # A few events: the encoder runs at most a few batches ahead of what the caller has written.
@@ -103,7 +106,7 @@ def embed_files(files: Iterable[FoundFile], load: Callable[..., LoadedFile],
     started = time.perf_counter()
     encoder = threading.Thread(target=_encoder_loop, name="spyglass-encoder", daemon=True,
                                args=(files, load, encode, batch_size, workers, prefetch_batches, stats, events,
-                                     stop, video))
+                                     stop, video, encode_texts))
     encoder.start()
     try:
         while True:
@@ -124,7 +127,7 @@ def embed_files(files: Iterable[FoundFile], load: Callable[..., LoadedFile],
 
 
 def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, stats: PipelineStats,
-                  events: queue.Queue, stop: threading.Event, video: VideoRules | None) -> None:
+                  events: queue.Queue, stop: threading.Event, video: VideoRules | None, encode_texts) -> None:
     import torch
 
     def put(event) -> bool:
@@ -179,6 +182,8 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
                 result = _finished(result, accumulator)
                 if isinstance(result, LoadedFile):
                     result = EmbeddedBatch([result], result.vector[None, :])
+            if isinstance(result, LoadedFile) and result.text is not None:
+                result = EmbeddedBatch([result], encoded_texts(encode_texts, [result.text]))
             if isinstance(result, LoadedFile) and result.pixels is not None:
                 batch.append(result)
                 if len(batch) == batch_size:
@@ -196,6 +201,13 @@ def _encoder_loop(files, load, encode, batch_size, workers, prefetch_batches, st
         stop.set()  # a decode thread still handing over frames gives up
         # On an interrupt, drop the queued files instead of decoding them all first.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def encoded_texts(encode_texts, texts: list[str]) -> np.ndarray:
+    """Texts through the text tower, as float32 rows."""
+    if encode_texts is None:
+        raise RuntimeError("an audio file reached a pipeline without a text encoder")
+    return np.asarray(encode_texts(texts), dtype=np.float32)
 
 
 def _embed_frames(frames: queue.Queue, rules: VideoRules, encoded, stop: threading.Event) -> VideoAccumulator:
@@ -259,5 +271,5 @@ def load_or_skip(load: Callable[[FoundFile], LoadedFile], found: FoundFile) -> L
     except OSError as exc:  # a read fault of the disk or the network share, not of the file's content
         return Skipped(found.path, f"cannot read it: {exc.strerror or exc}", lasting=False)
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile input
-        what = "video" if is_video(found.path) else "image"
+        what = "video" if is_video(found.path) else "audio file" if is_audio(found.path) else "image"
         return Skipped(found.path, f"not a readable {what}: {type(exc).__name__}: {exc}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spyglass.search.media.audio import is_audio
 from spyglass.search.catalog.schema import utcnow
 
 from .decode import LoadedFile
@@ -151,7 +152,11 @@ def item_fields(loaded: LoadedFile, root_id: int) -> dict:
     """The catalog row of an embedded file."""
     found, video = loaded.file, loaded.video
     return {"path": found.path, "root_id": root_id, "size": found.size, "mtime_ns": found.mtime_ns,
-            "content_hash": loaded.content_hash, "kind": "image" if video is None else "video", "origin": "index",
+            "content_hash": loaded.content_hash, "kind": _kind(loaded), "origin": "index",
             "format": loaded.format, "width": loaded.width, "height": loaded.height, "indexed_at": utcnow(),
-            "duration_s": None if video is None else video.duration_s,
+            "duration_s": loaded.duration_s if video is None else video.duration_s,
             "poster_s": None if video is None else video.poster_s}
+
+
+def _kind(loaded: LoadedFile) -> str:
+    return "video" if loaded.video is not None else "audio" if is_audio(loaded.file.path) else "image"

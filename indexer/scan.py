@@ -10,13 +10,14 @@ from typing import Iterator
 
 from spyglass.search.media.files import MediaRoots
 
+from spyglass.search.media.audio import AUDIO_SUFFIXES
 from spyglass.search.media.images import IMAGE_EXTENSIONS
 from spyglass.search.media.video_frames import VIDEO_SUFFIXES
 
 
 
 def video_support() -> bool:
-    """Whether PyAV is installed (`pip install 'spyglass[video]'`), so videos can be indexed."""
+    """Whether PyAV is installed (`pip install 'spyglass[video]'`), so videos and audio files can be indexed."""
     import importlib.util
 
     return importlib.util.find_spec("av") is not None
@@ -27,6 +28,7 @@ class ScanCounts:
     """What a walk passed over: videos, when they cannot be indexed."""
 
     unindexable_videos: int = 0
+    unindexable_audio: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,10 @@ def _visit(entry: os.DirEntry, root: str, media: MediaRoots | None, videos: bool
             return Skipped(entry.path, "broken symbolic link")
         return Skipped(entry.path, f"cannot stat: {exc.strerror}")
     is_dir = stat.S_ISDIR(info.st_mode)
-    if not is_dir and not videos and suffix in VIDEO_SUFFIXES:
-        if counts is not None:
+    if not is_dir and not videos and suffix in _STREAMED:
+        if counts is not None and suffix in AUDIO_SUFFIXES:
+            counts.unindexable_audio += 1
+        elif counts is not None:
             counts.unindexable_videos += 1
         return None
     if not is_dir and (not stat.S_ISREG(info.st_mode) or suffix not in _SUFFIXES):
@@ -124,7 +128,9 @@ def _visit(entry: os.DirEntry, root: str, media: MediaRoots | None, videos: bool
     return FoundFile(path=entry.path, root=root, size=info.st_size, mtime_ns=info.st_mtime_ns)
 
 
-_SUFFIXES = IMAGE_EXTENSIONS | VIDEO_SUFFIXES
+# Videos and audio files are read with PyAV: without it, a walk counts them instead.
+_STREAMED = VIDEO_SUFFIXES | AUDIO_SUFFIXES
+_SUFFIXES = IMAGE_EXTENSIONS | _STREAMED
 
 
 def _is_utf8(path: str) -> bool:

@@ -33,6 +33,7 @@ class Staged:
     vector: np.ndarray  # empty when the file needed no new vector (or was skipped)
     video: VideoVectors | None = None
     skip_reason: str | None = None  # set when the file was skipped
+    duration_s: float | None = None  # an audio file's (a video's is in `video`)
 
     @property
     def embedded(self) -> bool:
@@ -45,7 +46,8 @@ class Staged:
 
     def as_loaded(self, found: FoundFile) -> LoadedFile:
         """The LoadedFile this vector came from, without reading the file again."""
-        return LoadedFile(found, self.content_hash, None, self.format, self.width, self.height, video=self.video)
+        return LoadedFile(found, self.content_hash, None, self.format, self.width, self.height, video=self.video,
+                          duration_s=self.duration_s if self.video is None else None)
 
 
 def model_key(identity: tuple[str, str]) -> str:
@@ -68,7 +70,8 @@ def stage_partition(sessions: sessionmaker[Session], model: str, files: list[Loa
         session.add_all(StagedVector(
             model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
             content_hash=f.content_hash, format=f.format, width=f.width, height=f.height,
-            vector=np.ascontiguousarray(v, dtype="<f4").tobytes(), **_video_columns(f.video))
+            vector=np.ascontiguousarray(v, dtype="<f4").tobytes(),
+            **({"duration_s": f.duration_s} | _video_columns(f.video)))
             for f, v in zip(files, vectors, strict=True))
         session.add_all(StagedVector(model=model, path=f.file.path, size=f.file.size, mtime_ns=f.file.mtime_ns,
                                      content_hash=f.content_hash, format="", width=0, height=0, vector=b"")
@@ -89,7 +92,8 @@ def staged_vectors(session: Session, model: str, roots: list[str]) -> dict[str, 
         for row in session.scalars(under(query, StagedVector.path, root)):
             vector = np.frombuffer(row.vector, dtype="<f4")
             found[row.path] = Staged(row.path, row.size, row.mtime_ns, row.content_hash, row.format,
-                                     row.width, row.height, vector, _video_of(row, vector), row.skip_reason)
+                                     row.width, row.height, vector, _video_of(row, vector), row.skip_reason,
+                                     row.duration_s)
     return found
 
 

@@ -242,8 +242,9 @@ class SearchEngine:
         videos = [i for i, _ in matched if rows[i].kind == "video"]
         video_moments = self._moments(snapshot, vector, videos) if vector is not None else {}
         matches = matches or {}
+        timed = {i for i, _ in matched if rows[i].kind in ("video", "audio")}
         hits = [Hit(offset + rank, score, rows[i],
-                    with_timed_matches(video_moments.get(i, ()), matches.get(i, ())) if i in videos else (),
+                    with_timed_matches(video_moments.get(i, ()), matches.get(i, ())) if i in timed else (),
                     matches.get(i, ()))
                 for rank, (i, score) in enumerate(matched, start=1)]
         return SearchResult(hits=hits, generation_id=snapshot.generation.id, total=len(snapshot.searcher),

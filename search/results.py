@@ -31,7 +31,8 @@ def item_record(item: MediaItem, expose_paths: bool) -> dict:
         "caption": item.caption,
         "labels": [{"label": label.label, "score": round(label.score, 4)} for label in item.labels],
         **({"duration_s": round(item.duration_s or 0.0, 3), "poster_s": round(item.poster_s or 0.0, 3)}
-           if item.kind == "video" else {}),
+           if item.kind == "video" else {"duration_s": round(item.duration_s or 0.0, 3)} if item.kind == "audio"
+           else {}),
     }
 
 
@@ -41,7 +42,7 @@ def hit_record(hit: Hit, expose_paths: bool) -> dict:
     them as `segments`)."""
     found = {"rank": hit.rank, "score": round(hit.score, 6), **item_record(hit.item, expose_paths),
              "matches": [match.as_dict() for match in hit.matches]}
-    if hit.item.kind == "video" and hit.moments:
+    if hit.item.kind in ("video", "audio") and hit.moments:
         best = hit.moments[0]
         found.update(start_s=round(best.start_s, 3), end_s=round(best.end_s, 3), best_s=round(best.best_s, 3),
                      segments=[moment.as_dict() for moment in hit.moments])

@@ -214,6 +214,10 @@ class Settings:
     ocr: str = setting(
         "Read the text in images (RapidOCR, `pip install 'spyglass[words]'`): `auto` when it is installed, "
         "`on` (a run without it stops), or `off`.", _choice("auto", "on", "off"), default="auto")
+    speech_model: str = setting(
+        "Transcribe the speech in videos and audio files with faster-whisper (`pip install 'spyglass[speech]'`): "
+        "a model name (`tiny.en`, `base`, `small`, ...; downloaded once into `SPYGLASS_MODEL_CACHE`) or a local "
+        "CTranslate2 model folder (offline). Empty: no speech.", default="", shown="(none: off)")
     model_cache: Path | None = setting("Where downloaded weights are cached.", _path,
                                        shown="Hugging Face cache (`~/.cache/huggingface`)")
     media: str = setting("Folders `spyglass reindex` always covers, colon-separated, besides the recorded ones.",

@@ -51,3 +51,59 @@ def write_video(path: Path, shots: list[tuple[float, str, tuple[int, int, int]]]
         for packet in stream.encode():
             container.mux(packet)
     return times
+
+
+def spoken(sentence: str, rate: int = 16_000) -> np.ndarray:
+    """A sentence spoken by Debian's espeak-ng, as float32 mono samples at `rate`."""
+    import subprocess
+    import tempfile
+
+    import av
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as wav:
+        subprocess.run(["espeak-ng", "-w", wav.name, sentence], check=True, capture_output=True)
+        with av.open(wav.name) as container:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            chunks = [r.to_ndarray().reshape(-1) for f in container.decode(audio=0) for r in resampler.resample(f)]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def write_spoken_video(path: Path, seconds: float, speech: list[tuple[float, str]], audio_only: bool = False,
+                       rate: int = 16_000) -> None:
+    """A video (or, with audio_only, an audio file: .wav, .flac, .ogg, .mp3, .m4a) of `seconds`, silent
+    but for each (start time, sentence) spoken there by espeak-ng."""
+    import av
+
+    track = np.zeros(int(seconds * rate), np.float32)
+    for start, sentence in speech:
+        voice = spoken(sentence, rate)
+        at = int(start * rate)
+        track[at:at + len(voice)] = voice[:len(track) - at]
+    codec = {".wav": "pcm_s16le", ".flac": "flac", ".ogg": "libvorbis", ".mp3": "libmp3lame"}.get(path.suffix, "aac")
+    with av.open(str(path), "w") as container:
+        video = None
+        if not audio_only:
+            video = container.add_stream("libx264", rate=25)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream(codec, rate=rate)
+        audio.layout = "mono"
+        step = 1024
+        fmt = audio.codec_context.codec.audio_formats[0].name
+        for begin in range(0, len(track), step):
+            frame = av.AudioFrame.from_ndarray(track[None, begin:begin + step], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = rate, begin
+            resampler = av.AudioResampler(format=fmt, layout="mono", rate=rate)
+            for converted in resampler.resample(frame):
+                for packet in audio.encode(converted):
+                    container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+        if video is not None:
+            for i in range(int(seconds * 25)):
+                frame = av.VideoFrame.from_ndarray(shot_frame("solid", (40, 120, 40), i / 25, (64, 48), 0),
+                                                   format="rgb24")
+                frame.pts = i
+                for packet in video.encode(frame):
+                    container.mux(packet)
+            for packet in video.encode():
+                container.mux(packet)

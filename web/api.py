@@ -26,7 +26,9 @@ from .state import state
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 MIMETYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
              "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff",
-             "MP4": "video/mp4", "MKV": "video/x-matroska", "WEBM": "video/webm", "AVI": "video/x-msvideo"}
+             "MP4": "video/mp4", "MKV": "video/x-matroska", "WEBM": "video/webm", "AVI": "video/x-msvideo",
+             "MP3": "audio/mpeg", "M4A": "audio/mp4", "WAV": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg",
+             "OPUS": "audio/ogg"}
 # Characters a Content-Disposition file name may not carry as they are (controls, quotes).
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\]')
 

@@ -22,10 +22,11 @@ def hit_json(hit: Hit) -> dict:
     file_url carries the media fragment #t=start,end that players seek to."""
     exposed = current_app.extensions["spyglass"].settings.expose_paths
     found = {**hit_record(hit, exposed), **_links(hit.item)}
-    if hit.item.kind == "video" and hit.moments:
+    if hit.item.kind in ("video", "audio") and hit.moments:
         best = hit.moments[0]
-        found.update(thumbnail_url=at_moment(found["thumbnail_url"], best.best_s),
-                     file_url=found["file_url"] + media_fragment(best.start_s, best.end_s))
+        if hit.item.kind == "video":
+            found.update(thumbnail_url=at_moment(found["thumbnail_url"], best.best_s))
+        found.update(file_url=found["file_url"] + media_fragment(best.start_s, best.end_s))
     return found
 
 

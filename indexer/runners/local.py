@@ -35,4 +35,4 @@ class LocalRunner:
                        draft_size=encoder.image_size, needs_pixels=rule, media=self.media,
                        gate=decode_gate(settings.decode_memory), video=VideoDecoding(video, batch_size))
         return embed_files(files, load, encoder.encode_pixels, batch_size, settings.workers_for(encoder.device),
-                           stats=self.stats, video=video)
+                           stats=self.stats, video=video, encode_texts=encoder.encode_texts)

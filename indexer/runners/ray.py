@@ -29,6 +29,7 @@ from spyglass.search.media.files import MediaRoots
 from spyglass.search.model.precision import PrecisionCheck
 from spyglass.search.settings import Settings
 
+from spyglass.search.media.audio import is_audio
 from spyglass.search.media.video_frames import VideoRefused, is_video
 
 from ..decode import LoadedFile, VideoDecoding, load_file
@@ -162,7 +163,7 @@ def _decode(task: PartitionTask, job: WorkerJob) -> Decoded:
                    draft_size=job.image_size, needs_pixels=timed_wants, media=job.media, gate=gate)
     pixels = []
     for found in task.partition.files:
-        if is_video(found.path):
+        if is_video(found.path) or is_audio(found.path):
             decoded.videos.append(found)  # sampled and embedded by the actor, which holds the model
             continue
         began = hashed[0] = time.perf_counter()
@@ -223,6 +224,9 @@ class EncoderActor:
             result = self._video(found, decoded.task.known)
             if isinstance(result, Skipped):
                 skipped.append(result)
+            elif result.text is not None:  # an audio file: its name through the text tower
+                embedded.append(result)
+                parts.append(np.asarray(self.encoder.encode_texts([result.text]), np.float32))
             elif result.video is None:
                 kept.append(result)
             else:
@@ -235,7 +239,8 @@ class EncoderActor:
                                precision=self.encoder.precision_check)
 
     def _video(self, found: FoundFile, known: dict[str, str]) -> LoadedFile | Skipped:
-        """A video sampled and embedded chunk by chunk in this actor, which holds the model."""
+        """A video sampled and embedded chunk by chunk in this actor, which holds the model (an audio
+        file is read here too, and comes back with the text its vector is embedded from)."""
         settings = self.job.settings
         rules = VideoRules.of(settings)
         accumulator = VideoAccumulator(rules)

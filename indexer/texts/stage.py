@@ -27,6 +27,7 @@ from spyglass.search.settings import Settings
 from spyglass.search.words.terms import index_terms
 
 from .ocr import OcrSource, ocr_available
+from .speech import SpeechSource
 from .sources import CaptionSource, FolderListing, ItemFacts, NameSource, SidecarSource, TextSource, TextUnreadable
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,16 @@ class TextSummary:
 
 
 def text_sources(settings: Settings) -> list[TextSource]:
-    """The sources this run uses: names, captions and sidecars always; OCR as SPYGLASS_OCR says."""
+    """The sources this run uses: names, captions and sidecars always; OCR as SPYGLASS_OCR says;
+    speech when SPYGLASS_SPEECH_MODEL names a model."""
     sources: list[TextSource] = [NameSource(), CaptionSource(), SidecarSource()]
     if settings.ocr == "on" and not ocr_available():
         raise ConfigError("SPYGLASS_OCR=on but RapidOCR is not installed", "pip install 'spyglass[words]'")
     if settings.ocr == "on" or (settings.ocr == "auto" and ocr_available()):
         sources.append(OcrSource(settings.max_image_pixels, settings.max_file_bytes, settings.decode_memory))
+    if settings.speech_model:
+        sources.append(SpeechSource(settings.speech_model, settings.max_video_seconds, settings.model_cache,
+                                    threads=os.cpu_count() or 1))
     return sources
 
 

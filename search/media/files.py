@@ -25,6 +25,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_
 _MAGIC = {
     "JPEG": (b"\xff\xd8\xff",), "MPO": (b"\xff\xd8\xff",), "PNG": (b"\x89PNG\r\n\x1a\n",),
     "GIF": (b"GIF87a", b"GIF89a"), "BMP": (b"BM",), "TIFF": (b"II*\x00", b"MM\x00*"),
+    "FLAC": (b"fLaC", b"ID3"), "OGG": (b"OggS",), "OPUS": (b"OggS",),
 }
 MAGIC_BYTES = 12
 # Video containers, as the catalog records them; MP4 covers .mp4, .m4v and .mov (ISO base media).
@@ -42,8 +43,12 @@ def format_matches(fmt: str, head: bytes) -> bool:
         return head[:4] == b"RIFF" and head[8:12] == b"AVI "
     if fmt in ("MKV", "WEBM"):
         return head.startswith(_EBML)
-    if fmt == "MP4":
+    if fmt in ("MP4", "M4A"):
         return head[4:8] in _ISO_BOXES
+    if fmt == "WAV":
+        return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+    if fmt == "MP3":  # an ID3 tag, or straight into an MPEG audio frame (11 sync bits)
+        return head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
     return any(head.startswith(magic) for magic in _MAGIC.get(fmt, ()))
 
 

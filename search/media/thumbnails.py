@@ -12,6 +12,8 @@ import threading
 from collections import OrderedDict
 from contextlib import nullcontext
 
+from PIL import Image
+
 from spyglass.search.errors import BadQuery
 from spyglass.search.media.images import BYTES_PER_PIXEL, DecodeGate, decode_image
 from spyglass.search.media.files import MediaRoots
@@ -56,6 +58,9 @@ def ensure_thumbnail(cache: ThumbnailCache, item: MediaItem, media: MediaRoots, 
     video = item.kind == "video"
     asked_ms = round(1000 * video_moment(item, at_s)) if video else None
     handle, _ = media.open_indexed(item.path, item.size, item.mtime_ns, item.format)
+    if item.kind == "audio":  # nothing to picture: one tile for every recording
+        handle.close()
+        return audio_tile(size)
     with handle:
         known = _landed(item, size, asked_ms) if video else None
         if not video or known is not None:
@@ -79,6 +84,23 @@ def ensure_thumbnail(cache: ThumbnailCache, item: MediaItem, media: MediaRoots, 
     encoded = io.BytesIO()
     image.save(encoded, "JPEG", quality=85)
     return cache.put(thumbnail_name(item, size, frame_ms), encoded.getvalue()) or encoded.getvalue()
+
+
+def audio_tile(size: int = THUMBNAIL_SIZE) -> bytes:
+    """The thumbnail of an audio item: a waveform-like tile, the same for every recording."""
+    from PIL import ImageDraw
+
+    tile = Image.new("RGB", (size, size * 3 // 4), (38, 50, 72))
+    draw = ImageDraw.Draw(tile)
+    bars, middle = 24, size * 3 // 8
+    for bar in range(bars):
+        height = int(middle * (0.25 + 0.7 * abs(((bar * 7) % 11) / 10 - 0.5) * 2))
+        left = int((bar + 0.5) * size / (bars + 1))
+        draw.rectangle((left, middle - height // 2, left + max(2, size // (2 * bars)), middle + height // 2),
+                       fill=(150, 190, 255))
+    encoded = io.BytesIO()
+    tile.save(encoded, "JPEG", quality=85)
+    return encoded.getvalue()
 
 
 def _landed(item: MediaItem, size: int, asked_ms: int) -> int | None:
