@@ -63,6 +63,16 @@ def library(tmp_path_factory) -> Path:
     Image.new("RGB", (64, 48), (20, 90, 200)).save(root / "lake.jpg")
     (root / "lake.txt").write_text("Holiday at the lake with <b>Grandma</b>", encoding="utf-8")
     write_video(root / "party.mp4", [(6.0, "solid", (200, 40, 40)), (6.0, "solid", (40, 40, 200))])
+    tagged = Image.new("RGB", (64, 48), (10, 140, 60))
+    exif = Image.Exif()
+    exif[0x010E] = "Sunrise over Kilimanjaro"
+    exif[0x9C9E] = "safari;tanzania".encode("utf-16-le") + b"\x00\x00"  # Windows XPKeywords
+    tagged.save(root / "DSC_0001.jpg", exif=exif)
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>'
+           b'<rdf:li>lighthouse</rdf:li><rdf:li>Brittany &amp; coast</rdf:li></rdf:Bag></dc:subject>'
+           b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+    Image.new("RGB", (64, 48), (90, 40, 160)).save(root / "DSC_0002.jpg", xmp=xmp)
     write_spoken_video(root / "toast.mp4", 12.0, [(3.0, "Happy new year everyone")])
     write_spoken_video(root / "memo.mp3", 6.0, [(1.0, "Remember to buy milk and eggs")], audio_only=True)
     (root / "party.srt").write_text("1\n00:00:01,000 --> 00:00:02,500\nWelcome everyone\n\n"
@@ -142,6 +152,16 @@ def test_a_subtitle_match_is_the_moment_of_the_video(indexed):
     assert hit.item.relative_path == "party.mp4"
     assert (hit.matches[0].field, hit.matches[0].start_s, hit.matches[0].end_s) == ("subtitle", 7.2, 9.0)
     assert (hit.moments[0].start_s, hit.moments[0].end_s) == (7.2, 9.0)
+
+
+def test_photo_metadata_is_words(indexed):
+    _, engine, _ = indexed
+    sunrise = engine.search_text("kilimanjaro", k=3, mode="words").hits[0]
+    assert sunrise.item.relative_path == "DSC_0001.jpg" and sunrise.matches[0].field == "caption"
+    assert names(engine.search_text("tanzania", k=3, mode="words")) == ["DSC_0001.jpg"]  # XPKeywords
+    coast = engine.search_text("brittany", k=3, mode="words").hits[0]
+    assert coast.item.relative_path == "DSC_0002.jpg"
+    assert (coast.matches[0].field, coast.matches[0].snippet) == ("keywords", "<mark>Brittany</mark> &amp; coast")
 
 
 def test_speech_is_heard_in_videos_and_audio_files(indexed):
@@ -238,7 +258,7 @@ def test_the_words_stage_resumes_after_kill_9(sqlite_settings, tmp_path):
     with sessions() as session:  # the first chunk was committed before the kill
         assert session.scalar(text("SELECT count(*) FROM item_texts")) == CHUNK_ITEMS
     resumed = run_index(sqlite_settings, [str(library)], progress=False)
-    assert resumed.embedded == 0 and resumed.words_line == "Words: 6 item texts read (name 6)"
+    assert resumed.embedded == 0 and resumed.words_line == "Words: 12 item texts read (metadata 6, name 6)"
     engine = SearchEngine(sqlite_settings)
     try:
         assert len(engine.search_text("note", k=100, mode="words").hits) == CHUNK_ITEMS + 6
