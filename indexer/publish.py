@@ -181,8 +181,10 @@ def _add_frames(sessions: sessionmaker[Session], index: SegmentedStore, owners: 
         ids = np.arange(next_id, next_id + len(video.starts), dtype=np.int64)
         next_id += len(ids)
         index.add(frame_vector_ids(ids), np.asarray(video.vectors, dtype=np.float32))
-        rows += [{"id": int(i), "item_id": owners[path], "start_s": float(a), "end_s": float(b)}
-                 for i, a, b in zip(ids, video.starts, video.ends, strict=True)]
+        shots = video.shots if video.shots is not None else [None] * len(ids)
+        rows += [{"id": int(i), "item_id": owners[path], "start_s": float(a), "end_s": float(b),
+                  "shot": None if shot is None else int(shot)}
+                 for i, a, b, shot in zip(ids, video.starts, video.ends, shots, strict=True)]
     return rows
 
 

@@ -113,7 +113,8 @@ def _video_columns(video: VideoVectors | None) -> dict:
         return {}
     return {"duration_s": video.duration_s, "poster_s": video.poster_s,
             "frame_times": np.ascontiguousarray(video.starts, dtype="<f8").tobytes(),
-            "frame_vectors": np.ascontiguousarray(video.vectors, dtype="<f4").tobytes()}
+            "frame_vectors": np.ascontiguousarray(video.vectors, dtype="<f4").tobytes(),
+            "frame_shots": None if video.shots is None else np.ascontiguousarray(video.shots, dtype="<i4").tobytes()}
 
 
 def _video_of(row: StagedVector, pooled: np.ndarray) -> VideoVectors | None:
@@ -123,7 +124,9 @@ def _video_of(row: StagedVector, pooled: np.ndarray) -> VideoVectors | None:
     starts = np.frombuffer(row.frame_times, dtype="<f8")
     vectors = np.frombuffer(row.frame_vectors, dtype="<f4").reshape(len(starts), -1)
     ends = np.append(starts[1:], row.duration_s)
-    return VideoVectors(starts, ends, vectors, pooled, row.poster_s, row.duration_s, row.width, row.height)
+    shots = None if row.frame_shots is None else np.frombuffer(row.frame_shots, dtype="<i4")
+    return VideoVectors(starts, ends, vectors, pooled, row.poster_s, row.duration_s, row.width, row.height,
+                        shots=shots)
 
 
 def staged_by_path(session: Session, model: str, paths: list[str]) -> dict[str, np.ndarray]:

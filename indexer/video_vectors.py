@@ -57,6 +57,7 @@ class VideoVectors:
     sampled: int = 0  # frames embedded, before near-duplicates were dropped
     decoded: int = 0  # frames decoded
     reasons: dict = field(default_factory=dict)  # kept frames by why they were sampled
+    shots: np.ndarray | None = None  # int32: each kept frame's shot (one more after every cut)
 
 
 def frame_chunks(source: BinaryIO, cover: int, preprocess: Callable, batch_size: int, rules: VideoRules,
@@ -81,7 +82,7 @@ class VideoAccumulator:
     """The encoder side: embedded chunks in, near-duplicates dropped, the video's vectors out.
 
     A sampled frame whose vector has at least `duplicate_cosine` with the last kept frame's is
-    dropped: a static shot costs one vector however long it runs. Each kept frame stands for
+    dropped, unless it starts a shot: a static shot costs one vector however long it runs. Each kept frame stands for
     the time until the next kept one; the last, until the end of the video.
     """
 
@@ -91,14 +92,20 @@ class VideoAccumulator:
         self.kept: list[np.ndarray] = []
         self.reasons: dict[str, int] = {}
         self.sampled = 0
+        self.shots: list[int] = []
+        self._shot = 0
 
     def add(self, chunk: FrameChunk, vectors: np.ndarray) -> None:
         """Take one chunk's vectors (row i is chunk frame i)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         self.sampled += len(vectors)
         for time_s, reason, vector in zip(chunk.times, chunk.reasons, vectors, strict=True):
-            if self.kept and float(np.dot(self.kept[-1], vector)) >= self.rules.duplicate_cosine:
+            self._shot += reason == "cut"
+            # The first frame of a shot is always kept: a moment can then end at the cut, however
+            # alike the two shots look to the model.
+            if reason != "cut" and self.kept and float(np.dot(self.kept[-1], vector)) >= self.rules.duplicate_cosine:
                 continue
+            self.shots.append(self._shot)
             self.times.append(time_s)
             self.kept.append(vector)
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
@@ -120,7 +127,8 @@ class VideoAccumulator:
         pooled = pool(vectors, ends - starts)
         poster = float(starts[int(np.argmax(vectors @ pooled))])
         return VideoVectors(starts, ends, vectors, pooled, poster, duration, facts.width, facts.height,
-                            sampled=self.sampled, decoded=stats.decoded, reasons=dict(self.reasons))
+                            sampled=self.sampled, decoded=stats.decoded, reasons=dict(self.reasons),
+                            shots=np.asarray(self.shots, dtype=np.int32))
 
 
 def pool(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -310,13 +310,14 @@ class SearchEngine:
     def _moments(self, snapshot: Snapshot, vector: np.ndarray, video_ids: list[int]) -> dict[int, tuple[Moment, ...]]:
         """Each video's best moments, from the exact scores of all its frames in this snapshot."""
         found = {}
-        for item_id, (frame_ids, starts, ends) in self.catalog.frames_of(video_ids).items():
-            ids = frame_vector_ids(frame_ids)
+        for item_id, frames in self.catalog.frames_of(video_ids).items():
+            ids = frame_vector_ids(frames.ids)
             present = snapshot.stored.contains(ids)
             if not present.any():
                 continue
             scores = snapshot.stored.vectors(ids[present]) @ vector
-            found[item_id] = tuple(moments(starts[present], ends[present], scores))
+            shots = None if frames.shots is None else frames.shots[present]
+            found[item_id] = tuple(moments(frames.starts[present], frames.ends[present], scores, shots=shots))
         return found
 
     def _nearest_meeting(self, snapshot: Snapshot, vector: np.ndarray, wanted: int,

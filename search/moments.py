@@ -11,6 +11,9 @@ MAX_MOMENTS = 3
 # A frame belongs to a moment when its score is within this fraction of the video's score
 # range (best minus worst frame) from the best frame: the cut is relative to the best hit.
 MOMENT_SPREAD = 0.25
+# Two neighbouring shots make one moment only when their best frames score within this fraction
+# of the video's score range of each other: the next shot matches as well, not merely well enough.
+SHOT_JOIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -29,32 +32,41 @@ class Moment:
 
 
 def moments(starts: np.ndarray, ends: np.ndarray, scores: np.ndarray, spread: float = MOMENT_SPREAD,
-             limit: int = MAX_MOMENTS) -> list[Moment]:
+            limit: int = MAX_MOMENTS, shots: np.ndarray | None = None) -> list[Moment]:
     """The best moments of one video from its frames' scores, best first.
 
     Frames (in time order) that score within `spread` of the video's score range from its best
     frame are kept; neighbouring kept frames merge into one moment, which runs from the first
-    one's start to the last one's end and scores as its best frame.
+    one's start to the last one's end and scores as its best frame. With the frames' `shots`, a
+    moment stays inside its shot: it crosses a cut only when the next shot matches as well, its
+    best frame within SHOT_JOIN of the score range from the moment's best.
     """
     if len(scores) == 0:
         return []
     order = np.argsort(starts, kind="stable")
     starts, ends, scores = starts[order], ends[order], scores[order]
+    shots = None if shots is None else np.asarray(shots)[order]
     best, worst = float(scores.max()), float(scores.min())
     keep = scores >= best - spread * (best - worst)
+    runs: list[tuple[int, int]] = []  # (first, last) frame of each stretch of kept frames in one shot
+    for position in np.flatnonzero(keep):
+        position = int(position)
+        if runs and runs[-1][1] == position - 1 and (shots is None or shots[position] == shots[position - 1]):
+            runs[-1] = (runs[-1][0], position)
+        else:
+            runs.append((position, position))
     found: list[Moment] = []
-    position = 0
-    while position < len(scores):
-        if not keep[position]:
-            position += 1
-            continue
-        run_end = position
-        while run_end + 1 < len(scores) and keep[run_end + 1]:
-            run_end += 1
-        top = position + int(np.argmax(scores[position:run_end + 1]))
-        found.append(Moment(float(starts[position]), float(ends[run_end]), float(starts[top]),
-                             float(scores[top])))
-        position = run_end + 1
+    for first, last in runs:
+        top = first + int(np.argmax(scores[first:last + 1]))
+        moment = Moment(float(starts[first]), float(ends[last]), float(starts[top]), float(scores[top]))
+        previous = found[-1] if found else None
+        joins = (previous is not None and shots is not None and previous.end_s == moment.start_s
+                 and min(previous.score, moment.score) >= max(previous.score, moment.score) - SHOT_JOIN * (best - worst))
+        if joins:  # the next shot matches as well: one moment across the cut
+            better = previous if previous.score >= moment.score else moment
+            found[-1] = Moment(previous.start_s, moment.end_s, better.best_s, better.score)
+        else:
+            found.append(moment)
     found.sort(key=lambda s: (-s.score, s.start_s))
     return found[:limit]
 

@@ -276,3 +276,28 @@ def test_segments_merge_neighbours_cut_relative_to_the_best_and_keep_three():
     same = moments(starts, ends, np.full(10, 0.3))
     assert [(s.start_s, s.end_s) for s in same] == [(0, 20)]  # a video that matches throughout is one moment
     assert format_range(72, 79.4) == "01:12–01:19" and format_range(3599.6, 3725) == "1:00:00–1:02:05"
+
+
+def test_a_moment_stays_inside_its_shot(sqlite_settings, tmp_path):
+    # Four six-second shots at 29.97 fps; searching by a frame of the third (12 to 18 s) once gave
+    # 12-24 s, the fourth shot merged in by the score-range rule alone.
+    library = tmp_path / "film"
+    library.mkdir()
+    write_video(library / "four.mp4", [(6, "texture", (200, 40, 40)), (6, "texture", (40, 40, 200)),
+                                       (6, "texture", (40, 200, 40)), (6, "texture", (230, 230, 30))])
+    run_index(sqlite_settings, [str(library)], progress=False)
+    engine = SearchEngine(sqlite_settings)
+    try:
+        with engine.catalog.sessions() as session:
+            shots = session.execute(select(VideoFrame.start_s, VideoFrame.shot).order_by(VideoFrame.start_s)).all()
+        # Each shot keeps its first frame, however alike the last two look, and knows its shot.
+        assert [shot for _, shot in shots][:1] == [0] and {shot for _, shot in shots} == {0, 1, 2, 3}, shots
+        assert all(shot == (0 if start < 6 else 1 if start < 12 else 2 if start < 18 else 3)
+                   for start, shot in shots), shots
+        frame = next(f for f in sample_frames(library / "four.mp4", cover=64) if 13 < f.time_s < 17)
+        query = io.BytesIO()
+        frame.image.save(query, "PNG")
+        best = engine.search_image(query.getvalue(), k=1).hits[0].moments[0]
+        assert abs(best.start_s - 12) < 0.1 and abs(best.end_s - 18) < 0.1, best
+    finally:
+        engine.close()

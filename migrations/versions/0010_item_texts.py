@@ -1,5 +1,6 @@
 """item texts: the words an item holds or carries (name, captions, text read from it, speech,
-subtitles) and the keyword index over them; what each text source last read
+subtitles) and the keyword index over them; what each text source last read; the shot of each
+video frame
 
 Revision ID: 0010
 Revises: 0009
@@ -66,9 +67,18 @@ def upgrade() -> None:
     )
     for statement in _SQLITE if op.get_bind().dialect.name == "sqlite" else _POSTGRESQL:
         op.execute(statement)
+    # A video's frames know their shot, so a moment stays inside it.
+    with op.batch_alter_table('video_frames') as batch:
+        batch.add_column(sa.Column('shot', sa.Integer(), nullable=True))
+    with op.batch_alter_table('staged_vectors') as batch:
+        batch.add_column(sa.Column('frame_shots', sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('staged_vectors') as batch:
+        batch.drop_column('frame_shots')
+    with op.batch_alter_table('video_frames') as batch:
+        batch.drop_column('shot')
     if op.get_bind().dialect.name == "sqlite":
         for name in ("item_texts_fts_insert", "item_texts_fts_delete"):
             op.execute(f"DROP TRIGGER IF EXISTS {name}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from sqlalchemy import func, select
@@ -29,6 +29,15 @@ class CatalogStatus:
     roots: list[str]
     generation: IndexGeneration | None
     last_run: IndexRun | None
+
+
+class VideoFrames(NamedTuple):
+    """A video's frames: row ids, start and end times, and shots (None when stored before they were kept)."""
+
+    ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    shots: np.ndarray | None
 
 
 class Catalog:
@@ -80,17 +89,21 @@ class Catalog:
                     select(VideoFrame.id, VideoFrame.item_id).where(VideoFrame.id.in_(chunk))))
         return found
 
-    def frames_of(self, item_ids: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Each video's frames as (frame row ids, start times, end times), in time order."""
+    def frames_of(self, item_ids: Sequence[int]) -> dict[int, VideoFrames]:
+        """Each video's frames, in time order."""
         rows: dict[int, list] = {}
         with self.sessions() as session:
             for chunk in _id_chunks(item_ids):
-                query = (select(VideoFrame.item_id, VideoFrame.id, VideoFrame.start_s, VideoFrame.end_s)
+                query = (select(VideoFrame.item_id, VideoFrame.id, VideoFrame.start_s, VideoFrame.end_s,
+                                VideoFrame.shot)
                          .where(VideoFrame.item_id.in_(chunk)).order_by(VideoFrame.item_id, VideoFrame.start_s))
-                for item_id, frame_id, start, end in session.execute(query):
-                    rows.setdefault(item_id, []).append((frame_id, start, end))
-        return {item_id: (np.array([r[0] for r in frames], np.int64), np.array([r[1] for r in frames]),
-                          np.array([r[2] for r in frames])) for item_id, frames in rows.items()}
+                for item_id, frame_id, start, end, shot in session.execute(query):
+                    rows.setdefault(item_id, []).append((frame_id, start, end, shot))
+        return {item_id: VideoFrames(np.array([r[0] for r in frames], np.int64), np.array([r[1] for r in frames]),
+                                     np.array([r[2] for r in frames]),
+                                     None if any(r[3] is None for r in frames)
+                                     else np.array([r[3] for r in frames], np.int32))
+                for item_id, frames in rows.items()}
 
     def root_paths(self) -> list[str]:
         """Every media root folder."""

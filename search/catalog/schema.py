@@ -92,6 +92,8 @@ class VideoFrame(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"), index=True)
     start_s: Mapped[float] = mapped_column(Float)
     end_s: Mapped[float] = mapped_column(Float)
+    # Which shot it is in (0 from the start, one more at every cut); none for frames stored before 0010.
+    shot: Mapped[int | None] = mapped_column(Integer)
 
 
 class SkippedFile(Base):
@@ -230,6 +232,7 @@ class StagedVector(Base):
     poster_s: Mapped[float | None] = mapped_column(Float)
     frame_times: Mapped[bytes | None] = mapped_column(LargeBinary)
     frame_vectors: Mapped[bytes | None] = mapped_column(LargeBinary)
+    frame_shots: Mapped[bytes | None] = mapped_column(LargeBinary)  # int32, little-endian
     staged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("model", "path", name="uq_staged_vectors_model_path"),)
