@@ -50,6 +50,29 @@ def rendered(path: Path, lines: list[tuple[str, str]], size=(900, 500), angle: f
     return path
 
 
+def write_slides(path: Path, slides: list[tuple[float, str | None]], seconds: float) -> None:
+    """A 640x360 video showing each (from time, text) slide until the next one; None shows no text."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        pictures = {}
+        for start, words in slides:
+            picture = Image.new("RGB", (640, 360), (235, 235, 225) if words else (30, 60, 90))
+            if words:
+                ImageDraw.Draw(picture).text((40, 150), words, fill=(0, 0, 0), font=ImageFont.truetype(LATIN_FONT, 40))
+            pictures[start] = picture
+        for i in range(int(seconds * 10)):
+            shown = pictures[max(start for start in pictures if start <= i / 10)]
+            frame = av.VideoFrame.from_image(shown)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory) -> Path:
     """The committed images, plus text in pictures, telling names, a caption sidecar and a subtitled video."""
@@ -73,6 +96,7 @@ def library(tmp_path_factory) -> Path:
            b'<rdf:li>lighthouse</rdf:li><rdf:li>Brittany &amp; coast</rdf:li></rdf:Bag></dc:subject>'
            b'</rdf:Description></rdf:RDF></x:xmpmeta>')
     Image.new("RGB", (64, 48), (90, 40, 160)).save(root / "DSC_0002.jpg", xmp=xmp)
+    write_slides(root / "slides.mp4", [(0.0, None), (4.0, "Quarterly revenue grew"), (8.0, None)], 12.0)
     write_spoken_video(root / "toast.mp4", 12.0, [(3.0, "Happy new year everyone")])
     write_spoken_video(root / "memo.mp3", 6.0, [(1.0, "Remember to buy milk and eggs")], audio_only=True)
     (root / "party.srt").write_text("1\n00:00:01,000 --> 00:00:02,500\nWelcome everyone\n\n"
@@ -154,6 +178,16 @@ def test_a_subtitle_match_is_the_moment_of_the_video(indexed):
     assert (hit.moments[0].start_s, hit.moments[0].end_s) == (7.2, 9.0)
 
 
+def test_text_shown_in_a_video_is_read_with_its_time(indexed):
+    _, engine, _ = indexed
+    slides = engine.search_text("quarterly revenue", k=3, mode="words").hits[0]
+    assert slides.item.relative_path == "slides.mp4"
+    match = slides.matches[0]
+    assert match.field == "ocr" and "<mark>revenue</mark>" in match.snippet.lower()
+    assert abs(match.start_s - 4.0) < 0.2 and abs(match.end_s - 8.0) < 0.2, match
+    assert (slides.moments[0].start_s, slides.moments[0].end_s) == (match.start_s, match.end_s)
+
+
 def test_photo_metadata_is_words(indexed):
     _, engine, _ = indexed
     sunrise = engine.search_text("kilimanjaro", k=3, mode="words").hits[0]
@@ -213,7 +247,7 @@ def test_unchanged_items_are_not_read_again_and_a_new_ocr_model_embeds_nothing(i
     with sessions.begin() as session:
         session.execute(update(TextExtraction).where(TextExtraction.source == "ocr").values(extractor="older ocr"))
     with sessions() as session:
-        images = session.scalar(text("SELECT count(*) FROM media_items WHERE kind = 'image'"))
+        images = session.scalar(text("SELECT count(*) FROM media_items WHERE kind IN ('image', 'video')"))
     reread = run_index(settings, [str(library)], progress=False)
     assert reread.embedded == 0
     assert reread.words_line == f"Words: {images:,} item texts read (ocr {images:,})"

@@ -8,12 +8,10 @@ pattern over a bounded packet, not an XML parser: no entity expansion, no extern
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import warnings
 
-from .sources import FolderListing, ItemFacts, Piece, TextUnreadable, bounded
+from .sources import FolderListing, ItemFacts, Piece, TextUnreadable, bounded, open_regular
 
 EXIF_DESCRIPTION, EXIF_IFD, USER_COMMENT = 0x010E, 0x8769, 0x9286
 XP_TITLE, XP_COMMENT, XP_KEYWORDS, XP_SUBJECT = 0x9C9B, 0x9C9C, 0x9C9E, 0x9C9F
@@ -59,15 +57,6 @@ def _unescape(raw: bytes) -> str:
     return re.sub(r"<[^>]*>", "", text).strip()
 
 
-def _regular(path: str):
-    """The file opened for reading, only if it is a regular file (never a FIFO or a device put in its place)."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise OSError(f"{os.path.basename(path)} is no longer a regular file")
-    return os.fdopen(descriptor, "rb")
-
-
 def xmp_fields(packet: bytes) -> dict[str, list[str]]:
     """dc:title, dc:description and dc:subject values of an XMP packet."""
     found: dict[str, list[str]] = {}
@@ -94,7 +83,7 @@ class MetadataSource:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with _regular(item.path) as handle, Image.open(handle) as image:
+                with open_regular(item.path) as handle, Image.open(handle) as image:
                     exif = image.getexif()
                     captions += [_text(exif[EXIF_DESCRIPTION])] if EXIF_DESCRIPTION in exif else []
                     captions += [_xp(exif[tag]) for tag in (XP_TITLE, XP_COMMENT, XP_SUBJECT) if tag in exif]

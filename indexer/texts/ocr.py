@@ -1,4 +1,4 @@
-"""Text read from images with RapidOCR (PP-OCR's detection, direction and recognition models, in
+"""Text read from images and video frames with RapidOCR (PP-OCR's detection, direction and recognition models, in
 ONNX, inside the rapidocr-onnxruntime wheel: Chinese and English, nothing downloaded).
 
 Detection runs on a reduced copy (DETECT_SIDE on its longer side), which is what a photo with no
@@ -17,13 +17,20 @@ from spyglass.search.errors import SpyglassError
 from spyglass.search.media.files import read_regular_file
 from spyglass.search.media.images import decode_gate, decode_image
 
-from .sources import FolderListing, ItemFacts, Piece, TextUnreadable, bounded
+from .sources import FolderListing, ItemFacts, Piece, TextUnreadable, bounded, open_regular
 
 # Longer side of the copy text is looked for in, and of the copy lines are read from.
 DETECT_SIDE = 736
 READ_SIDE = 2048
 # Lines the recogniser is less sure of than this are dropped (RapidOCR's own default).
 MIN_CONFIDENCE = 0.5
+# Video frames are read at this short side, at every cut and at least every VIDEO_GAP_S; a frame
+# whose thumbnail differs from the last one read by less than SAME_FRAME_SCORE is not read again,
+# and at most MAX_VIDEO_READS frames of one video are read (two hours of slides changing each 4 s).
+VIDEO_COVER = 720
+VIDEO_GAP_S = 4.0
+SAME_FRAME_SCORE = 0.02
+MAX_VIDEO_READS = 1800
 
 
 def ocr_available() -> bool:
@@ -37,10 +44,11 @@ class OcrSource:
 
     name = "ocr"
 
-    def __init__(self, max_pixels: int, max_file_bytes: int, decode_memory: int):
+    def __init__(self, max_pixels: int, max_file_bytes: int, decode_memory: int, max_video_seconds: float):
         self.max_pixels, self.max_file_bytes, self.decode_memory = max_pixels, max_file_bytes, decode_memory
+        self.max_video_seconds = max_video_seconds
         self.extractor = f"rapidocr-onnxruntime {importlib.metadata.version('rapidocr-onnxruntime')} " \
-                         f"detect {DETECT_SIDE} read {READ_SIDE}"
+                         f"detect {DETECT_SIDE} read {READ_SIDE} video {VIDEO_COVER}/{VIDEO_GAP_S:g}"
         self._engine = None
         self._lock = threading.Lock()
 
@@ -54,9 +62,11 @@ class OcrSource:
             return self._engine
 
     def signature(self, item: ItemFacts, folder: FolderListing) -> str | None:
-        return item.content_hash if item.local and item.kind == "image" else None
+        return item.content_hash if item.local and item.kind in ("image", "video") else None
 
     def read(self, item: ItemFacts, folder: FolderListing) -> list[Piece]:
+        if item.kind == "video":
+            return self._read_video(item)
         try:
             data = read_regular_file(item.path, self.max_file_bytes)
             decoded = decode_image(data, self.max_pixels, draft_size=READ_SIDE // 2,
@@ -65,10 +75,52 @@ class OcrSource:
             raise TextUnreadable(exc.message) from None
         except OSError as exc:
             raise TextUnreadable(f"cannot read the file: {exc.strerror}") from None
-        image = decoded.image
+        return bounded([Piece("ocr", line) for line in self._lines(decoded.image)])
+
+    def _lines(self, image) -> list[str]:
+        """The lines of text in an RGB Pillow image, in reading order."""
         if max(image.size) > READ_SIDE:
+            image = image.copy()
             image.thumbnail((READ_SIDE, READ_SIDE))
         # RapidOCR takes BGR arrays, as OpenCV reads them.
         lines, _ = self._ocr()(np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1]))
-        return bounded([Piece("ocr", str(text).strip()) for _box, text, confidence in lines or []
-                        if str(text).strip() and float(confidence) >= MIN_CONFIDENCE])
+        return [str(text).strip() for _box, text, confidence in lines or []
+                if str(text).strip() and float(confidence) >= MIN_CONFIDENCE]
+
+    def _read_video(self, item: ItemFacts) -> list[Piece]:
+        """Text shown in a video (slides, burned-in captions): its frames sampled as for embedding
+        (the first, every cut, every VIDEO_GAP_S), a frame that looks like the last one read is
+        not read again, and one text shown across frames is one timed piece."""
+        from spyglass.search.media.video_frames import change_score, sample_frames
+
+        pieces: list[Piece] = []
+        shown: tuple[str, ...] = ()
+        since = 0.0
+        last_small, read = None, 0
+        try:
+            handle = open_regular(item.path)
+        except OSError as exc:
+            raise TextUnreadable(f"cannot read the file: {exc.strerror or exc}") from None
+        try:
+            for frame in sample_frames(handle, VIDEO_COVER, VIDEO_GAP_S, self.max_video_seconds,
+                                       max_pixels=self.max_pixels):
+                small = np.asarray(frame.image.resize((48, 27)))
+                if last_small is not None and change_score(last_small, small) < SAME_FRAME_SCORE:
+                    continue  # the same picture: the same text
+                last_small = small
+                if read >= MAX_VIDEO_READS:
+                    break
+                read += 1
+                lines = tuple(self._lines(frame.image))
+                if lines != shown:
+                    if shown:
+                        pieces.append(Piece("ocr", "\n".join(shown), since, frame.time_s))
+                    shown, since = lines, frame.time_s
+        except SpyglassError as exc:
+            if not pieces and not shown:
+                raise TextUnreadable(exc.message) from None
+        finally:
+            handle.close()
+        if shown:
+            pieces.append(Piece("ocr", "\n".join(shown), since, max(since, item.duration_s or since)))
+        return bounded(pieces)

@@ -22,6 +22,15 @@ MAX_TEXT_CHARS = 200_000
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 
 
+def open_regular(path: str):
+    """The file opened for reading, only if it is a regular file (never a FIFO or a device put in its place)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(f"{os.path.basename(path)} is no longer a regular file")
+    return os.fdopen(descriptor, "rb")
+
+
 class TextUnreadable(Exception):
     """The source could not read this item; the message says why in one line."""
 
@@ -37,6 +46,7 @@ class ItemFacts:
     content_hash: str
     caption: str | None
     local: bool  # a file in a media folder (an import may bring a url alone)
+    duration_s: float | None = None  # a video's or an audio file's length
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from spyglass.search.errors import ConfigError
 
-from .sources import FolderListing, ItemFacts, Piece, TextUnreadable, bounded
+from .sources import FolderListing, ItemFacts, Piece, TextUnreadable, bounded, open_regular
 
 SAMPLE_RATE = 16_000
 # Audio transcribed at a time: ten minutes is 38 MB of float32 samples.
@@ -95,10 +95,11 @@ def audio_windows(path: str, max_seconds: float, window: float = WINDOW_SECONDS)
     import av
 
     try:
-        container = av.open(path, metadata_errors="ignore")
+        handle = open_regular(path)
+        container = av.open(handle, metadata_errors="ignore")
     except (av.FFmpegError, OSError) as exc:
         raise TextUnreadable(f"cannot open its audio: {exc}") from None
-    with container:
+    with handle, container:
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
             return

@@ -60,7 +60,8 @@ def text_sources(settings: Settings) -> list[TextSource]:
     if settings.ocr == "on" and not ocr_available():
         raise ConfigError("SPYGLASS_OCR=on but RapidOCR is not installed", "pip install 'spyglass[words]'")
     if settings.ocr == "on" or (settings.ocr == "auto" and ocr_available()):
-        sources.append(OcrSource(settings.max_image_pixels, settings.max_file_bytes, settings.decode_memory))
+        sources.append(OcrSource(settings.max_image_pixels, settings.max_file_bytes, settings.decode_memory,
+                                 settings.max_video_seconds))
     if settings.speech_model:
         sources.append(SpeechSource(settings.speech_model, settings.max_video_seconds, settings.model_cache,
                                     threads=os.cpu_count() or 1))
@@ -98,7 +99,7 @@ def update_texts(sessions: sessionmaker[Session], settings: Settings, roots: Seq
 def _facts(item: MediaItem) -> ItemFacts:
     # An import may bring a url alone: then the url is its path, and there is no file to read.
     return ItemFacts(item.id, item.path, item.relative_path, item.kind, item.content_hash, item.caption,
-                     local=not (item.url and item.path == item.url))
+                     local=not (item.url and item.path == item.url), duration_s=item.duration_s)
 
 
 def _update_chunk(session: Session, items: list[ItemFacts], sources: list[TextSource], folder: FolderListing,
