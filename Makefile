@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast fuzz docs bench bench-ann demo clean
+.PHONY: setup run test test-fast fuzz docs bench bench-ann bench-words demo clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,10 @@ bench: setup
 # Exact against approximate search on a million synthetic vectors (about 15 minutes here).
 bench-ann: setup
 	$(BIN)/python benchmarks/ann.py --items 1000000
+
+# Words in the media: recall@5 by search mode, what OCR and speech cost, hybrid query latency at 1M items.
+bench-words: setup
+	$(BIN)/python benchmarks/words.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -43,10 +43,13 @@ def _read_data(data, image_key, caption_key, separator):
 @_data_options
 @click.option("--template", "templates", multiple=True,
               help="Prompt template for class folders, with {label} (repeatable) [a photo of a {label}.].")
+@click.option("--modes", "search_modes", is_flag=True,
+              help="Also index the images into a scratch catalog and report text-to-image R@1/5/10 of each search "
+                   "mode (visual, words, hybrid) through the real engine; captions are not indexed as words.")
 @click.option("--json", "as_json", is_flag=True, help="Print open_clip's metric names as JSON.")
 @click.pass_obj
 def eval_command(settings: Settings, data, image_key, caption_key, separator, model_override,
-                 pretrained_override, batch_size, no_progress, templates, as_json) -> None:
+                 pretrained_override, batch_size, no_progress, templates, search_modes, as_json) -> None:
     """Measure how well the model retrieves your own captioned images (or labels class folders).
 
     \b
@@ -66,11 +69,20 @@ def eval_command(settings: Settings, data, image_key, caption_key, separator, mo
     dataset = _read_data(data, image_key, caption_key, separator)
     encoder = encoder_for(settings)
     report = evaluate(dataset, encoder, settings, templates, progress=not no_progress)
+    modes = None
+    if search_modes:
+        if dataset.kind != "captions":
+            raise click.UsageError("--modes needs a captioned set: its captions are the queries")
+        from spyglass.eval_modes import search_recall
+
+        modes = search_recall(dataset, settings, lambda m: click.echo(m, err=True), progress=not no_progress)
     if as_json:
-        click.echo(json.dumps(report.as_json(), indent=2))
-    else:
-        for line in report.lines():
-            click.echo(line)
+        click.echo(json.dumps({**report.as_json(), **({"search_modes": modes} if modes else {})}, indent=2))
+        return
+    for line in report.lines():
+        click.echo(line)
+    for mode, recall in (modes or {}).items():
+        click.echo(f"search, {mode}: " + "  ".join(f"{k} {v:.3f}" for k, v in recall.items()))
 
 
 @click.command()

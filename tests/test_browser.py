@@ -192,3 +192,19 @@ def test_a_video_result_plays_from_its_moment(page, video_server):
     # The dialog's close event is queued as a task of its own: wait for it to pause the video.
     page.wait_for_function("() => document.getElementById('viewer-video').paused", timeout=5000)
     assert player.evaluate("v => v.paused")
+
+
+def test_words_mode_shows_why_a_result_matched(page, live_server):
+    page.goto(live_server["url"])
+    page.fill("#q", "red")
+    page.select_option("#mode", "words")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results li .match mark")
+    assert "mode=words" in page.url
+    # Only the names that say it, each with its name marked, escaped and shown as text.
+    assert sorted(result_names(page)) == ["red copy.jpg", "red.jpg"]
+    expect(page.locator("#results .match mark").first).to_have_text("red")
+    page.screenshot(path=str(ARTIFACTS / "search-words.png"), full_page=True)
+    page.go_back()
+    page.goto(live_server["url"] + "/?q=red&mode=words")
+    expect(page.locator("#mode")).to_have_value("words")

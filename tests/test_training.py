@@ -239,3 +239,27 @@ def test_blending_is_the_weighted_mean_of_the_weights():
     mixed = _blended(base, tuned, 0.25)
     assert torch.allclose(mixed["w"], torch.full((3,), 0.5)) and mixed["steps"].item() == 9  # integers kept
     assert _blended(base, tuned, 1.0) is tuned
+
+
+def test_eval_modes_measures_each_search_mode_through_the_engine(tmp_path, sqlite_settings):
+    folder = tmp_path / "captioned"
+    folder.mkdir()
+    for name, colour, caption in (("red_apple", (200, 20, 20), "a red apple"), ("blue_car", (20, 20, 200), "a blue car"),
+                                  ("green_tree", (20, 160, 20), "a tall green tree"),
+                                  ("IMG_0001", (120, 120, 120), "an old grey wall")):
+        Image.new("RGB", (48, 48), colour).save(folder / f"{name}.png")
+        (folder / f"{name}.txt").write_text(caption)
+    result = run_spyglass("eval", "--json", "--no-progress", "--modes", str(folder), env=spyglass_env(sqlite_settings))
+    assert result.returncode == 0, result.stderr
+    modes = json.loads(result.stdout)["search_modes"]
+    assert set(modes) == {"visual", "words", "hybrid"}
+    # The names carry three of the four captions' words; the fourth name says nothing of its caption,
+    # and its caption file was not indexed as its words.
+    assert modes["words"]["R@1"] == pytest.approx(0.75)
+    assert modes["hybrid"]["R@10"] == pytest.approx(1.0) and modes["visual"]["R@10"] == pytest.approx(1.0)
+    classes = tmp_path / "classes"
+    for label in ("a", "b"):
+        (classes / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(classes / label / "x.png")
+    refused = run_spyglass("eval", "--modes", str(classes), env=spyglass_env(sqlite_settings))
+    assert refused.returncode == 2 and "--modes needs a captioned set" in refused.stderr

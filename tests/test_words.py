@@ -4,6 +4,7 @@ fused with visual search (real RapidOCR models, real FTS5 and PostgreSQL full te
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -96,6 +97,10 @@ def library(tmp_path_factory) -> Path:
            b'<rdf:li>lighthouse</rdf:li><rdf:li>Brittany &amp; coast</rdf:li></rdf:Bag></dc:subject>'
            b'</rdf:Description></rdf:RDF></x:xmpmeta>')
     Image.new("RGB", (64, 48), (90, 40, 160)).save(root / "DSC_0002.jpg", xmp=xmp)
+    cues = root.parent / "harbour-cues.srt"  # muxed into the video, not beside it
+    cues.write_text("1\n00:00:01,000 --> 00:00:03,500\nThe <i>lighthouse</i> keeper waves\n", encoding="utf-8")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=navy:s=64x48:d=6", "-i", str(cues),
+                    "-c:v", "libx264", "-c:s", "srt", str(root / "harbour.mkv")], check=True)
     write_slides(root / "slides.mp4", [(0.0, None), (4.0, "Quarterly revenue grew"), (8.0, None)], 12.0)
     write_spoken_video(root / "toast.mp4", 12.0, [(3.0, "Happy new year everyone")])
     write_spoken_video(root / "memo.mp3", 6.0, [(1.0, "Remember to buy milk and eggs")], audio_only=True)
@@ -186,6 +191,14 @@ def test_text_shown_in_a_video_is_read_with_its_time(indexed):
     assert match.field == "ocr" and "<mark>revenue</mark>" in match.snippet.lower()
     assert abs(match.start_s - 4.0) < 0.2 and abs(match.end_s - 8.0) < 0.2, match
     assert (slides.moments[0].start_s, slides.moments[0].end_s) == (match.start_s, match.end_s)
+
+
+def test_a_subtitle_track_inside_the_video_is_read(indexed):
+    _, engine, _ = indexed
+    hit = engine.search_text("lighthouse keeper", k=3, mode="words").hits[0]
+    assert hit.item.relative_path == "harbour.mkv"
+    assert (hit.matches[0].field, hit.matches[0].start_s, hit.matches[0].end_s) == ("subtitle", 1.0, 3.5)
+    assert "<mark>lighthouse</mark> <mark>keeper</mark>" in hit.matches[0].snippet
 
 
 def test_photo_metadata_is_words(indexed):

@@ -27,8 +27,10 @@ from spyglass.search.settings import Settings
 from spyglass.search.words.terms import index_terms
 
 from .metadata import MetadataSource
+from ..scan import video_support
 from .ocr import OcrSource, ocr_available
 from .speech import SpeechSource
+from .tracks import TrackSource
 from .sources import CaptionSource, FolderListing, ItemFacts, NameSource, SidecarSource, TextSource, TextUnreadable
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,12 @@ class TextSummary:
 
 
 def text_sources(settings: Settings) -> list[TextSource]:
-    """The sources this run uses: names, captions, sidecars and photo metadata always; OCR as SPYGLASS_OCR says;
+    """The sources this run uses: names, captions, sidecars and photo metadata always; a video's own
+    subtitle tracks with PyAV; OCR as SPYGLASS_OCR says;
     speech when SPYGLASS_SPEECH_MODEL names a model."""
     sources: list[TextSource] = [NameSource(), CaptionSource(), SidecarSource(), MetadataSource()]
+    if video_support():
+        sources.append(TrackSource())
     if settings.ocr == "on" and not ocr_available():
         raise ConfigError("SPYGLASS_OCR=on but RapidOCR is not installed", "pip install 'spyglass[words]'")
     if settings.ocr == "on" or (settings.ocr == "auto" and ocr_available()):

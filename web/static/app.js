@@ -160,7 +160,7 @@
   function open(hit, segment) {
     viewing = hit;
     const image = $("viewer-image"), video = $("viewer-video");
-    const isVideo = hit.kind === "video";
+    const isVideo = hit.kind === "video" || hit.kind === "audio";  // the player plays audio files too
     image.hidden = isVideo;
     video.hidden = !isVideo;
     let where = "";
@@ -179,7 +179,8 @@
       image.src = hit.file_url;
       image.alt = hit.name;
     }
-    $("viewer-caption").textContent = `${hit.path}${where} · ${hit.width}×${hit.height} · score ${hit.score.toFixed(3)}`;
+    const size = hit.kind === "audio" ? `${clock(hit.duration_s || 0)}` : `${hit.width}×${hit.height}`;
+    $("viewer-caption").textContent = `${hit.path}${where} · ${size} · score ${hit.score.toFixed(3)}`;
     $("viewer-open").href = hit.file_url;
     viewer.showModal();
     $("more-like-this").focus();
