@@ -11,8 +11,8 @@ COPY training training
 COPY web web
 COPY spyglass spyglass
 COPY migrations migrations
-# EXTRAS=video,words,ray for an indexer that runs on a Ray cluster (SPYGLASS_RUNNER=ray).
-ARG EXTRAS=video,words
+# EXTRAS=video,words,speech,ray for an indexer that runs on a Ray cluster (SPYGLASS_RUNNER=ray).
+ARG EXTRAS=video,words,speech
 RUN pip install ".[${EXTRAS}]"
 
 ENV SPYGLASS_HOME=/data

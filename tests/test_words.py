@@ -3,6 +3,7 @@ fused with visual search (real RapidOCR models, real FTS5 and PostgreSQL full te
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from spyglass.search.words.fusion import reciprocal_rank_fusion
 from spyglass.search.words.snippets import plain_snippet, snippet
 from spyglass.search.words.terms import WordQuery, index_terms
 
-from conftest import MEDIA, _postgres_database
+from conftest import MEDIA, _postgres_database, run_spyglass, spyglass_env
 from make_videos import write_spoken_video, write_video
 
 LATIN_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -173,6 +174,16 @@ def test_words_are_found_where_the_pixels_say_nothing(indexed):
     lake = engine.search_text("grandma", k=3, mode="words").hits[0]
     assert lake.item.relative_path == "lake.jpg" and lake.matches[0].field == "caption"
     assert "&lt;b&gt;<mark>Grandma</mark>" in lake.matches[0].snippet
+
+
+def test_the_cli_prints_what_matched(indexed):
+    settings, _, _ = indexed
+    printed = run_spyglass("search", "tangerine42", "--mode", "words", env=spyglass_env(settings))
+    assert printed.returncode == 0, printed.stderr
+    assert "screenshot.png" in printed.stdout and "    ocr: Wi-Fi password: [tangerine42]" in printed.stdout
+    as_json = json.loads(run_spyglass("search", "happy birthday", "--json", env=spyglass_env(settings)).stdout)
+    assert as_json["results"][0]["matches"][0] == {"field": "subtitle", "snippet": "<mark>Happy</mark> "
+                                                  "<mark>birthday</mark> to you", "start_s": 7.2, "end_s": 9.0}
 
 
 def test_a_subtitle_match_is_the_moment_of_the_video(indexed):
