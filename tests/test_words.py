@@ -169,6 +169,10 @@ def test_words_are_found_where_the_pixels_say_nothing(indexed):
     assert screenshot.matches[0].field == "ocr"
     assert "<mark>tangerine42</mark>" in screenshot.matches[0].snippet
     assert names(engine.search_text("北京会议", k=3, mode="words"))[0] == "meeting.png"
+    with engine.catalog.sessions() as session:  # each line with how sure the reader was, and where it is
+        line = session.execute(select(ItemText.confidence, ItemText.box).where(ItemText.text == "北京会议记录")).one()
+    left, top, right, bottom = map(float, line.box.split(","))
+    assert line.confidence > 0.9 and 0.03 < left < right < 0.5 and 0.1 < top < bottom < 0.35, line
     assert names(engine.search_text("invoice 4471", k=3))[0] == "invoice.jpg"
     assert names(engine.search_text("IMG_204", k=3, mode="words")) == ["IMG_2041.jpg"]
     lake = engine.search_text("grandma", k=3, mode="words").hits[0]

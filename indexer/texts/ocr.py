@@ -78,10 +78,11 @@ class OcrSource:
             raise TextUnreadable(exc.message) from None
         except OSError as exc:
             raise TextUnreadable(f"cannot read the file: {exc.strerror}") from None
-        return bounded([Piece("ocr", line) for line in self._lines(decoded.image)])
+        return bounded([Piece("ocr", text, confidence=confidence, box=box)
+                        for text, confidence, box in self._lines(decoded.image)])
 
-    def _lines(self, image) -> list[str]:
-        """The lines of text in an RGB Pillow image, in reading order.
+    def _lines(self, image) -> list[tuple[str, float, str]]:
+        """The lines of text in an RGB Pillow image, in reading order: (text, confidence, box).
 
         Text is looked for in a small copy first (DETECT_SIDE): a photo without any costs that
         alone. Where some is found, it is found again in a larger copy (FINE_SIDE), and each box
@@ -100,7 +101,9 @@ class OcrSource:
         boxes = [np.asarray(box, dtype=np.float32) * scale for box in engine.sorted_boxes(boxes)]
         crops, _, _ = engine.text_cls(engine.get_crop_img_list(_bgr(read), boxes))
         recognised, _ = engine.text_rec(crops, False)
-        return [str(text).strip() for text, confidence in recognised
+        width, height = read.size
+        return [(str(text).strip(), round(float(confidence), 4), _box(points, width, height))
+                for (text, confidence), points in zip(recognised, boxes, strict=True)
                 if str(text).strip() and float(confidence) >= MIN_CONFIDENCE]
 
     def _read_video(self, item: ItemFacts) -> list[Piece]:
@@ -111,7 +114,7 @@ class OcrSource:
 
         pieces: list[Piece] = []
         shown: tuple[str, ...] = ()
-        since = 0.0
+        since, sure = 0.0, None
         last_small, read = None, 0
         try:
             handle = open_regular(item.path)
@@ -127,19 +130,27 @@ class OcrSource:
                 if read >= MAX_VIDEO_READS:
                     break
                 read += 1
-                lines = tuple(self._lines(frame.image))
-                if lines != shown:
+                lines = self._lines(frame.image)
+                if tuple(text for text, _, _ in lines) != shown:
                     if shown:
-                        pieces.append(Piece("ocr", "\n".join(shown), since, frame.time_s))
-                    shown, since = lines, frame.time_s
+                        pieces.append(Piece("ocr", "\n".join(shown), since, frame.time_s, confidence=sure))
+                    shown, since = tuple(text for text, _, _ in lines), frame.time_s
+                    sure = min((confidence for _, confidence, _ in lines), default=None)
         except SpyglassError as exc:
             if not pieces and not shown:
                 raise TextUnreadable(exc.message) from None
         finally:
             handle.close()
         if shown:
-            pieces.append(Piece("ocr", "\n".join(shown), since, max(since, item.duration_s or since)))
+            pieces.append(Piece("ocr", "\n".join(shown), since, max(since, item.duration_s or since), confidence=sure))
         return bounded(pieces)
+
+
+def _box(points, width: int, height: int) -> str:
+    """A detected quadrilateral as 'left,top,right,bottom' fractions of the picture."""
+    xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
+    return ",".join(f"{max(0.0, min(1.0, v)):.4f}" for v in (min(xs) / width, min(ys) / height,
+                                                              max(xs) / width, max(ys) / height))
 
 
 def _reduced(image, side: int):

@@ -58,6 +58,8 @@ class Piece:
     start_s: float | None = None
     end_s: float | None = None
     indexed: str | None = None
+    confidence: float | None = None  # text read from pixels: how sure the reader was
+    box: str | None = None  # and where: "left,top,right,bottom" as fractions of the picture
 
 
 class TextSource(Protocol):

@@ -151,5 +151,6 @@ def _replace(session: Session, item_id: int, source: TextSource, pieces) -> None
         terms = index_terms(piece.indexed if piece.indexed is not None else shown)
         if terms:
             rows.append(ItemText(item_id=item_id, source=source.name, field=piece.field, text=shown, terms=terms,
-                                 start_s=piece.start_s, end_s=piece.end_s))
+                                 start_s=piece.start_s, end_s=piece.end_s, confidence=piece.confidence,
+                                 box=piece.box))
     session.add_all(rows)

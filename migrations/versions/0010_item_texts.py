@@ -50,6 +50,8 @@ def upgrade() -> None:
         sa.Column('terms', sa.Text(), nullable=False),
         sa.Column('start_s', sa.Float(), nullable=True),
         sa.Column('end_s', sa.Float(), nullable=True),
+        sa.Column('confidence', sa.Float(), nullable=True),
+        sa.Column('box', sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(['item_id'], ['media_items.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('id'),
     )

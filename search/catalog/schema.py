@@ -290,6 +290,10 @@ class ItemText(Base):
     terms: Mapped[str] = mapped_column(Text)
     start_s: Mapped[float | None] = mapped_column(Float)
     end_s: Mapped[float | None] = mapped_column(Float)
+    # Text read from pixels: how sure the reader was (0 to 1), and where it is, as fractions of the
+    # picture's width and height: "left,top,right,bottom".
+    confidence: Mapped[float | None] = mapped_column(Float)
+    box: Mapped[str | None] = mapped_column(String(64))
 
 
 class TextExtraction(Base):
