@@ -193,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--spoken", type=int, default=8, help="videos, and as many audio files")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the cost and latency parts (0: recall only)")
     parser.add_argument("--items", type=int, default=1_000_000, help="items for the query part (0: skip it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="spyglass-words-") as tmp:
@@ -206,7 +206,8 @@ def main() -> None:
         print("making the library ...", flush=True)
         photo_queries = make_photos(work / "photos", args.photos, rng)
         spoken_queries, recorded_s = make_recordings(work / "recordings", args.spoken)
-        index_costs(args, base, work, work / "photos", work / "recordings", recorded_s)
+        if args.rounds:
+            index_costs(args, base, work, work / "photos", work / "recordings", recorded_s)
         words_settings = replace(base, home=work / "both", ocr="on", speech_model=WHISPER_TINY_EN)
         run_index(words_settings, [str(work / "photos"), str(work / "recordings")], progress=False)
         for name, queries in (("rendered text", photo_queries), ("spoken sentences", spoken_queries)):

@@ -2,7 +2,7 @@
 
 The query reaches the database only as folded terms (search/words/terms.py), each quoted, so
 nothing a user types is FTS or tsquery syntax. All the words must appear in one text; when no
-text holds them all, any of them will do (ranked lower by the database's own scoring).
+text holds them all, a text holding at least half of them will do, ranked by how many it holds.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from .terms import WordQuery
 FIELD_WEIGHTS = {"name": 1.5, "caption": 1.5, "keywords": 1.3, "subtitle": 1.0, "speech": 1.0, "ocr": 1.0}
 # Matching texts fetched per item wanted: one item can hold many (each line read, each spoken stretch).
 ROWS_PER_ITEM = 4
+# When no text holds every word of a query, texts holding at least this share of them match,
+# ranked by that share first.
+MIN_COVERAGE = 0.5
 # A name matched only as a substring ranks below every word match (IMG_204 inside IMG_2041.jpg).
 SUBSTRING_SCORE = 0.0
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -65,25 +68,27 @@ class KeywordIndex:
         with self.sessions() as session:
             rows = self._matching(session, query, rows_wanted, every=True)
             if not rows:
-                rows = self._matching(session, query, rows_wanted, every=False)
+                rows = _covering(self._matching(session, query, rows_wanted * 4, every=False, terms=True), query)
             substring = _substring(query.text)
             if substring:
                 rows += [(i, item, field, SUBSTRING_SCORE) for i, item, field in
                          self._names_containing(session, substring, rows_wanted)]
         return _by_item(rows)[:limit]
 
-    def _matching(self, session: Session, query: WordQuery, rows: int, every: bool) -> list[tuple]:
+    def _matching(self, session: Session, query: WordQuery, rows: int, every: bool, terms: bool = False) -> list[tuple]:
+        """(text id, item id, field, score[, terms]) of the texts that hold all (or any) of the words."""
+        extra = ", t.terms" if terms else ""
         if self.sqlite:
             statement = text(
-                "SELECT t.id, t.item_id, t.field, -bm25(item_texts_fts) FROM item_texts_fts "
+                f"SELECT t.id, t.item_id, t.field, -bm25(item_texts_fts){extra} FROM item_texts_fts "
                 "JOIN item_texts t ON t.id = item_texts_fts.rowid WHERE item_texts_fts MATCH :expression "
                 "ORDER BY bm25(item_texts_fts) LIMIT :rows")
             expression = _fts5_expression(query, every)
         else:
             statement = text(
-                "SELECT id, item_id, field, ts_rank(to_tsvector('simple', terms), q) AS score "
-                "FROM item_texts, to_tsquery('simple', :expression) AS q "
-                "WHERE to_tsvector('simple', terms) @@ q ORDER BY score DESC, id LIMIT :rows")
+                f"SELECT t.id, t.item_id, t.field, ts_rank(to_tsvector('simple', t.terms), q) AS score{extra} "
+                "FROM item_texts t, to_tsquery('simple', :expression) AS q "
+                "WHERE to_tsvector('simple', t.terms) @@ q ORDER BY score DESC, t.id LIMIT :rows")
             expression = _tsquery_expression(query, every)
         return [tuple(row) for row in session.execute(statement, {"expression": expression, "rows": rows})]
 
@@ -128,6 +133,21 @@ def _substring(folded: str) -> str | None:
     """The query as a name's terms would hold it ('img_204' -> 'img 204'), when it is 3+ characters."""
     spaced = _NOT_WORD.sub(" ", folded).strip()
     return spaced if len(spaced) >= 3 else None
+
+
+def _covering(rows: list[tuple], query: WordQuery) -> list[tuple]:
+    """Texts that hold at least MIN_COVERAGE of the query's words (phrases), scored by how many
+    first: a text that shares one common word with a long query is not a match."""
+    wanted = len(query.phrases)
+    kept = []
+    for text_id, item_id, field, score, terms in rows:
+        held = f" {terms} "
+        found = sum(1 for i, phrase in enumerate(query.phrases)
+                    if f" {' '.join(phrase)} " in held
+                    or (i == wanted - 1 and query.prefix is not None and f" {query.prefix}" in held))
+        if found / wanted >= MIN_COVERAGE:
+            kept.append((text_id, item_id, field, found / wanted * (1.0 + float(score))))
+    return sorted(kept, key=lambda row: -row[3])
 
 
 def _by_item(rows: list[tuple]) -> list[WordHit]:
