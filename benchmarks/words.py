@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--spoken", type=int, default=8, help="videos, and as many audio files")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the cost and latency parts (0: recall only)")
     parser.add_argument("--items", type=int, default=1_000_000, help="items for the query part (0: skip it)")
+    parser.add_argument("--latency-only", action="store_true", help="only the query part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="spyglass-words-") as tmp:
         work = Path(tmp)
@@ -202,6 +203,8 @@ def main() -> None:
         write_checkpoint(checkpoint)
         base = Settings(home=work / "home", model="ViT-B-32", pretrained=str(checkpoint), device="cpu",
                         precision="fp32")
+        if args.latency_only:
+            return query_latency(args, base, work, checkpoint)
         rng = random.Random(0)
         print("making the library ...", flush=True)
         photo_queries = make_photos(work / "photos", args.photos, rng)

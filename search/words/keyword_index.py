@@ -2,7 +2,8 @@
 
 The query reaches the database only as folded terms (search/words/terms.py), each quoted, so
 nothing a user types is FTS or tsquery syntax. All the words must appear in one text; when no
-text holds them all, a text holding at least half of them will do, ranked by how many it holds.
+text holds them all, a text holding at least half of them will do, ranked by how many it holds
+(unless the words are so common that ranking them would cost more than it tells).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ FIELD_WEIGHTS = {"name": 1.5, "caption": 1.5, "keywords": 1.3, "subtitle": 1.0, 
 # Matching texts fetched per item wanted: one item can hold many (each line read, each spoken stretch).
 ROWS_PER_ITEM = 4
 # When no text holds every word of a query, texts holding at least this share of them match,
-# ranked by that share first.
+# ranked by that share first; unless more than FALLBACK_TEXTS texts hold any of the words: then
+# they are common words, ranking them all would cost more than the whole visual search at a
+# million items, and a match on some of them says little (the visual half of a hybrid stands).
 MIN_COVERAGE = 0.5
+FALLBACK_TEXTS = 10_000
 # A name matched only as a substring ranks below every word match (IMG_204 inside IMG_2041.jpg).
 SUBSTRING_SCORE = 0.0
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -67,7 +71,7 @@ class KeywordIndex:
         rows_wanted = limit * ROWS_PER_ITEM
         with self.sessions() as session:
             rows = self._matching(session, query, rows_wanted, every=True)
-            if not rows:
+            if not rows and len(query.phrases) > 1 and self._at_most(session, query, FALLBACK_TEXTS):
                 rows = _covering(self._matching(session, query, rows_wanted * 4, every=False, terms=True), query)
             substring = _substring(query.text)
             if substring:
@@ -80,9 +84,10 @@ class KeywordIndex:
         extra = ", t.terms" if terms else ""
         if self.sqlite:
             statement = text(
-                f"SELECT t.id, t.item_id, t.field, -bm25(item_texts_fts){extra} FROM item_texts_fts "
+                # `rank` is bm25 computed once per row (naming bm25() twice computes it twice).
+                f"SELECT t.id, t.item_id, t.field, -item_texts_fts.rank{extra} FROM item_texts_fts "
                 "JOIN item_texts t ON t.id = item_texts_fts.rowid WHERE item_texts_fts MATCH :expression "
-                "ORDER BY bm25(item_texts_fts) LIMIT :rows")
+                "ORDER BY item_texts_fts.rank LIMIT :rows")
             expression = _fts5_expression(query, every)
         else:
             statement = text(
@@ -91,6 +96,19 @@ class KeywordIndex:
                 "WHERE to_tsvector('simple', t.terms) @@ q ORDER BY score DESC, t.id LIMIT :rows")
             expression = _tsquery_expression(query, every)
         return [tuple(row) for row in session.execute(statement, {"expression": expression, "rows": rows})]
+
+    def _at_most(self, session: Session, query: WordQuery, limit: int) -> bool:
+        """Whether at most `limit` texts hold any of the words: counted in index order, unranked,
+        stopping at limit + 1, so it costs little however common the words are."""
+        if self.sqlite:
+            statement = text("SELECT count(*) FROM (SELECT rowid FROM item_texts_fts WHERE item_texts_fts "
+                             "MATCH :expression LIMIT :limit)")
+            expression = _fts5_expression(query, every=False)
+        else:
+            statement = text("SELECT count(*) FROM (SELECT 1 FROM item_texts WHERE to_tsvector('simple', terms) "
+                             "@@ to_tsquery('simple', :expression) LIMIT :limit) AS found")
+            expression = _tsquery_expression(query, every=False)
+        return session.execute(statement, {"expression": expression, "limit": limit + 1}).scalar() <= limit
 
     def _names_containing(self, session: Session, substring: str, rows: int) -> list[tuple]:
         if self.sqlite:
