@@ -82,13 +82,9 @@ def load_audio(found: FoundFile, needs_pixels: NeedsPixels, media: MediaRoots, m
         fmt = audio_format(found.path)
         if not format_matches(fmt, os.pread(handle.fileno(), MAGIC_BYTES, 0)):
             raise AudioRefused(f"not a readable audio file: its first bytes are not those of {fmt}")
-        hasher = content_hasher()
-        while chunk := handle.read(_HASH_CHUNK):
-            hasher.update(chunk)
-        digest = hasher.hexdigest()
+        digest = _streamed_hash(handle)
         if not needs_pixels(found, digest):
             return LoadedFile(found, digest)
-        handle.seek(0)
         seconds = audio_seconds(handle, max_seconds)
     return LoadedFile(found, digest, None, fmt, 0, 0, text=spoken_name(found.path),
                       duration_s=seconds)
@@ -100,14 +96,19 @@ def load_video(found: FoundFile, preprocess: Callable, cover: int, needs_pixels:
     handle, _ = media.open(found.path, expected=(found.size, found.mtime_ns), streamed=True)
     with handle:
         fmt = container_format(found.path, os.pread(handle.fileno(), MAGIC_BYTES, 0))
-        hasher = content_hasher()
-        while chunk := handle.read(_HASH_CHUNK):
-            hasher.update(chunk)
-        digest = hasher.hexdigest()
+        digest = _streamed_hash(handle)
         if not needs_pixels(found, digest):
             return LoadedFile(found, digest)
-        handle.seek(0)
         stats = SamplingStats()
         for frames in frame_chunks(handle, cover, preprocess, video.batch_size, video.rules, stats):
             emit(frames)
     return LoadedFile(found, digest, None, fmt, stats.facts.width, stats.facts.height, sampling=stats)
+
+
+def _streamed_hash(handle) -> str:
+    """The content hash of an open file read piece by piece, the handle back at its start."""
+    hasher = content_hasher()
+    while chunk := handle.read(_HASH_CHUNK):
+        hasher.update(chunk)
+    handle.seek(0)
+    return hasher.hexdigest()
