@@ -20,8 +20,8 @@ from spyglass.search.media.images import decode_gate, decode_image
 from .sources import FolderListing, ItemFacts, Piece, TextUnreadable, bounded, open_regular
 
 # Longer side of the copy text is first looked for in, of the copy it is then found in, and of
-# the copy lines are read from. At 384 px, detection costs 0.055 s a photo on this 2-core CPU
-# (736 px: 0.25 s) and still finds 22 px text of a 1024 px photo (benchmarks/words.py).
+# the copy lines are read from. Detection's cost grows with the pixels it is given; 384 px still
+# finds 22 px text on a 1024 px photo (benchmarks/words.py renders such text).
 DETECT_SIDE = 384
 FINE_SIDE = 960
 READ_SIDE = 2048
