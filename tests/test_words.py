@@ -38,14 +38,14 @@ HOSTILE_QUERIES = ['"', '*', 'NEAR(', 'AND', 'OR NOT', '((', ')"*', '\x00', 'a\x
                    '"tangerine42', 'tangerine42"*', "北京\x00会议", "-", "^", "col:value", "{a b}"]
 
 
-def rendered(path: Path, lines: list[tuple[str, str]], size=(900, 500), angle: float = 0.0) -> Path:
+def rendered(path: Path, lines: list[tuple[str, str]], size=(900, 500), angle: float = 0.0, points: int = 44) -> Path:
     """A photo-like image with these (text, font) lines drawn on it."""
     rng = np.random.default_rng(len(path.name))
     background = rng.integers(150, 230, (size[1], size[0], 3), dtype=np.uint8)
     image = Image.fromarray(background)
     draw = ImageDraw.Draw(image)
     for row, (words, font) in enumerate(lines):
-        draw.text((40, 60 + row * 120), words, fill=(10, 10, 10), font=ImageFont.truetype(font, 44))
+        draw.text((40, 60 + row * 120), words, fill=(10, 10, 10), font=ImageFont.truetype(font, points))
     if angle:
         image = image.rotate(angle, expand=True, fillcolor=(200, 200, 200))
     image.save(path)
@@ -82,6 +82,7 @@ def library(tmp_path_factory) -> Path:
     shutil.copytree(MEDIA, root)
     rendered(root / "screenshot.png", [("Wi-Fi password: tangerine42", LATIN_FONT)])
     rendered(root / "meeting.png", [("北京会议记录", CJK_FONT)])
+    rendered(root / "gate.jpg", [("north gate closed", LATIN_FONT)], size=(1024, 768), points=22)  # small text
     rendered(root / "invoice.jpg", [("Invoice 4471", LATIN_FONT), ("Total due 38.00", LATIN_FONT)])
     Image.new("RGB", (64, 48), (200, 30, 30)).save(root / "apple_red.png")
     Image.new("RGB", (64, 48), (90, 90, 90)).save(root / "IMG_2041.jpg")
@@ -174,6 +175,7 @@ def test_words_are_found_where_the_pixels_say_nothing(indexed):
     left, top, right, bottom = map(float, line.box.split(","))
     assert line.confidence > 0.9 and 0.03 < left < right < 0.5 and 0.1 < top < bottom < 0.35, line
     assert names(engine.search_text("invoice 4471", k=3))[0] == "invoice.jpg"
+    assert names(engine.search_text("north gate", k=3, mode="words")) == ["gate.jpg"]  # 22 px on 1024 px
     assert names(engine.search_text("IMG_204", k=3, mode="words")) == ["IMG_2041.jpg"]
     lake = engine.search_text("grandma", k=3, mode="words").hits[0]
     assert lake.item.relative_path == "lake.jpg" and lake.matches[0].field == "caption"
