@@ -23,7 +23,7 @@ from spyglass.search.errors import SpyglassError
 from spyglass.search.catalog.schema import MediaItem
 from spyglass.web import create_app
 
-CASES = int(os.environ.get("SPYGLASS_HOSTILE_IMPORTS", "200"))
+CASES = int(os.environ.get("SPYGLASS_HOSTILE_IMPORTS", "120"))
 FIRST_SEED = int(os.environ.get("SPYGLASS_HOSTILE_IMPORT_SEED", "0"))
 
 
