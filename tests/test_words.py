@@ -357,3 +357,24 @@ def test_check_finds_a_keyword_index_out_of_step_and_repair_rebuilds_it(sqlite_s
         assert names(search.search_text("kep", mode="words")) == ["kept.png"]  # the name index, rebuilt
     finally:
         search.close()
+
+
+def test_sidecars_are_regular_files_of_bounded_size_and_a_speech_folder_needs_its_model(tmp_path):
+    from spyglass.indexer.texts.sources import MAX_SIDECAR_BYTES, FolderListing, ItemFacts, SidecarSource, \
+        TextUnreadable
+    from spyglass.indexer.texts.stage import text_sources
+    from spyglass.search.errors import ConfigError
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the password is hunter2")
+    (tmp_path / "linked.png").write_bytes(b"x")
+    (tmp_path / "linked.txt").symlink_to(secret)  # a link beside a picture is never read
+    item = ItemFacts(1, str(tmp_path / "linked.png"), "linked.png", "image", "h", None, True)
+    assert SidecarSource().signature(item, FolderListing()) is None
+    (tmp_path / "big.png").write_bytes(b"x")
+    (tmp_path / "big.txt").write_bytes(b"a" * (MAX_SIDECAR_BYTES + 1))
+    big = ItemFacts(2, str(tmp_path / "big.png"), "big.png", "image", "h", None, True)
+    with pytest.raises(TextUnreadable, match="sidecars are read up to"):
+        SidecarSource().read(big, FolderListing())
+    with pytest.raises(ConfigError, match="no model.bin"):
+        text_sources(Settings(home=tmp_path / "home", ocr="off", speech_model=str(tmp_path)))

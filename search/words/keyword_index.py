@@ -15,6 +15,7 @@ from typing import Sequence
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from spyglass.search.catalog.queries import ID_CHUNK
 from spyglass.search.catalog.schema import ItemText
 
 from .terms import WordQuery
@@ -33,7 +34,6 @@ FALLBACK_TEXTS = 10_000
 # A name matched only as a substring ranks below every word match (IMG_204 inside IMG_2041.jpg).
 SUBSTRING_SCORE = 0.0
 _NOT_WORD = re.compile(r"[\W_]+")
-ID_CHUNK = 1000
 
 
 @dataclass(frozen=True)
