@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from spyglass.search.accounts.access import Principal, may_see
 from spyglass.search.store.ann import AnnIndex
 from spyglass.search.catalog.queries import Catalog
 from spyglass.search.catalog.db import create_db_engine, session_factory
@@ -134,9 +135,19 @@ class SearchEngine:
         `visual` searches the weighted sum of the parts' unit embeddings, renormalised, in one snapshot."""
         mode = resolve_mode(mode, parts)
         snapshot = self.live()
+        within = filters.within if filters is not None else None
+        for part in parts:
+            if part.item_id is not None and within is not None:
+                self.item(part.item_id, within)  # another's item is not found, as one that does not exist
         if mode != "visual":
-            return self.words.search(snapshot, parts, mode, k, offset, min_score, filters)
-        return self.search_in(snapshot, self.embed(parts, snapshot), k, offset, min_score, filters)
+            result = self.words.search(snapshot, parts, mode, k, offset, min_score, filters)
+        else:
+            result = self.search_in(snapshot, self.embed(parts, snapshot), k, offset, min_score, filters)
+        if within is None:
+            return result
+        # Someone who sees some folders is told how many items they hold, never the library's size.
+        return replace(result, total=self.catalog.count_where(Filters(within=within).conditions(
+            self.catalog.root_paths())))
 
     def search_text(self, text: str, k: int = 10, filters: Filters | None = None,
                     mode: str | None = None) -> SearchResult:
@@ -346,13 +357,20 @@ class SearchEngine:
                 return matched
             n = min(total, n * _WIDEN)
 
-    def item(self, item_id: int) -> MediaItem:
-        """One item's catalog row."""
+    def item(self, item_id: int, within: tuple[str, ...] | None = None) -> MediaItem:
+        """One item's catalog row; one outside the folders `within` does not exist either."""
         self.live()  # an empty catalog is "nothing indexed yet", not a missing table
         row = self.catalog.items_by_id([item_id]).get(item_id) if 0 < item_id <= MAX_ITEM_ID else None
-        if row is None:
+        if row is None or (within is not None and not self.visible([row], within)):
             raise UnknownItem(f"item {item_id} does not exist")
         return row
+
+    def visible(self, rows: Sequence[MediaItem], within: tuple[str, ...] | None) -> list[MediaItem]:
+        """The rows inside the folders `within` (all when None)."""
+        if within is None:
+            return list(rows)
+        roots = self.catalog.root_paths()
+        return [row for row in rows if may_see(Principal("", folders=within), row.path, roots)]
 
     def media(self) -> MediaRoots:
         """The media roots and the rules for reading their files (SPYGLASS_FOLLOW_SYMLINKS, ...)."""

@@ -24,6 +24,8 @@ MODES = ("hybrid", "visual", "words")
 # Each ranking fused is at least this deep, so an item the other ranking places first still meets
 # its rank in this one even when the page is short.
 FUSION_DEPTH = 100
+# A filtered keyword search widens its matches up to this many items before it settles for fewer.
+MAX_WORD_FETCH = 100_000
 
 
 def resolve_mode(mode: str | None, parts: Sequence[QueryPart]) -> str:
@@ -70,12 +72,19 @@ class WordSearch:
                                 self._matches([w for w in words if w.item_id in on_page], query))
 
     def _words(self, query: WordQuery, depth: int, filters: Filters | None) -> list[WordHit]:
-        found = self.keywords.search(query, depth)
-        if filters is None or not filters.active() or not found:
-            return found
-        meeting = self.engine.catalog.ids_meeting([w.item_id for w in found],
-                                                  filters.conditions(self.engine.catalog.root_paths()))
-        return [w for w in found if w.item_id in meeting]
+        """The best `depth` keyword matches that meet the filters: the matches widen until enough of
+        them do, so someone who sees 1 % of the library gets their own best matches, not 1 % of everyone's."""
+        fetch = depth
+        while True:
+            found = self.keywords.search(query, fetch)
+            if filters is None or not filters.active() or not found:
+                return found
+            meeting = self.engine.catalog.ids_meeting([w.item_id for w in found],
+                                                      filters.conditions(self.engine.catalog.root_paths()))
+            kept = [w for w in found if w.item_id in meeting]
+            if len(kept) >= depth or len(found) < fetch or fetch >= MAX_WORD_FETCH:
+                return kept[:depth]
+            fetch = min(MAX_WORD_FETCH, fetch * 8)
 
     def _matches(self, words: list[WordHit], query: WordQuery) -> dict[int, tuple[Match, ...]]:
         """Snippets of these items' matching texts."""

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from sqlalchemy import exists, or_
 
+from spyglass.search.accounts.access import folders_under_roots
 from spyglass.search.errors import BadQuery
 from spyglass.search.media.paths import inside
 from spyglass.search.catalog.schema import ItemLabel, MediaItem
@@ -69,10 +70,13 @@ class Filters:
     label: str | None = None  # the item's best zero-shot label (SPYGLASS_LABELS)
     mtime_from_ns: int | None = None
     mtime_to_ns: int | None = None
+    # The folders the asking principal may see (search.accounts.access); None: every item.
+    within: tuple[str, ...] | None = None
 
     def active(self) -> bool:
         """Whether any condition is set."""
-        return any(v is not None for v in (self.folder, self.kind, self.label, self.mtime_from_ns, self.mtime_to_ns))
+        return any(v is not None for v in (self.folder, self.kind, self.label, self.mtime_from_ns, self.mtime_to_ns,
+                                           self.within))
 
     def conditions(self, roots: Sequence[str]) -> list:
         """SQLAlchemy conditions on MediaItem."""
@@ -83,6 +87,9 @@ class Filters:
                        else [f"{root.rstrip('/')}/{folder}" for root in roots])
             conditions.append(or_(*[inside(MediaItem.path, f) for f in folders])
                               if folders else MediaItem.id.is_(None))
+        if self.within is not None:
+            allowed = folders_under_roots(self.within, roots)
+            conditions.append(or_(*[inside(MediaItem.path, f) for f in allowed]) if allowed else MediaItem.id.is_(None))
         if self.kind:
             conditions.append(MediaItem.kind == self.kind)
         if self.label:

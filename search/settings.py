@@ -246,6 +246,17 @@ class Settings:
         "`1` shows absolute paths (media folders, checkpoint, index files) in HTTP answers and error "
         "messages; by default they show folder and file names only, and the log has the rest.",
         _flag, default=False, shown="`0`")
+    auth: str = setting(
+        "Who may use the server: `accounts` (people log in to the page; scripts send a token; each sees the "
+        "folders granted to them: see Accounts and access) or `none` (anyone who reaches the port sees "
+        "everything; `serve` allows it only on a loopback address).", _choice("none", "accounts"), default="none")
+    insecure_no_auth: bool = setting(
+        "`1` lets `serve` listen beyond loopback with `SPYGLASS_AUTH=none`, for a server behind a proxy that "
+        "authenticates people itself; it warns at every start.", _flag, default=False, shown="`0`")
+    expensive_per_minute: int = setting(
+        "Costly requests (uploaded images, embeddings, k over 100, offsets past 1,000) each person, token or "
+        "address may make a minute, shared among the workers; more get 429 with `Retry-After`.",
+        _positive_int, default=60)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

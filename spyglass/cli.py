@@ -334,16 +334,24 @@ def _plain(value) -> str:
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads per worker [SPYGLASS_WEB_THREADS, default 8].")
 @click.option("--dev", is_flag=True, help="Flask's development server with the reloader, not gunicorn.")
+@click.option("--insecure-no-auth", is_flag=True, default=None,
+              help="Listen beyond loopback without accounts, behind a proxy that authenticates people "
+                   "[SPYGLASS_INSECURE_NO_AUTH].")
 @click.pass_obj
-def serve(settings: Settings, host, port, workers, threads, dev) -> None:
+def serve(settings: Settings, host, port, workers, threads, dev, insecure_no_auth) -> None:
     """Serve the search page and the JSON API (http://127.0.0.1:8000 by default).
 
     A production server (gunicorn, threaded). Each worker loads the index and the model once,
     and switches to a newly published index generation between requests, without a restart.
-    """
-    from spyglass.web.serve import serve as run_server
 
-    settings = settings.override(host=host, port=port, web_workers=workers, web_threads=threads)
+    Beyond loopback (--host 0.0.0.0) it needs SPYGLASS_AUTH=accounts: people log in to the page
+    and scripts send tokens (`spyglass user --help`, `spyglass token --help`).
+    """
+    from spyglass.web.serve import check_access_mode, serve as run_server
+
+    settings = settings.override(host=host, port=port, web_workers=workers, web_threads=threads,
+                                 insecure_no_auth=insecure_no_auth)
+    check_access_mode(settings)
     click.echo(f"Serving on http://{settings.host}:{settings.port}", err=True)
     run_server(settings, dev=dev)
 
@@ -371,14 +379,15 @@ def db_upgrade(settings: Settings) -> None:
         click.echo(f"{redacted(settings.db_url)} upgraded from {before or 'empty'} to {after}.")
 
 
-def _add_training_commands() -> None:
+def _add_commands() -> None:
+    from spyglass.cli_accounts import token, user
     from spyglass.cli_training import eval_command, finetune
 
-    cli.add_command(eval_command)
-    cli.add_command(finetune)
+    for command in (eval_command, finetune, user, token):
+        cli.add_command(command)
 
 
-_add_training_commands()
+_add_commands()
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def _package_of(module: str) -> str:
 # imports the core; indexer and training import only the core (never the query side nor each
 # other); web imports the query side and the core; only the CLI imports everything.
 CORE = {f"spyglass.search.{name}" for name in ("errors", "settings", "display", "failpoints", "model", "catalog",
-                                               "store", "media", "words")}
+                                               "store", "media", "words", "accounts")}
 QUERY_SIDE = {f"spyglass.search.{name}" for name in ("engine", "hybrid", "live", "moments", "query", "results",
                                                      "status")}
 OURS = ("spyglass.",)
@@ -83,7 +83,7 @@ def _ours(names: set[str]) -> set[str]:
 @pytest.mark.parametrize(("where", "allowed"), [
     ("search/model", CORE),
     ("search/catalog", CORE | {"spyglass.migrations"}),  # Alembic's scripts
-    ("search/store", CORE), ("search/media", CORE), ("search/words", CORE),
+    ("search/store", CORE), ("search/media", CORE), ("search/words", CORE), ("search/accounts", CORE),
     ("search/errors.py", CORE), ("search/settings.py", CORE), ("search/display.py", CORE),
     ("search/failpoints.py", CORE),
     ("search/engine.py", CORE | QUERY_SIDE), ("search/live.py", CORE | QUERY_SIDE),
@@ -147,6 +147,19 @@ def test_the_image_copies_every_package_the_wheel_installs():
     dockerfile = (ROOT / "Dockerfile").read_text()
     for folder in folders:
         assert f"COPY {folder} {folder}" in dockerfile, f"the Dockerfile does not copy {folder}/"
+
+
+def test_the_wheel_lists_every_package_of_the_source():
+    """A sub-package missing from pyproject's list works in an editable install and is absent from
+    the wheel (and the Docker image): search/words and indexer/texts once were."""
+    import tomllib
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    for name, folder in tool["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            package = ".".join([name, *init.parent.relative_to(ROOT / folder).parts])
+            assert package in listed, f"{package} is not in pyproject.toml's packages"
 
 
 def test_app_factory_builds_without_touching_anything(tmp_path):

@@ -6,7 +6,7 @@ from flask import Flask
 
 from spyglass.search.settings import Settings
 
-from . import api, compat, errors, metrics, pages, security
+from . import api, auth, compat, errors, login, metrics, pages, security
 from .state import WebState
 
 MAX_FORM_PARTS = 50
@@ -28,8 +28,10 @@ def create_app(settings: Settings | None = None, background_reload: bool = False
     app.extensions["spyglass"] = WebState(settings, background_reload)
     errors.init_app(app)
     security.init_app(app, settings)
+    auth.init_app(app, settings)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(compat.blueprint)
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(pages.blueprint)
+    app.register_blueprint(login.blueprint)
     return app

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import time
+from dataclasses import replace
 from urllib.parse import quote
 
 from flask import Blueprint, current_app, jsonify, request, send_file
@@ -15,9 +16,12 @@ from werkzeug.wsgi import wrap_file
 
 from spyglass.search.errors import BadQuery, SpyglassError
 from spyglass.search.media.images import decode_gate
+from spyglass.search.query import Filters
 from spyglass.search.status import status_report
 from spyglass.search.media.thumbnails import ensure_thumbnail
 
+from .auth import principal, within
+from .limits import costly
 from .openapi import openapi_document
 from .present import hit_json, item_json, public_status
 from .search_request import parse_search_request
@@ -40,8 +44,10 @@ def search():
     started = time.perf_counter()
     with web.metrics.timed("search"):
         query = parse_search_request(request)
-        result = web.engine().search(query.parts, k=query.k, offset=query.offset,
-                                     min_score=query.min_score, filters=query.filters, mode=query.mode)
+        if costly(query.parts, query.k, query.offset):
+            web.limits.take(principal().key)
+        result = web.engine().search(query.parts, k=query.k, offset=query.offset, min_score=query.min_score,
+                                     filters=replace(query.filters, within=within()), mode=query.mode)
     return jsonify(
         results=[hit_json(hit) for hit in result.hits],
         k=query.k, offset=query.offset, next_offset=result.next_offset,
@@ -53,7 +59,7 @@ def search():
 @blueprint.get("/items/<int:item_id>")
 def item(item_id: int):
     """One item's metadata."""
-    return jsonify(item_json(state().engine().item(item_id)))
+    return jsonify(item_json(state().engine().item(item_id, within())))
 
 
 @blueprint.get("/items/<int:item_id>/thumbnail")
@@ -64,7 +70,7 @@ def thumbnail(item_id: int):
     """
     web = state()
     engine = web.engine()
-    found = engine.item(item_id)
+    found = engine.item(item_id, within())
     made = ensure_thumbnail(web.thumbnails, found, engine.media(), web.settings.max_image_pixels,
                             decode_gate(web.settings.decode_memory), at_s=_moment(request.args.get("t")))
     # Bytes when the cache could not keep it (a full disk): served all the same.
@@ -78,7 +84,7 @@ def thumbnail(item_id: int):
 def item_file(item_id: int):
     """The original file, only while it is the indexed file, inside a media root (SPYGLASS_FOLLOW_SYMLINKS)."""
     engine = state().engine()
-    found = engine.item(item_id)
+    found = engine.item(item_id, within())
     handle, info = engine.media().open_indexed(found.path, found.size, found.mtime_ns, found.format)
     response = current_app.response_class(
         wrap_file(request.environ, handle), mimetype=MIMETYPES.get(found.format, "application/octet-stream"),
@@ -145,6 +151,12 @@ def _inline_disposition(name: str) -> str:
 def status():
     """Items, model and index of the live generation."""
     web = state()
+    if not principal().sees_all:
+        # Someone who sees some folders learns how many items they hold, and nothing of the rest.
+        engine = web.engine()
+        live = engine.live()
+        items = engine.catalog.count_where(Filters(within=within()).conditions(engine.catalog.root_paths()))
+        return jsonify(items=items, generation=live.generation.id, scope="granted folders")
     report = public_status(status_report(web.settings, web.engine().db), web.settings.expose_paths)
     # This worker's text encoder, once a query has loaded it (none before: status loads nothing).
     report["query_encoder"] = (web.engine().loaded_precisions() or [None])[0]

@@ -11,8 +11,10 @@ import numpy as np
 from flask import Blueprint, jsonify, request
 
 from spyglass.search.errors import BadQuery
-from spyglass.search.query import QueryPart
+from spyglass.search.query import Filters, QueryPart
 
+from .auth import principal, within
+from .limits import costly
 from .present import at_moment, item_json, media_fragment
 from .search_request import MAX_K, decode_base64, embedding, json_object
 from .state import state
@@ -40,10 +42,13 @@ def knn_service():
         num_images = _count(body.get("num_images", 40), "num_images")
         engine = web.engine()
         snapshot = engine.live()
-        vector = engine.embed([part], snapshot)
         deduplicate = body.get("deduplicate", False) is True
         fetch = min(MAX_K, num_images * 2 if deduplicate else num_images)
-        result = engine.search_in(snapshot, vector, k=fetch)
+        if costly([part], fetch, 0):
+            web.limits.take(principal().key)
+        vector = engine.embed([part], snapshot)
+        found = within()
+        result = engine.search_in(snapshot, vector, k=fetch, filters=None if found is None else Filters(within=found))
         hits = _deduplicated(snapshot, result.hits) if deduplicate else result.hits
     return jsonify([_knn_result(hit) for hit in hits[:num_images]])
 
@@ -61,7 +66,7 @@ def metadata():
         raise BadQuery(f"ids holds {len(ids):,} ids; the limit is {MAX_METADATA_IDS:,} a request")
     engine = state().engine()
     engine.live()  # 503 while nothing is indexed
-    rows = engine.catalog.items_by_id(ids)
+    rows = {row.id: row for row in engine.visible(list(engine.catalog.items_by_id(ids).values()), within())}
     return jsonify([{"id": i, "metadata": _metadata(rows[i])} for i in ids if i in rows])
 
 

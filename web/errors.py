@@ -85,7 +85,7 @@ def _http_error(exc: HTTPException):
     response = error_response(exc.code or 500, code, message)
     # The headers the status needs: Content-Range on a 416, Allow on a 405, Retry-After.
     for name, value in exc.get_headers():
-        if name.lower() in ("content-range", "allow", "retry-after"):
+        if name.lower() in ("content-range", "allow", "retry-after", "www-authenticate"):
             response.headers[name] = value
     return response
 

@@ -15,7 +15,10 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying aga
 
 
 def _errors(*codes: int) -> dict:
-    words = {400: "Bad query (the message names the field and the limit)", 403: "A request from another site",
+    words = {400: "Bad query (the message names the field and the limit)",
+             401: "No credentials, or a token that is unknown, revoked or expired (SPYGLASS_AUTH=accounts)",
+             403: "A request from another site, a missing CSRF token, or a search token on an admin route",
+             429: "Too many costly requests, or failed logins: wait Retry-After seconds",
              404: "Unknown item, or its file is gone, changed or outside the media folders",
              413: "Request too large", 415: "Not an image",
              416: "Range not satisfiable", 422: "Image does not decode, or is too large or too thin",
@@ -23,8 +26,11 @@ def _errors(*codes: int) -> dict:
     out = {}
     for code in codes:
         out[str(code)] = {"description": words[code], "content": {"application/json": {"schema": ERROR}}}
-        if code == 503:
+        if code in (429, 503):
             out[str(code)]["headers"] = RETRY_AFTER
+        if code == 401:
+            out[str(code)]["headers"] = {"WWW-Authenticate": {"description": 'Bearer realm="spyglass"',
+                                                              "schema": {"type": "string"}}}
     return out
 
 
@@ -105,8 +111,29 @@ MATCH = {"type": "object", "properties": {
     "end_s": {"type": "number"}}}
 
 
+# Answered without credentials: liveness and this document.
+PUBLIC_PATHS = ("/api/v1/healthz", "/api/v1/openapi.json", "/login")
+# Rationed per principal (web/limits.py).
+RATIONED_PATHS = ("/api/v1/search", "/knn-service")
+LOGIN_FORM = {"type": "object", "properties": {"name": {"type": "string"}, "password": {"type": "string"},
+                                               "csrf_token": {"type": "string"}, "next": {"type": "string"}}}
+
+
 def openapi_document() -> dict:
-    """The whole document."""
+    """The whole document, with the credentials each operation takes and the answers they bring."""
+    document = _document()
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            if path in PUBLIC_PATHS:
+                operation["security"] = []
+                continue
+            operation["responses"].update(_errors(401, 403))
+            if path in RATIONED_PATHS:
+                operation["responses"].update(_errors(429))
+    return document
+
+
+def _document() -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Spyglass", "version": "1",
@@ -170,8 +197,26 @@ def openapi_document() -> dict:
                 "responses": {**_ok("[{id, metadata}]", {"type": "array"}), **_errors(400, 403, 413, 503)}}},
             "/indices-list": {"get": {"summary": "clip-retrieval compatible list of index names.",
                                       "responses": _ok("Names", {"type": "array", "items": {"type": "string"}})}},
+            "/login": {
+                "get": {"summary": "The login form (HTML; SPYGLASS_AUTH=accounts).",
+                        "responses": {**_ok("The form", media="text/html"), **_errors(404)}},
+                "post": {"summary": "Log in: a session cookie, then a redirect (303) to `next`.",
+                         "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": LOGIN_FORM}}},
+                         "responses": {"303": {"description": "Logged in"},
+                                       **{str(c): {"description": d, "content": {"text/html": {}}} for c, d in
+                                          ((401, "Wrong name or password"), (403, "The form expired"),
+                                           (404, "No accounts"), (429, "Too many failed logins"))}}}},
+            "/logout": {"post": {"summary": "End the page session (needs its CSRF token).",
+                                 "responses": {"303": {"description": "Logged out"}}}},
         },
-        "components": {"schemas": {
+        "security": [{}, {"bearerAuth": []}, {"basicAuth": []}],
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "A token from `spyglass token create` (SPYGLASS_AUTH=accounts)."},
+                "basicAuth": {"type": "http", "scheme": "basic",
+                              "description": "The token's owner as the name, the token as the password."}},
+            "schemas": {
             "Error": {"type": "object", "required": ["error", "message"],
                       "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
             "QueryPart": PART,

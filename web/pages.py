@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, g, render_template
 
 blueprint = Blueprint("pages", __name__)
 
@@ -10,4 +10,6 @@ blueprint = Blueprint("pages", __name__)
 @blueprint.get("/")
 def index():
     """The search page; ?q=text or ?like=<item id> in the URL runs that search."""
-    return render_template("index.html")
+    # With accounts: who is logged in, and the CSRF token the page's POSTs carry (web/auth.py).
+    who = g.principal if getattr(g, "principal", None) is not None and g.principal.session else None
+    return render_template("index.html", user=who, csrf_token=getattr(g, "csrf_token", ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -13,9 +14,37 @@ from . import create_app
 from .metrics import MULTIPROCESS_ENV
 from .security import is_loopback
 
+log = logging.getLogger(__name__)
+
+
+def check_access_mode(settings: Settings) -> None:
+    """Refuse to serve beyond loopback without accounts, unless told it is fronted by a proxy that
+    authenticates; warn when accounts are on but nobody could log in."""
+    if settings.auth == "none" and not is_loopback(settings.host):
+        if not settings.insecure_no_auth:
+            raise ConfigError(f"serving {settings.host} without accounts would show the whole library to anyone "
+                              "who reaches the port",
+                              "set SPYGLASS_AUTH=accounts and add people with `spyglass user add NAME --admin`, "
+                              "or pass --insecure-no-auth if a proxy in front authenticates them")
+        log.warning("serving %s with SPYGLASS_AUTH=none (--insecure-no-auth): anyone who reaches this port "
+                    "sees the whole library unless a proxy in front authenticates them", settings.host)
+    if settings.auth == "accounts":
+        from spyglass.search.accounts.directory import Accounts
+        from spyglass.search.catalog.db import create_db_engine, session_factory
+        from spyglass.search.catalog.migrate import current_revision, head_revision
+
+        engine = create_db_engine(settings.db_url)
+        try:
+            people = (Accounts(session_factory(engine)).count()
+                      if current_revision(engine) == head_revision() else 0)
+        finally:
+            engine.dispose()
+        if people == 0:
+            log.warning("SPYGLASS_AUTH=accounts but nobody can log in yet: run `spyglass user add NAME --admin`")
+
 
 def serve(settings: Settings, dev: bool = False) -> None:
-    """Serve on settings.host:settings.port until interrupted."""
+    """Serve on settings.host:settings.port until interrupted (check_access_mode first)."""
     if dev:
         if not is_loopback(settings.host):
             # Flask's debugger runs whatever code a visitor sends it.

@@ -6,10 +6,14 @@ import threading
 
 from flask import current_app
 
+from spyglass.search.accounts.directory import Accounts
+from spyglass.search.catalog.db import create_db_engine, session_factory
+from spyglass.search.catalog.migrate import require_current
 from spyglass.search.engine import SearchEngine
 from spyglass.search.settings import Settings
 from spyglass.search.media.thumbnail_cache import ThumbnailCache
 
+from .limits import FairUse
 from .metrics import Metrics
 
 
@@ -22,7 +26,19 @@ class WebState:
         self.metrics = Metrics()
         self.thumbnails = ThumbnailCache(settings.home / "thumbnails", settings.thumbnail_cache)
         self._engine: SearchEngine | None = None
+        self._accounts: Accounts | None = None
+        self.limits = FairUse(settings.expensive_per_minute, settings.web_workers)
         self._lock = threading.Lock()
+
+    def accounts(self) -> Accounts:
+        """People, tokens and sessions, in the engine's catalog (its schema checked once)."""
+        engine = self.engine()
+        with self._lock:
+            if self._accounts is None:
+                require_current(engine.db)
+                writer = create_db_engine(self.settings.db_url, writer=True)
+                self._accounts = Accounts(engine.catalog.sessions, self.settings.expose_paths, session_factory(writer))
+            return self._accounts
 
     def engine(self) -> SearchEngine:
         """The worker's engine, created on first use."""

@@ -80,6 +80,11 @@ class Catalog:
             ids = session.scalars(select(MediaItem.id).where(*conditions).order_by(MediaItem.id).limit(limit)).all()
         return np.asarray(ids, dtype=np.int64)
 
+    def count_where(self, conditions: Sequence) -> int:
+        """How many items meet the conditions."""
+        with self.sessions() as session:
+            return session.scalar(select(func.count(MediaItem.id)).where(*conditions)) or 0
+
     def frame_owners(self, frame_ids: Sequence[int]) -> dict[int, int]:
         """The video item of each of these frame rows (rows deleted since are left out)."""
         found: dict[int, int] = {}

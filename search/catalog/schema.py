@@ -316,3 +316,7 @@ def made_by_hand(name: str | None) -> bool:
     """Whether a schema object is one of those (schema comparisons leave them out)."""
     return bool(name) and name.startswith(("item_texts_fts", "item_names_trigram", "ix_item_texts_fts",
                                            "ix_item_texts_trgm"))
+
+
+# The account tables live in their own module; importing it registers them on Base.metadata.
+from spyglass.search.catalog import people as _people  # noqa: E402,F401

@@ -22,10 +22,15 @@
       body.append("image", query.file);
       body.append("k", PAGE);
       body.append("offset", offset);
-      response = await fetch("/api/v1/search", { method: "POST", body });
+      // The page session's CSRF token (empty without accounts): every POST carries it.
+      const csrf = document.querySelector('meta[name="csrf-token"]').content;
+      response = await fetch("/api/v1/search", { method: "POST", body, headers: { "X-CSRF-Token": csrf } });
     } else {
       const params = new URLSearchParams({ ...query.params, k: PAGE, offset });
       response = await fetch("/api/v1/search?" + params);
+    }
+    if (response.status === 401) {  // the session ended (logged out elsewhere, expired): log in again
+      location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
     }
     const data = await response.json().catch(() => ({ message: `the server answered ${response.status}` }));
     if (!response.ok) throw new Error(data.message || data.error);
