@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast fuzz docs bench bench-ann bench-words demo clean
+.PHONY: setup run test test-fast fuzz docs bench bench-ann bench-words bench-fair demo clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,10 @@ docs: setup
 
 bench: setup
 	$(BIN)/python benchmarks/index_throughput.py
+
+# A text query's latency while another person floods uploads, with and without fair use (~8 minutes).
+bench-fair: setup
+	$(BIN)/python benchmarks/fair_use.py
 
 # Exact against approximate search on a million synthetic vectors (about 15 minutes here).
 bench-ann: setup

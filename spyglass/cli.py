@@ -351,7 +351,8 @@ def serve(settings: Settings, host, port, workers, threads, dev, insecure_no_aut
 
     settings = settings.override(host=host, port=port, web_workers=workers, web_threads=threads,
                                  insecure_no_auth=insecure_no_auth)
-    check_access_mode(settings)
+    if not dev:  # --dev refuses anything but loopback itself
+        check_access_mode(settings)
     click.echo(f"Serving on http://{settings.host}:{settings.port}", err=True)
     run_server(settings, dev=dev)
 

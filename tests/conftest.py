@@ -137,7 +137,8 @@ def spyglass_env(settings: Settings) -> dict[str, str]:
     env.update(SPYGLASS_HOME=str(settings.home), SPYGLASS_DATABASE_URL=settings.db_url,
                SPYGLASS_MODEL=settings.model, SPYGLASS_PRETRAINED=settings.pretrained,
                SPYGLASS_DEVICE=settings.device, SPYGLASS_PRECISION=settings.precision,
-               SPYGLASS_BATCH_SIZE=str(settings.batch_for(settings.device)), SPYGLASS_OCR=settings.ocr)
+               SPYGLASS_BATCH_SIZE=str(settings.batch_for(settings.device)), SPYGLASS_OCR=settings.ocr,
+               SPYGLASS_AUTH=settings.auth)
     return env
 
 
@@ -214,6 +215,31 @@ def live_server(tmp_path_factory, tiny_model, encoder):
     run_index(settings, [str(media)], encoder=encoder, progress=False)
     with serving(settings, base / "server.log") as url:
         yield {"url": url, "media": media, "settings": settings}
+
+
+ACCOUNT_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def accounts_server(tmp_path_factory, tiny_model, encoder):
+    """`spyglass serve --workers 2` with accounts over the test images: alice sees nested/ only."""
+    from spyglass.indexer.job import run_index
+    from spyglass.search.accounts.directory import Accounts
+    from spyglass.search.catalog.db import create_db_engine, session_factory
+
+    base = tmp_path_factory.mktemp("served-accounts")
+    media = base / "media"
+    shutil.copytree(MEDIA, media)
+    settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+                        device="cpu", port=free_port(), auth="accounts")
+    run_index(settings, [str(media)], encoder=encoder, progress=False)
+    engine = create_db_engine(settings.db_url, writer=True)
+    accounts = Accounts(session_factory(engine))
+    accounts.add_user("alice", ACCOUNT_PASSWORD, folders=["nested"])
+    accounts.add_user("root", ACCOUNT_PASSWORD, admin=True)
+    with serving(settings, base / "server.log", "--workers", "2") as url:
+        yield {"url": url, "media": media, "settings": settings, "accounts": accounts}
+    engine.dispose()
 
 
 def run_spyglass(*args: str, env: dict[str, str], timeout: float = 120,

@@ -47,3 +47,29 @@ def indexed_library(tiny_model, encoder):
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_answers_every_generated_request_as_documented(case):
     case.call_and_validate(checks=CHECKS)
+
+
+# The same document fuzzed against a server with accounts, as a person who sees one folder: the
+# credentials ride on every request, so the generated requests reach the routes behind the check.
+ACCOUNT_SETTINGS = Settings(home=WORK / "home", auth="accounts")
+accounts_schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", create_app(ACCOUNT_SETTINGS))
+TOKEN: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def account_token(indexed_library):
+    from spyglass.search.accounts.directory import Accounts
+    from spyglass.search.catalog.db import create_db_engine, session_factory
+
+    engine = create_db_engine(ACCOUNT_SETTINGS.db_url, writer=True)
+    accounts = Accounts(session_factory(engine))
+    accounts.add_user("fuzzer", "a long enough password", folders=["nested"])
+    TOKEN.append(accounts.create_token("fuzzer")[1])
+    engine.dispose()
+    return TOKEN[0]
+
+
+@accounts_schema.parametrize()
+@settings(max_examples=max(5, EXAMPLES // 3), deadline=None, suppress_health_check=list(HealthCheck))
+def test_authenticated_requests_are_answered_as_documented(case, account_token):
+    case.call_and_validate(headers={"Authorization": f"Bearer {account_token}"}, checks=CHECKS)

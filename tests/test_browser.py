@@ -208,3 +208,34 @@ def test_words_mode_shows_why_a_result_matched(page, live_server):
     page.go_back()
     page.goto(live_server["url"] + "/?q=red&mode=words")
     expect(page.locator("#mode")).to_have_value("words")
+
+
+def test_login_search_csrf_refusal_and_logout(page, accounts_server):
+    from conftest import ACCOUNT_PASSWORD
+
+    url = accounts_server["url"]
+    page.goto(url + "/?q=red")
+    assert "/login" in page.url  # sent to log in first
+    page.fill("#name", "alice")
+    page.fill("#password", "not the password")
+    page.click("button[type=submit]")
+    assert "Wrong name or password" in page.inner_text("#login-message")
+    page.fill("#password", ACCOUNT_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#results li")
+    assert page.url.endswith("/?q=red") and page.inner_text("#user-name") == "alice"
+    paths = page.evaluate("fetch('/api/v1/search?q=red&k=50').then(r => r.json()).then(d => d.results.map(h => h.path))")
+    assert paths and all(path.startswith("nested/") for path in paths)  # the session sees alice's folder only
+    # A POST from this page without its CSRF token is refused; with it, answered.
+    statuses = page.evaluate("""async () => {
+        const bare = await fetch('/api/v1/search', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                                   body: JSON.stringify({text: 'red'})});
+        const csrf = document.querySelector('meta[name="csrf-token"]').content;
+        const signed = await fetch('/api/v1/search', {method: 'POST', body: JSON.stringify({text: 'red'}),
+                                   headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}});
+        return [bare.status, signed.status];
+    }""")
+    assert statuses == [403, 200]
+    page.click("#logout")
+    page.wait_for_url("**/login")
+    assert page.evaluate("fetch('/api/v1/status').then(r => r.status)") == 401

@@ -75,3 +75,23 @@ def test_image_url_is_refused_with_the_alternative(live_server):
     response = requests.post(live_server["url"] + "/knn-service", timeout=10,
                              json={"image_url": "http://example.invalid/x.jpg", "num_images": 3})
     assert response.status_code == 400 and "base64" in response.json()["message"]
+
+
+def test_clip_client_with_a_token_in_the_url_and_revocation_in_every_worker(accounts_server):
+    """ClipClient unchanged, credentials in its URL (basic auth, the token as the password), against
+    `spyglass serve --workers 2` with accounts: alice gets her folder only, then a revoked token
+    is refused by every worker from the next request on."""
+    clip_client = load_clip_client()
+    token_id, token = accounts_server["accounts"].create_token("alice")
+    base = accounts_server["url"].replace("http://", f"http://alice:{token}@")
+    client = clip_client.ClipClient(url=base + "/knn-service", indice_name="spyglass", num_images=20)
+    found = client.query(text="a red square")
+    assert found and all(row["caption"].startswith("nested/") for row in found)
+    anonymous = requests.post(accounts_server["url"] + "/knn-service", json={"text": "red"}, timeout=30)
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    accounts_server["accounts"].revoke_token(token_id)
+    # Twenty requests spread over both workers' connections: none gets through.
+    answers = {requests.get(accounts_server["url"] + "/api/v1/status", headers={"Authorization": f"Bearer {token}",
+                                                                               "Connection": "close"},
+                            timeout=30).status_code for _ in range(20)}
+    assert answers == {401}

@@ -22,7 +22,7 @@ from spyglass.search.failpoints import ENV as FAILPOINT_ENV
 from spyglass.search.failpoints import NAMES as FAILPOINTS
 from spyglass.search.catalog.schema import IndexGeneration, IndexRun, MediaItem, StagedVector
 
-KILLS = int(os.environ.get("SPYGLASS_TEST_KILLS", "10"))  # `make fuzz` runs 40
+KILLS = int(os.environ.get("SPYGLASS_TEST_KILLS", "6"))  # `make fuzz` runs 40
 
 
 def make_image(path, seed: int) -> None:

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from urllib.parse import quote
 
@@ -21,7 +22,7 @@ from spyglass.search.status import status_report
 from spyglass.search.media.thumbnails import ensure_thumbnail
 
 from .auth import principal, within
-from .limits import costly
+from .limits import costly, known_costly
 from .openapi import openapi_document
 from .present import hit_json, item_json, public_status
 from .search_request import parse_search_request
@@ -42,12 +43,14 @@ def search():
     """Ranked results for text, an image, an item, an embedding, or a weighted mix of them."""
     web = state()
     started = time.perf_counter()
-    with web.metrics.timed("search"):
+    key = principal().key
+    early = known_costly(request.content_length)  # refused before the body is read
+    with web.metrics.timed("search"), (web.limits.costly(key) if early else nullcontext()):
         query = parse_search_request(request)
-        if costly(query.parts, query.k, query.offset):
-            web.limits.take(principal().key)
-        result = web.engine().search(query.parts, k=query.k, offset=query.offset, min_score=query.min_score,
-                                     filters=replace(query.filters, within=within()), mode=query.mode)
+        late = not early and costly(query.parts, query.k, query.offset)
+        with web.limits.costly(key) if late else nullcontext():
+            result = web.engine().search(query.parts, k=query.k, offset=query.offset, min_score=query.min_score,
+                                         filters=replace(query.filters, within=within()), mode=query.mode)
     return jsonify(
         results=[hit_json(hit) for hit in result.hits],
         k=query.k, offset=query.offset, next_offset=result.next_offset,

@@ -22,7 +22,7 @@ from flask import Flask, g, redirect, request, url_for
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from spyglass.search.accounts import audit
-from spyglass.search.accounts.access import OPEN, Principal
+from spyglass.search.accounts.access import Principal
 from spyglass.search.settings import Settings
 
 from .security import SAFE_METHODS
@@ -81,6 +81,15 @@ def init_app(app: Flask, settings: Settings) -> None:
                         method=request.method)
         g.principal = found
         return None
+
+    @app.after_request
+    def keep_answers_private(response):
+        # What one person may see must not be kept by a shared cache and handed to another.
+        if settings.auth == "accounts":
+            response.headers["Cache-Control"] = response.headers.get(
+                "Cache-Control", "private, no-cache").replace("public", "private")
+            response.vary.update(("Cookie", "Authorization"))
+        return response
 
 
 def _accounts():

@@ -7,6 +7,8 @@ because the server fetching URLs it is given would let any client make it reach 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 from flask import Blueprint, jsonify, request
 
@@ -14,7 +16,7 @@ from spyglass.search.errors import BadQuery
 from spyglass.search.query import Filters, QueryPart
 
 from .auth import principal, within
-from .limits import costly
+from .limits import costly, known_costly
 from .present import at_moment, item_json, media_fragment
 from .search_request import MAX_K, decode_base64, embedding, json_object
 from .state import state
@@ -36,7 +38,8 @@ def indices_list():
 def knn_service():
     """Nearest neighbours as clip-retrieval answers them: [{id, similarity, url, caption, ...}]."""
     web = state()
-    with web.metrics.timed("knn-service"):
+    early = known_costly(request.content_length)  # an image or an embedding: refused before it is read
+    with web.metrics.timed("knn-service"), (web.limits.costly(principal().key) if early else nullcontext()):
         body = _json_body()
         part = _query_part(body)
         num_images = _count(body.get("num_images", 40), "num_images")
@@ -44,11 +47,11 @@ def knn_service():
         snapshot = engine.live()
         deduplicate = body.get("deduplicate", False) is True
         fetch = min(MAX_K, num_images * 2 if deduplicate else num_images)
-        if costly([part], fetch, 0):
-            web.limits.take(principal().key)
-        vector = engine.embed([part], snapshot)
         found = within()
-        result = engine.search_in(snapshot, vector, k=fetch, filters=None if found is None else Filters(within=found))
+        with web.limits.costly(principal().key) if not early and costly([part], fetch, 0) else nullcontext():
+            vector = engine.embed([part], snapshot)
+            result = engine.search_in(snapshot, vector, k=fetch,
+                                      filters=None if found is None else Filters(within=found))
         hits = _deduplicated(snapshot, result.hits) if deduplicate else result.hits
     return jsonify([_knn_result(hit) for hit in hits[:num_images]])
 

@@ -199,7 +199,8 @@ def _document() -> dict:
                                       "responses": _ok("Names", {"type": "array", "items": {"type": "string"}})}},
             "/login": {
                 "get": {"summary": "The login form (HTML; SPYGLASS_AUTH=accounts).",
-                        "responses": {**_ok("The form", media="text/html"), **_errors(404)}},
+                        "responses": {**_ok("The form", media="text/html"),
+                                      "404": {"description": "No accounts", "content": {"text/html": {}}}}},
                 "post": {"summary": "Log in: a session cookie, then a redirect (303) to `next`.",
                          "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": LOGIN_FORM}}},
                          "responses": {"303": {"description": "Logged in"},

@@ -51,9 +51,6 @@ class Principal:
         return f"user:{self.user_id}" if self.user_id is not None else self.name
 
 
-OPEN = Principal(name="anyone", is_admin=True, scope="admin")
-
-
 def granted_folder(folder: str) -> str:
     """A folder as a grant keeps it: absolute (made so, `~` expanded) or relative without `..`."""
     folder = folder.strip()
