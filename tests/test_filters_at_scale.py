@@ -105,3 +105,17 @@ def test_filters_over_an_approximate_index(library, monkeypatch, subset_limit):
             else:
                 assert found == expected, folder
     assert not overlap or np.mean(overlap) >= 0.9, overlap
+
+
+@pytest.mark.parametrize("folder", ["two", "rare", "some", "half"])
+def test_a_person_who_sees_one_folder_gets_its_exact_top_k(library, folder):
+    """The access rule (SPYGLASS_AUTH=accounts) is a condition of the search: someone who sees 2
+    items, 0.1 %, 5 % or 50 % of the library gets the exact top k of what they see, and the count
+    of it, through search() as the API calls it; a relative grant reads as under every root."""
+    from spyglass.search.query import QueryPart
+
+    for grant in (f"/big/{folder}", folder):
+        query = clustered_vectors(1, DIM, clusters=50, seed=6)[0]
+        result = library.search([QueryPart(embedding=query.tolist())], k=10, filters=Filters(within=(grant,)))
+        assert [hit.item.id for hit in result.hits] == brute_force(library, query, folder, 10)
+        assert result.total == sum(1 for i in range(COUNT) if folder_of(i) == folder)
