@@ -254,9 +254,9 @@ class Settings:
         "`1` lets `serve` listen beyond loopback with `SPYGLASS_AUTH=none`, for a server behind a proxy that "
         "authenticates people itself; it warns at every start.", _flag, default=False, shown="`0`")
     expensive_per_minute: int = setting(
-        "Costly requests (uploaded images, embeddings, k over 100, offsets past 1,000) each person, token or "
-        "address may make a minute, shared among the workers, one at a time each; more get 429 with "
-        "`Retry-After`. `0` rations nothing (a server only you use).", _non_negative_int, default=60)
+        "With `SPYGLASS_AUTH=accounts`: costly requests (uploaded images, embeddings, k over 100, offsets past "
+        "1,000) each person may make a minute, shared among the workers, one at a time each; more get 429 with "
+        "`Retry-After`. `0` rations nothing. Without accounts nothing is rationed.", _non_negative_int, default=60)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

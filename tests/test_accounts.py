@@ -320,6 +320,13 @@ def test_costly_requests_are_rationed_per_principal(team):
     assert client.post("/api/v1/search", json=upload, headers=bearer(tokens["bob"])).status_code == 200
 
 
+def test_without_accounts_nothing_is_rationed(team):
+    settings = team["settings"].override(auth="none", expensive_per_minute=1)
+    client = create_app(settings).test_client()
+    upload = {"image_base64": base64.b64encode(png_bytes()).decode()}
+    assert {client.post("/api/v1/search", json=upload).status_code for _ in range(4)} == {200}
+
+
 def test_the_bucket_refills_with_time_and_one_costly_request_runs_at_a_time():
     from werkzeug.exceptions import TooManyRequests
 

@@ -27,7 +27,9 @@ class WebState:
         self.thumbnails = ThumbnailCache(settings.home / "thumbnails", settings.thumbnail_cache)
         self._engine: SearchEngine | None = None
         self._accounts: Accounts | None = None
-        self.limits = FairUse(settings.expensive_per_minute, settings.web_workers)
+        # Without accounts there is one person (or a proxy's one address): nothing to share out.
+        self.limits = FairUse(settings.expensive_per_minute if settings.auth == "accounts" else 0,
+                              settings.web_workers)
         self._lock = threading.Lock()
 
     def accounts(self) -> Accounts:
