@@ -32,6 +32,9 @@ def test_serving_beyond_loopback_needs_accounts(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     check_access_mode(Settings(home=tmp_path, host="0.0.0.0", insecure_no_auth=True))
     assert "--insecure-no-auth" in caplog.text
+    caplog.clear()
+    check_access_mode(Settings(home=tmp_path / "empty", host="0.0.0.0", auth="accounts"))
+    assert "nobody can log in yet" in caplog.text
     refused = run_spyglass("serve", "--host", "0.0.0.0", env={"SPYGLASS_HOME": str(tmp_path / "home")})
     assert refused.returncode == 1 and "SPYGLASS_AUTH=accounts" in refused.stderr
 
