@@ -272,6 +272,14 @@ def test_guessing_is_throttled_per_name_and_the_right_password_waits_too(team):
     throttled = login(client, "carol", PASSWORD)
     assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
     assert login(client, "alice", PASSWORD).status_code == 303  # another name from the same address
+    # Ended windows are dropped at the next failure, so guessing names cannot grow the table.
+    from spyglass.search.catalog.people import LoginFailure
+    with accounts.writes.begin() as session:
+        session.execute(update(LoginFailure).values(window_start=datetime.now(timezone.utc) - timedelta(hours=1)))
+    login(client, "nobody", "guess")
+    with accounts.sessions() as session:
+        from sqlalchemy import select
+        assert sorted(session.scalars(select(LoginFailure.key))) == ["addr:127.0.0.1", "name:nobody"]
 
 
 def test_a_wrong_name_costs_as_long_as_a_wrong_password(team):

@@ -283,6 +283,8 @@ class Accounts:
     def _add_failure(self, keys: Sequence[str]) -> None:
         now = _now()
         with self.writes.begin() as session:
+            # Windows that have ended count for nothing: a stranger trying names cannot grow the table.
+            session.execute(delete(LoginFailure).where(LoginFailure.window_start < now - WINDOW))
             for key in keys:
                 row = session.get(LoginFailure, key)
                 if row is None:
