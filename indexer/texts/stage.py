@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, false, func, or_, select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 from tqdm import tqdm
 
@@ -78,7 +78,8 @@ def update_texts(sessions: sessionmaker[Session], settings: Settings, roots: Seq
     """Read the texts of the items under these roots (every item for None) that are new or changed."""
     sources = text_sources(settings)
     summary = TextSummary()
-    conditions = [or_(*[inside(MediaItem.path, root) for root in roots])] if roots is not None else []
+    # No roots: no items (an empty or_() would be no condition at all, so every item).
+    conditions = [or_(false(), *[inside(MediaItem.path, root) for root in roots])] if roots is not None else []
     with sessions() as session:
         total = session.scalar(select(func.count(MediaItem.id)).where(*conditions)) or 0
     folder = FolderListing()
