@@ -353,7 +353,6 @@ def serve(settings: Settings, host, port, workers, threads, dev, insecure_no_aut
                                  insecure_no_auth=insecure_no_auth)
     if not dev:  # --dev refuses anything but loopback itself
         check_access_mode(settings)
-    click.echo(f"Serving on http://{settings.host}:{settings.port}", err=True)
     run_server(settings, dev=dev)
 
 

@@ -6,7 +6,7 @@ import re
 import threading
 import urllib.request
 
-from conftest import free_port, serving, worker_pids
+from conftest import free_port, run_spyglass, serving, spyglass_env, worker_pids
 from spyglass.indexer.job import run_index
 
 
@@ -41,3 +41,18 @@ def test_metrics_count_across_gunicorn_workers(sqlite_settings, media, encoder, 
     assert counts == {32.0}, counts  # every scrape, whichever worker answers it, sees all 32
     assert {metric(text, "spyglass_query_seconds_count") for text in scrapes} == {32.0}
     assert all(metric(text, "spyglass_index_vectors") > 0 for text in scrapes)
+
+
+def test_a_busy_port_is_one_line_naming_it_and_the_fix(sqlite_settings):
+    """Not "Serving on ...", ten gunicorn errors and an exit: one line, before anything starts."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_spyglass("serve", "--port", str(port), env=spyglass_env(sqlite_settings), isolated=True,
+                              timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: port {port} on 127.0.0.1 is in use by another program (pick another with --port or SPYGLASS_PORT)"]

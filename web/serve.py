@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import socket
+import sys
 import tempfile
 
 from spyglass.search.errors import ConfigError
@@ -43,13 +46,33 @@ def check_access_mode(settings: Settings) -> None:
             log.warning("SPYGLASS_AUTH=accounts but nobody can log in yet: run `spyglass user add NAME --admin`")
 
 
+def check_port_free(settings: Settings) -> None:
+    """Refuse, in one line, a port another program listens on (gunicorn would log ten errors and quit)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((settings.host.strip("[]"), settings.port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {settings.port} on {settings.host} is in use by another program",
+                                  "pick another with --port or SPYGLASS_PORT") from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(f"port {settings.port} needs more privileges than this user has",
+                                  "pick one above 1023 with --port") from None
+            raise
+
+
 def serve(settings: Settings, dev: bool = False) -> None:
     """Serve on settings.host:settings.port until interrupted (check_access_mode first)."""
+    if dev and not is_loopback(settings.host):
+        # Flask's debugger runs whatever code a visitor sends it.
+        raise ConfigError(f"--dev listens only on loopback, not {settings.host}",
+                          "drop --dev to serve other machines with gunicorn")
+    if os.environ.get("WERKZEUG_RUN_MAIN") != "true":  # the reloader's child: its parent holds the port
+        check_port_free(settings)
+        print(f"Serving on http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
     if dev:
-        if not is_loopback(settings.host):
-            # Flask's debugger runs whatever code a visitor sends it.
-            raise ConfigError(f"--dev listens only on loopback, not {settings.host}",
-                              "drop --dev to serve other machines with gunicorn")
         create_app(settings).run(host=settings.host, port=settings.port, debug=True, use_reloader=True)
         return
     from gunicorn.app.base import BaseApplication
