@@ -31,7 +31,7 @@ from .labelling import update_labels
 from .maintain import maintain_index
 from .publish import HIGHEST_ID_KEY, PendingChanges
 from .recorder import IndexSummary
-from .runs import checked_root, finish_run, locked, start_run
+from .runs import checked_root, finish_run, interrupted, locked, start_run
 from .scan import Skipped
 from .target import TargetIndex
 from .texts.stage import text_sources, update_texts
@@ -105,6 +105,9 @@ class ImportJob:
             target = TargetIndex(self.sessions, self.settings, self.identity, lambda: self.dim, lambda: None)
             try:
                 self._import(target)
+            except KeyboardInterrupt:
+                raise interrupted(self.sessions, run.run_id, self.roots, self.summary.counts(),
+                                  self.summary.generation_id) from None
             except BaseException as exc:
                 finish_run(self.sessions, run.run_id, self.roots, self.summary.counts(), "failed",
                            f"{type(exc).__name__}: {exc}")

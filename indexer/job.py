@@ -34,7 +34,7 @@ from .pipeline import EmbeddedBatch
 from .plan import Plan, PixelRule, plan_run, under
 from .recorder import IndexSummary, Recorder
 from .runners.local import LocalRunner
-from .runs import RunStart, checked_root, finish_run, locked, present_recorded_roots, start_run
+from .runs import RunStart, checked_root, finish_run, interrupted, locked, present_recorded_roots, start_run
 from .scan import FoundFile, ScanCounts, Skipped, video_support, walk
 from .staging import drop_staged, model_key, stage, staged_vectors
 from .target import TargetIndex
@@ -86,6 +86,9 @@ class IndexJob:
             run = start_run(self.sessions, decision.roots, self.settings)
             try:
                 self._index(run, decision.roots, decision.rebuild, decision.text_swap, target)
+            except KeyboardInterrupt:
+                raise interrupted(self.sessions, run.run_id, decision.roots, self.summary.counts(),
+                                  self.summary.generation_id) from None
             except BaseException as exc:
                 finish_run(self.sessions, run.run_id, decision.roots, self.summary.counts(), "failed",
                            f"{type(exc).__name__}: {exc}")

@@ -15,7 +15,7 @@ from spyglass.search.catalog.lock import indexer_lock
 from spyglass.search.catalog.migrate import upgrade
 from spyglass.search.catalog.schema import IndexRun, MediaRoot, utcnow
 from spyglass.search.display import printable
-from spyglass.search.errors import ConfigError
+from spyglass.search.errors import ConfigError, RunInterrupted
 from spyglass.search.media.files import MediaRoots
 from spyglass.search.settings import Settings
 
@@ -114,3 +114,14 @@ def checked_root(root: str | os.PathLike) -> str:
     if not os.path.isdir(path):
         raise ConfigError(f"{printable(path)} is a file, not a folder", "give the folder that holds it")
     return path
+
+
+def interrupted(sessions: sessionmaker[Session], run_id: int, roots: list[str], counts: tuple[int, int, int, int],
+                generation_id: int | None) -> RunInterrupted:
+    """Record a run stopped by Ctrl-C as `interrupted`, and the one line that says what was kept."""
+    finish_run(sessions, run_id, roots, counts, "interrupted", "stopped by Ctrl-C")
+    if generation_id is not None:
+        return RunInterrupted(f"interrupted; what this run published is kept (generation {generation_id})",
+                              "run the same command again to finish: it resumes where this one stopped")
+    return RunInterrupted("interrupted before this run published anything; the batches it embedded are staged",
+                          "run the same command again: it resumes from them")

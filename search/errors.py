@@ -84,3 +84,7 @@ class OutOfMemory(Transient):
 
 class BadInput(SpyglassError):
     """Input files (a data set, an embeddings folder) that cannot be used as they are."""
+
+
+class RunInterrupted(SpyglassError):
+    """An index, reindex or import run stopped by Ctrl-C: what it kept, and that running again resumes."""

@@ -73,24 +73,6 @@ def test_a_missing_recorded_folder_keeps_its_items(settings, media, tmp_path, en
     assert len(consistent(settings).live().searcher) == len(GOOD_IMAGES)
 
 
-def test_the_words_stage_of_no_folders_reads_no_items(sqlite_settings, media, encoder):
-    """A run whose recorded folders are all missing covers no items, not every item."""
-    from sqlalchemy import delete
-
-    from spyglass.indexer.texts.stage import update_texts
-    from spyglass.search.catalog.db import create_db_engine, session_factory
-    from spyglass.search.catalog.schema import TextExtraction
-
-    run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
-    engine = create_db_engine(sqlite_settings.db_url, writer=True)
-    sessions = session_factory(engine)
-    with sessions.begin() as session:  # every item's names would be read again, if it were covered
-        session.execute(delete(TextExtraction))
-    assert update_texts(sessions, sqlite_settings, [], print, progress=False).read == {}
-    assert sum(update_texts(sessions, sqlite_settings, [str(media)], print, progress=False).read.values()) > 0
-    engine.dispose()
-
-
 class Interrupted(Exception):
     """Raised by the test encoder to stop a run part way, as a kill would."""
 
