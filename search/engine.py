@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from spyglass.search.accounts.access import Principal, may_see
+from spyglass.search.accounts.access import is_within
 from spyglass.search.store.ann import AnnIndex
 from spyglass.search.catalog.queries import Catalog
 from spyglass.search.catalog.db import create_db_engine, session_factory
@@ -143,11 +143,8 @@ class SearchEngine:
             result = self.words.search(snapshot, parts, mode, k, offset, min_score, filters)
         else:
             result = self.search_in(snapshot, self.embed(parts, snapshot), k, offset, min_score, filters)
-        if within is None:
-            return result
         # Someone who sees some folders is told how many items they hold, never the library's size.
-        return replace(result, total=self.catalog.count_where(Filters(within=within).conditions(
-            self.catalog.root_paths())))
+        return result if within is None else replace(result, total=self.count_visible(within))
 
     def search_text(self, text: str, k: int = 10, filters: Filters | None = None,
                     mode: str | None = None) -> SearchResult:
@@ -367,10 +364,12 @@ class SearchEngine:
 
     def visible(self, rows: Sequence[MediaItem], within: tuple[str, ...] | None) -> list[MediaItem]:
         """The rows inside the folders `within` (all when None)."""
-        if within is None:
-            return list(rows)
-        roots = self.catalog.root_paths()
-        return [row for row in rows if may_see(Principal("", folders=within), row.path, roots)]
+        roots = self.catalog.root_paths() if within is not None else []
+        return [row for row in rows if is_within(row.path, within, roots)]
+
+    def count_visible(self, within: tuple[str, ...]) -> int:
+        """How many items lie inside the folders `within`."""
+        return self.catalog.count_where(Filters(within=within).conditions(self.catalog.root_paths()))
 
     def media(self) -> MediaRoots:
         """The media roots and the rules for reading their files (SPYGLASS_FOLLOW_SYMLINKS, ...)."""

@@ -74,13 +74,15 @@ class WordSearch:
     def _words(self, query: WordQuery, depth: int, filters: Filters | None) -> list[WordHit]:
         """The best `depth` keyword matches that meet the filters: the matches widen until enough of
         them do, so someone who sees 1 % of the library gets their own best matches, not 1 % of everyone's."""
+        if filters is None or not filters.active():
+            return self.keywords.search(query, depth)
+        conditions = filters.conditions(self.engine.catalog.root_paths())
         fetch = depth
         while True:
             found = self.keywords.search(query, fetch)
-            if filters is None or not filters.active() or not found:
+            if not found:
                 return found
-            meeting = self.engine.catalog.ids_meeting([w.item_id for w in found],
-                                                      filters.conditions(self.engine.catalog.root_paths()))
+            meeting = self.engine.catalog.ids_meeting([w.item_id for w in found], conditions)
             kept = [w for w in found if w.item_id in meeting]
             if len(kept) >= depth or len(found) < fetch or fetch >= MAX_WORD_FETCH:
                 return kept[:depth]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import exists, or_
+from sqlalchemy import exists
 
-from spyglass.search.accounts.access import folders_under_roots
 from spyglass.search.errors import BadQuery
-from spyglass.search.media.paths import inside
+from spyglass.search.media.paths import inside_any, under_roots
 from spyglass.search.catalog.schema import ItemLabel, MediaItem
 
 
@@ -82,14 +80,9 @@ class Filters:
         """SQLAlchemy conditions on MediaItem."""
         conditions = []
         if self.folder:
-            folder = self.folder.strip("/")
-            folders = (["/" + folder] if os.path.isabs(self.folder)
-                       else [f"{root.rstrip('/')}/{folder}" for root in roots])
-            conditions.append(or_(*[inside(MediaItem.path, f) for f in folders])
-                              if folders else MediaItem.id.is_(None))
+            conditions.append(inside_any(MediaItem.path, under_roots([self.folder], roots)))
         if self.within is not None:
-            allowed = folders_under_roots(self.within, roots)
-            conditions.append(or_(*[inside(MediaItem.path, f) for f in allowed]) if allowed else MediaItem.id.is_(None))
+            conditions.append(inside_any(MediaItem.path, under_roots(self.within, roots)))
         if self.kind:
             conditions.append(MediaItem.kind == self.kind)
         if self.label:

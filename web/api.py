@@ -7,7 +7,6 @@ import math
 import os
 import re
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from urllib.parse import quote
 
@@ -17,7 +16,6 @@ from werkzeug.wsgi import wrap_file
 
 from spyglass.search.errors import BadQuery, SpyglassError
 from spyglass.search.media.images import decode_gate
-from spyglass.search.query import Filters
 from spyglass.search.status import status_report
 from spyglass.search.media.thumbnails import ensure_thumbnail
 
@@ -45,10 +43,9 @@ def search():
     started = time.perf_counter()
     key = principal().key
     early = known_costly(request.content_length)  # refused before the body is read
-    with web.metrics.timed("search"), (web.limits.costly(key) if early else nullcontext()):
+    with web.metrics.timed("search"), web.limits.costly(key, when=early):
         query = parse_search_request(request)
-        late = not early and costly(query.parts, query.k, query.offset)
-        with web.limits.costly(key) if late else nullcontext():
+        with web.limits.costly(key, when=not early and costly(query.parts, query.k, query.offset)):
             result = web.engine().search(query.parts, k=query.k, offset=query.offset, min_score=query.min_score,
                                          filters=replace(query.filters, within=within()), mode=query.mode)
     return jsonify(
@@ -157,9 +154,8 @@ def status():
     if not principal().sees_all:
         # Someone who sees some folders learns how many items they hold, and nothing of the rest.
         engine = web.engine()
-        live = engine.live()
-        items = engine.catalog.count_where(Filters(within=within()).conditions(engine.catalog.root_paths()))
-        return jsonify(items=items, generation=live.generation.id, scope="granted folders")
+        generation = engine.live().generation.id  # 503 while nothing is indexed
+        return jsonify(items=engine.count_visible(within()), generation=generation, scope="granted folders")
     report = public_status(status_report(web.settings, web.engine().db), web.settings.expose_paths)
     # This worker's text encoder, once a query has loaded it (none before: status loads nothing).
     report["query_encoder"] = (web.engine().loaded_precisions() or [None])[0]

@@ -7,8 +7,6 @@ because the server fetching URLs it is given would let any client make it reach 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import numpy as np
 from flask import Blueprint, jsonify, request
 
@@ -39,7 +37,7 @@ def knn_service():
     """Nearest neighbours as clip-retrieval answers them: [{id, similarity, url, caption, ...}]."""
     web = state()
     early = known_costly(request.content_length)  # an image or an embedding: refused before it is read
-    with web.metrics.timed("knn-service"), (web.limits.costly(principal().key) if early else nullcontext()):
+    with web.metrics.timed("knn-service"), web.limits.costly(principal().key, when=early):
         body = _json_body()
         part = _query_part(body)
         num_images = _count(body.get("num_images", 40), "num_images")
@@ -48,7 +46,7 @@ def knn_service():
         deduplicate = body.get("deduplicate", False) is True
         fetch = min(MAX_K, num_images * 2 if deduplicate else num_images)
         found = within()
-        with web.limits.costly(principal().key) if not early and costly([part], fetch, 0) else nullcontext():
+        with web.limits.costly(principal().key, when=not early and costly([part], fetch, 0)):
             vector = engine.embed([part], snapshot)
             result = engine.search_in(snapshot, vector, k=fetch,
                                       filters=None if found is None else Filters(within=found))

@@ -41,10 +41,10 @@ class FairUse:
         self._lock = threading.Lock()
 
     @contextmanager
-    def costly(self, key: str):
-        """Run one costly request for this key: refused (429) past its rate, or while another of
-        its costly requests is still running in this worker (one client, one core at most)."""
-        if self.per_second == 0:  # SPYGLASS_EXPENSIVE_PER_MINUTE=0: nothing is rationed
+    def costly(self, key: str, when: bool = True):
+        """Run one costly request for this key (when it is one): refused (429) past its rate, or while
+        another of its costly requests is still running in this worker (one client, one core at most)."""
+        if not when or self.per_second == 0:  # SPYGLASS_EXPENSIVE_PER_MINUTE=0: nothing is rationed
             yield
             return
         with self._lock:
@@ -74,9 +74,8 @@ class FairUse:
 
 
 def _too_many(wait: int) -> TooManyRequests:
-    error = TooManyRequests("too many costly requests (uploads, embeddings, long or deep pages); "
-                            f"try again in {wait} s (SPYGLASS_EXPENSIVE_PER_MINUTE)", retry_after=wait)
-    return error
+    return TooManyRequests("too many costly requests (uploads, embeddings, long or deep pages); "
+                           f"try again in {wait} s (SPYGLASS_EXPENSIVE_PER_MINUTE)", retry_after=wait)
 
 
 def known_costly(content_length: int | None) -> bool:

@@ -15,14 +15,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from sqlalchemy import delete, false, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 from tqdm import tqdm
 
 from spyglass.search.catalog.schema import ItemText, MediaItem, TextExtraction
 from spyglass.search.errors import ConfigError
 from spyglass.search.failpoints import failpoint
-from spyglass.search.media.paths import inside
+from spyglass.search.media.paths import inside_any
 from spyglass.search.settings import Settings
 from spyglass.search.words.terms import index_terms
 
@@ -78,8 +78,7 @@ def update_texts(sessions: sessionmaker[Session], settings: Settings, roots: Seq
     """Read the texts of the items under these roots (every item for None) that are new or changed."""
     sources = text_sources(settings)
     summary = TextSummary()
-    # No roots: no items (an empty or_() would be no condition at all, so every item).
-    conditions = [or_(false(), *[inside(MediaItem.path, root) for root in roots])] if roots is not None else []
+    conditions = [inside_any(MediaItem.path, roots)] if roots is not None else []  # no roots: no items
     with sessions() as session:
         total = session.scalar(select(func.count(MediaItem.id)).where(*conditions)) or 0
     folder = FolderListing()

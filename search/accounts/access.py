@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from spyglass.search.errors import BadQuery
-from spyglass.search.media.paths import is_inside
+from spyglass.search.media.paths import is_inside, under_roots
 
 SCOPES = ("search", "admin")
 
@@ -68,18 +68,6 @@ def granted_folder(folder: str) -> str:
     return "/".join(parts)
 
 
-def folders_under_roots(folders: Sequence[str], roots: Sequence[str]) -> list[str]:
-    """Each folder as absolute paths: itself if absolute, else under each root."""
-    found = []
-    for folder in folders:
-        if os.path.isabs(folder):
-            found.append(folder.rstrip("/") or "/")
-        else:
-            found += [f"{root.rstrip('/')}/{folder.strip('/')}" for root in roots]
-    return found
-
-
-def may_see(principal: Principal, path: str, roots: Sequence[str]) -> bool:
-    """Whether the principal may see the item at this path (the same rule as in SQL)."""
-    return principal.sees_all or any(is_inside(path, folder)
-                                     for folder in folders_under_roots(principal.folders, roots))
+def is_within(path: str, within: tuple[str, ...] | None, roots: Sequence[str]) -> bool:
+    """Whether an item at this path lies in the folders `within` (None: everything), as in SQL."""
+    return within is None or any(is_inside(path, folder) for folder in under_roots(within, roots))

@@ -212,8 +212,7 @@ class Accounts:
             now = _now()
             if row.revoked_at is not None or (row.expires_at is not None and _aware(row.expires_at) <= now):
                 return None
-            folders = () if row.is_admin else tuple(session.scalars(
-                select(FolderGrant.folder).where(FolderGrant.user_id == row.id).order_by(FolderGrant.folder)))
+            folders = () if row.is_admin else self._folders(session, row.id)
         found = Principal(name=row.name, user_id=row.id, is_admin=row.is_admin, scope=row.scope, folders=folders,
                           token_id=parts.token_id)
         # Written at most once a minute: a busy script would otherwise write on every request.
@@ -230,7 +229,7 @@ class Accounts:
         with self.sessions() as session:
             user = session.scalar(select(User).where(User.name == name)) if len(name) <= 64 else None
             hashed = user.password_hash if user is not None else None
-            principal = self._principal(session, user, scope="admin") if user is not None else None
+            principal = self._principal(session, user)
         if len(password) > MAX_PASSWORD_CHARS or not verify_password(hashed, password[:MAX_PASSWORD_CHARS]):
             self._count_failure(keys)
             audit.event("login_failed", user=name[:64], address=address)
@@ -257,8 +256,7 @@ class Accounts:
             row = session.get(WebSession, digest(cookie))
             if row is None or _aware(row.expires_at) <= _now():
                 return None
-            # A session acts for its person wholly, admin routes included, as they would at the CLI.
-            principal = self._principal(session, session.get(User, row.user_id), scope="admin")
+            principal = self._principal(session, session.get(User, row.user_id))
             return (principal, row.csrf_token) if principal is not None else None
 
     def end_session(self, cookie: str) -> None:
@@ -303,10 +301,15 @@ class Accounts:
         return user
 
     @staticmethod
-    def _principal(session: Session, user: User | None, scope: str, token_id: int | None = None) -> Principal | None:
+    def _folders(session: Session, user_id: int) -> tuple[str, ...]:
+        return tuple(session.scalars(select(FolderGrant.folder).where(FolderGrant.user_id == user_id)
+                                     .order_by(FolderGrant.folder)))
+
+    @classmethod
+    def _principal(cls, session: Session, user: User | None) -> Principal | None:
+        """A page session's principal: it acts for its person wholly, admin routes included, as they
+        would at the CLI."""
         if user is None:
             return None
-        folders = tuple(session.scalars(select(FolderGrant.folder).where(FolderGrant.user_id == user.id)
-                                        .order_by(FolderGrant.folder)))
-        return Principal(name=user.name, user_id=user.id, is_admin=user.is_admin, scope=scope, folders=folders,
-                         token_id=token_id, session=token_id is None)
+        return Principal(name=user.name, user_id=user.id, is_admin=user.is_admin, scope="admin",
+                         folders=cls._folders(session, user.id), session=True)

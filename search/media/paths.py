@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_
+import os
+from typing import Sequence
+
+from sqlalchemy import and_, false, or_
 
 # The character after "/" in code-point (and UTF-8 byte) order: every path inside folder F sorts
 # at or after "F/" and before "F0", and nothing else does.
@@ -28,3 +31,20 @@ def inside(column, folder: str):
     """
     prefix = folder_prefix(folder)
     return and_(column >= prefix, column < prefix[:-1] + _AFTER_SLASH)
+
+
+def inside_any(column, folders: Sequence[str]):
+    """SQL: the column holds a path inside one of these folders (none: nothing does)."""
+    return or_(false(), *[inside(column, folder) for folder in folders])
+
+
+def under_roots(folders: Sequence[str], roots: Sequence[str]) -> list[str]:
+    """Folders as absolute paths, as the folder filter and folder grants read them: an absolute one
+    as it is, a relative one under every media root."""
+    found = []
+    for folder in folders:
+        if os.path.isabs(folder):
+            found.append(folder.rstrip("/") or "/")
+        else:
+            found += [f"{root.rstrip('/')}/{folder.strip('/')}" for root in roots]
+    return found
