@@ -240,6 +240,7 @@ def test_page_login_session_csrf_and_logout(team):
     assert answer.status_code == 303 and answer.location == "/?q=red"
     cookie = answer.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert "Max-Age=43200" in cookie  # 12 hours
     page = client.get("/")
     assert "alice" in page.text
     csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text)[1]
@@ -272,6 +273,15 @@ def test_guessing_is_throttled_per_name_and_the_right_password_waits_too(team):
     throttled = login(client, "carol", PASSWORD)
     assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
     assert login(client, "alice", PASSWORD).status_code == 303  # another name from the same address
+    # Per address too: many names from one address (the limit lowered to 3 for the test).
+    from spyglass.search.accounts import directory
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(directory, "ADDRESS_FAILURES", 3)
+        for name in ("x1", "x2", "x3"):
+            with pytest.raises(directory.AccountError):
+                accounts.log_in(name, "guess", "10.7.7.7")
+        with pytest.raises(directory.Throttled):
+            accounts.log_in("alice", PASSWORD, "10.7.7.7")
     # Ended windows are dropped at the next failure, so guessing names cannot grow the table.
     from spyglass.search.catalog.people import LoginFailure
     with accounts.writes.begin() as session:
@@ -320,6 +330,10 @@ def test_costly_requests_are_rationed_per_principal(team):
     refused = client.post("/api/v1/search", json=upload, headers=bearer(tokens["alice"]))
     assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 5
     assert refused.json["error"] == "too_many_requests"
+    # A body over 4 KiB is costly by its size: refused before it is read (this one would be a 400).
+    unread = client.post("/api/v1/search", data=b"x" * 5000, content_type="application/json",
+                         headers=bearer(tokens["alice"]))
+    assert unread.status_code == 429
     deep = client.get("/api/v1/search", query_string={"q": "red", "k": 500}, headers=bearer(tokens["alice"]))
     assert deep.status_code == 429
     knn = client.post("/knn-service", json={"image": upload["image_base64"]}, headers=bearer(tokens["alice"]))
