@@ -27,6 +27,7 @@ from spyglass.search.store.ann import check_factory
 from spyglass.search.store.index_choice import is_auto
 
 from .decode import LoadedFile
+from .facts import update_facts
 from .labelling import update_labels
 from .maintain import maintain_index
 from .model_check import decide_model
@@ -135,6 +136,7 @@ class IndexJob:
         self.summary.generation_id = generation or self.summary.generation_id
         label_set = LabelSet.read(self.settings.labels) if self.settings.labels else None
         self.summary.labelled = update_labels(self.sessions, label_set, lambda: target.store, self.encoder)
+        self.summary.facts_line = update_facts(self.sessions, roots, self.echo, self.progress).line()
         self.summary.words_line = update_texts(self.sessions, self.settings, roots, self.echo, self.progress).line()
 
     def _scan(self, roots: list[str], run: RunStart) -> dict[str, FoundFile]:
@@ -156,6 +158,9 @@ class IndexJob:
         if counts.unindexable_videos:
             self.echo(f"{counts.unindexable_videos:,} videos left out: indexing videos needs PyAV "
                       "(pip install 'spyglass[video]')")
+        if counts.raw_photos:
+            self.echo(f"{counts.raw_photos:,} camera RAW files left out: Spyglass reads the JPEG or HEIC a camera "
+                      "saves beside them, not RAW")
         failpoint("scan")
         return found
 

@@ -42,6 +42,7 @@ class IndexSummary:
     frames_sampled: int = 0
     ray_line: str = ""  # the Ray runner's partitions and their timings, when it ran
     words_line: str = ""  # what the words stage read, when it read anything
+    facts_line: str = ""  # what the facts stage read, when it read anything
 
     def line(self) -> str:
         """'12 added, 1 updated, 0 moved, 2 skipped, 0 removed, 40 unchanged (3.1 s, 9.7 images/s)'."""
@@ -54,6 +55,7 @@ class IndexSummary:
         resumed = f", {self.resumed:,} taken from an interrupted run" if self.resumed else ""
         labelled = f", {self.labelled:,} labelled" if self.labelled else ""
         ray = f"\n{self.ray_line}" if self.ray_line else ""
+        ray += f"\n{self.facts_line}" if self.facts_line else ""
         ray += f"\n{self.words_line}" if self.words_line else ""
         return (f"{self.added:,} added, {self.updated:,} updated, {self.moved:,} moved, "
                 f"{len(self.skipped):,} skipped, {self.removed:,} removed, "

@@ -11,7 +11,7 @@ from typing import Iterator
 from spyglass.search.media.files import MediaRoots
 
 from spyglass.search.media.audio import AUDIO_SUFFIXES
-from spyglass.search.media.images import IMAGE_EXTENSIONS
+from spyglass.search.media.images import IMAGE_EXTENSIONS, RAW_EXTENSIONS
 from spyglass.search.media.video_frames import VIDEO_SUFFIXES
 
 
@@ -29,6 +29,7 @@ class ScanCounts:
 
     unindexable_videos: int = 0
     unindexable_audio: int = 0
+    raw_photos: int = 0  # camera RAW files: known, not decoded
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,10 @@ def _visit(entry: os.DirEntry, root: str, media: MediaRoots | None, videos: bool
             counts.unindexable_audio += 1
         elif counts is not None:
             counts.unindexable_videos += 1
+        return None
+    if not is_dir and suffix in RAW_EXTENSIONS and stat.S_ISREG(info.st_mode):
+        if counts is not None:
+            counts.raw_photos += 1
         return None
     if not is_dir and (not stat.S_ISREG(info.st_mode) or suffix not in _SUFFIXES):
         return None

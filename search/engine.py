@@ -54,6 +54,7 @@ class Hit:
     item: MediaItem
     moments: tuple[Moment, ...] = ()  # a video's best moments, best first
     matches: tuple[Match, ...] = ()  # the texts that hold the query's words, best first
+    duplicates: tuple[int, ...] = ()  # near-identical items folded into this hit (search/arrange.py)
 
     @property
     def relative_path(self) -> str:
@@ -353,6 +354,10 @@ class SearchEngine:
             if len(ranked) < n:  # the index has no more candidates, or the rest score too low
                 return matched
             n = min(total, n * _WIDEN)
+
+    def vectors_of(self, item_ids: list[int]) -> np.ndarray:
+        """The live snapshot's stored vectors of these items (KeyError for one it does not hold)."""
+        return self.live().stored.vectors(item_ids)
 
     def item(self, item_id: int, within: tuple[str, ...] | None = None) -> MediaItem:
         """One item's catalog row; one outside the folders `within` does not exist either."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import exists
+from datetime import datetime
+
+from sqlalchemy import exists, func, or_
 
 from spyglass.search.errors import BadQuery
 from spyglass.search.media.paths import inside_any, under_roots
@@ -68,12 +71,19 @@ class Filters:
     label: str | None = None  # the item's best zero-shot label (SPYGLASS_LABELS)
     mtime_from_ns: int | None = None
     mtime_to_ns: int | None = None
+    # Taken between these wall-clock times, inclusive (MediaItem.taken_at: EXIF, else the mtime).
+    taken_from: datetime | None = None
+    taken_to: datetime | None = None
+    camera: str | None = None  # a part of the camera's name, any case: "iphone", "EOS R5"
+    place: str | None = None  # a part of the place's name: "Paris", "Japan"
+    near: tuple[float, float, float] | None = None  # (latitude, longitude, km)
     # The folders the asking principal may see (search.accounts.access); None: every item.
     within: tuple[str, ...] | None = None
 
     def active(self) -> bool:
         """Whether any condition is set."""
         return any(v is not None for v in (self.folder, self.kind, self.label, self.mtime_from_ns, self.mtime_to_ns,
+                                           self.taken_from, self.taken_to, self.camera, self.place, self.near,
                                            self.within))
 
     def conditions(self, roots: Sequence[str]) -> list:
@@ -92,4 +102,34 @@ class Filters:
             conditions.append(MediaItem.mtime_ns >= self.mtime_from_ns)
         if self.mtime_to_ns is not None:
             conditions.append(MediaItem.mtime_ns <= self.mtime_to_ns)
+        if self.taken_from is not None:
+            conditions.append(MediaItem.taken_at >= self.taken_from)
+        if self.taken_to is not None:
+            conditions.append(MediaItem.taken_at <= self.taken_to)
+        if self.camera:
+            conditions.append(_contains(MediaItem.camera, self.camera))
+        if self.place:
+            conditions.append(_contains(MediaItem.place, self.place))
+        if self.near is not None:
+            conditions.extend(near_conditions(*self.near))
         return conditions
+
+
+# Kilometres per degree of latitude (and of longitude at the equator) on the mean-radius sphere.
+KM_PER_DEGREE = 111.195
+
+
+def near_conditions(latitude: float, longitude: float, km: float) -> list:
+    """Within km of a point: a latitude band (cheap), then the equirectangular distance, which is
+    within 1% of the great circle up to a few hundred km away from the poles; no wrap at 180 degrees."""
+    band = km / KM_PER_DEGREE
+    scale = max(math.cos(math.radians(latitude)), 0.01)
+    dy = (MediaItem.latitude - latitude) * KM_PER_DEGREE
+    dx = (MediaItem.longitude - longitude) * (KM_PER_DEGREE * scale)
+    return [MediaItem.latitude.is_not(None), MediaItem.latitude.between(latitude - band, latitude + band),
+            dy * dy + dx * dx <= km * km]
+
+
+def _contains(column, text: str):
+    """Case-insensitive 'holds this text' (SQLite lowers ASCII only, so the text as typed matches too)."""
+    return or_(column.contains(text, autoescape=True), func.lower(column).contains(text.lower(), autoescape=True))

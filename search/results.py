@@ -29,6 +29,14 @@ def item_record(item: MediaItem, expose_paths: bool) -> dict:
         "indexed_at": format_time(item.indexed_at),
         "source_url": web_link(item.url),
         "caption": item.caption,
+        "taken_at": item.taken_at.isoformat(timespec="seconds") if item.taken_at else None,
+        "taken_offset_min": item.taken_offset_min,
+        "taken_source": item.taken_source,
+        "camera": item.camera,
+        "lens": item.lens,
+        "place": item.place,
+        "latitude": item.latitude,
+        "longitude": item.longitude,
         "labels": [{"label": label.label, "score": round(label.score, 4)} for label in item.labels],
         **({"duration_s": round(item.duration_s or 0.0, 3), "poster_s": round(item.poster_s or 0.0, 3)}
            if item.kind == "video" else {"duration_s": round(item.duration_s or 0.0, 3)} if item.kind == "audio"
@@ -41,7 +49,7 @@ def hit_record(hit: Hit, expose_paths: bool) -> dict:
     (`matches`), and a video's best moments (start_s, end_s and best_s of the best one, and all of
     them as `segments`)."""
     found = {"rank": hit.rank, "score": round(hit.score, 6), **item_record(hit.item, expose_paths),
-             "matches": [match.as_dict() for match in hit.matches]}
+             "matches": [match.as_dict() for match in hit.matches], "duplicates": list(hit.duplicates)}
     if hit.item.kind in ("video", "audio") and hit.moments:
         best = hit.moments[0]
         found.update(start_s=round(best.start_s, 3), end_s=round(best.end_s, 3), best_s=round(best.best_s, 3),

@@ -257,6 +257,17 @@ class Settings:
         "With `SPYGLASS_AUTH=accounts`: costly requests (uploaded images, embeddings, k over 100, offsets past "
         "1,000) each person may make a minute, shared among the workers, one at a time each; more get 429 with "
         "`Retry-After`. `0` rations nothing. Without accounts nothing is rationed.", _non_negative_int, default=60)
+    query_languages: str = setting(
+        "Languages dates typed into a query are read in (dateparser's codes, comma-separated): with `en,fr`, "
+        "\"plage juillet 2023\" searches \"plage\" among photos taken in July 2023.", default="en")
+    page_cutoff: float = setting(
+        "The page's default relevance cutoff: results scoring under this share of the best hit's score are "
+        "left out (the page's slider changes it per search; the API applies none unless `cutoff` is given).",
+        _fraction, default=0.5)
+
+    def languages(self) -> tuple[str, ...]:
+        """SPYGLASS_QUERY_LANGUAGES as a tuple of codes."""
+        return tuple(code.strip() for code in self.query_languages.split(",") if code.strip()) or ("en",)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

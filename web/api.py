@@ -14,10 +14,12 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
+from spyglass.search.arrange import arranged_search
 from spyglass.search.errors import BadQuery, SpyglassError
 from spyglass.search.media.images import decode_gate
 from spyglass.search.status import status_report
 from spyglass.search.media.thumbnails import ensure_thumbnail
+from spyglass.search.understand import interpreted
 
 from .auth import principal, within
 from .limits import costly, known_costly
@@ -45,11 +47,19 @@ def search():
     early = known_costly(request.content_length)  # refused before the body is read
     with web.metrics.timed("search"), web.limits.costly(key, when=early):
         query = parse_search_request(request)
+        engine = web.engine()
+        parts, filters, understood = query.parts, query.filters, None
+        if query.interpret:
+            engine.live()  # no index yet: 503 before the catalog is asked for its places
+            parts, filters, understood = interpreted(parts, filters, engine.catalog, web.settings.languages())
         with web.limits.costly(key, when=not early and costly(query.parts, query.k, query.offset)):
-            result = web.engine().search(query.parts, k=query.k, offset=query.offset, min_score=query.min_score,
-                                         filters=replace(query.filters, within=within()), mode=query.mode)
+            result = arranged_search(engine, parts, query.k, query.offset, query.arrangement,
+                                     min_score=query.min_score, filters=replace(filters, within=within()),
+                                     mode=query.mode)
     return jsonify(
         results=[hit_json(hit) for hit in result.hits],
+        understood=None if understood is None else {"text": understood.text,
+                                                     "chips": [chip.as_dict() for chip in understood.chips]},
         k=query.k, offset=query.offset, next_offset=result.next_offset,
         total_considered=result.total, generation=result.generation_id,
         took_ms=round((time.perf_counter() - started) * 1000, 2),

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from flask import Request
 
+from spyglass.search.arrange import SORTS, Arrangement
 from spyglass.search.display import printable
 from spyglass.search.errors import BadQuery
 from spyglass.search.hybrid import MODES
@@ -42,6 +43,8 @@ class SearchRequest:
     min_score: float | None = None
     filters: Filters = field(default_factory=Filters)
     mode: str | None = None  # hybrid, visual or words; None: hybrid for text, else visual
+    arrangement: Arrangement = field(default_factory=Arrangement)
+    interpret: bool = True  # dates and places typed into a lone text become filters (search/understand.py)
 
 
 def parse_search_request(request: Request) -> SearchRequest:
@@ -88,7 +91,8 @@ def _from_fields(fields: Mapping[str, str], uploaded: bytes | None) -> SearchReq
         parts.append(QueryPart(image=uploaded))
     if not parts:
         raise BadQuery("nothing to search for", "give q=<text>, image_id=<id>, or upload an image")
-    return SearchRequest(parts=parts, **_paging(fields), filters=_filters(fields), mode=_mode(fields.get("mode")))
+    return SearchRequest(parts=parts, **_paging(fields), filters=_filters(fields), mode=_mode(fields.get("mode")),
+                         **_shown(fields))
 
 
 def _from_json(body: Any) -> SearchRequest:
@@ -107,7 +111,31 @@ def _from_json(body: Any) -> SearchRequest:
     filters = body.get("filters") or {}
     if not isinstance(filters, dict):
         raise BadQuery("filters must be an object")
-    return SearchRequest(parts=parts, **_paging(body), filters=_filters(filters), mode=_mode(body.get("mode")))
+    return SearchRequest(parts=parts, **_paging(body), filters=_filters(filters), mode=_mode(body.get("mode")),
+                         **_shown(body))
+
+
+def _shown(fields: Mapping[str, Any]) -> dict:
+    """sort, cutoff and collapse (how the ranking is shown), and interpret."""
+    sort = fields.get("sort") or "relevance"
+    if sort not in SORTS:
+        raise BadQuery(f"sort must be one of {', '.join(SORTS)}")
+    cutoff = fields.get("cutoff")
+    cutoff = None if cutoff in (None, "") else _float(cutoff, "cutoff")
+    if cutoff is not None and not 0.0 < cutoff <= 1.0:
+        raise BadQuery("cutoff must be above 0 and at most 1 (a share of the best hit's score)")
+    return {"arrangement": Arrangement(sort, cutoff, _bool(fields.get("collapse"), "collapse", False)),
+            "interpret": _bool(fields.get("interpret"), "interpret", True)}
+
+
+def _bool(value: Any, name: str, default: bool) -> bool:
+    if value in (None, ""):
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise BadQuery(f"{name} must be true or false")
 
 
 def _part(raw: Any, where: str) -> QueryPart:
@@ -184,7 +212,41 @@ def _filters(fields: Mapping[str, Any]) -> Filters:
                    kind=_filter_text(fields.get("kind"), "kind"),
                    label=_filter_text(fields.get("label"), "label"),
                    mtime_from_ns=_time_ns(fields.get("mtime_from"), "mtime_from"),
-                   mtime_to_ns=_time_ns(fields.get("mtime_to"), "mtime_to"))
+                   mtime_to_ns=_time_ns(fields.get("mtime_to"), "mtime_to"),
+                   taken_from=_wall_time(fields.get("taken_from"), "taken_from", end=False),
+                   taken_to=_wall_time(fields.get("taken_to"), "taken_to", end=True),
+                   camera=_filter_text(fields.get("camera"), "camera"),
+                   place=_filter_text(fields.get("place"), "place"),
+                   near=_near(fields.get("near")))
+
+
+def _wall_time(value: Any, name: str, end: bool) -> datetime | None:
+    """An ISO date or datetime, as the wall clock where a photo was taken; a date alone as taken_to
+    means the end of that day."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadQuery(f"{name} must be an ISO date such as 2023-07-14, or a date and time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadQuery(f"{name} must be an ISO date such as 2023-07-14, or a date and time") from None
+    if end and len(value.strip()) == 10:
+        moment = moment.replace(hour=23, minute=59, second=59, microsecond=999999)
+    return moment.replace(tzinfo=None)
+
+
+def _near(value: Any) -> tuple[float, float, float] | None:
+    """'lat,lon,km' (or a list of the three): within km of that point."""
+    if value in (None, ""):
+        return None
+    pieces = value.split(",") if isinstance(value, str) else value
+    if not isinstance(pieces, list) or len(pieces) != 3:
+        raise BadQuery("near must be latitude,longitude,km such as 48.8584,2.2945,5")
+    latitude, longitude, km = (_float(piece, "near") for piece in pieces)
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180 and 0 < km <= 20_000):
+        raise BadQuery("near needs a latitude in [-90, 90], a longitude in [-180, 180] and km in (0, 20000]")
+    return latitude, longitude, km
 
 
 def _filter_text(value: Any, name: str) -> str | None:

@@ -56,6 +56,12 @@ class Catalog:
         with self.sessions() as session:
             return list(session.scalars(select(IndexGeneration).order_by(IndexGeneration.id.desc()).limit(limit)))
 
+    def places(self, limit: int = 100_000) -> list[str]:
+        """The distinct place names of the library's items (a query's typed places are looked up in them)."""
+        with self.sessions() as session:
+            return list(session.scalars(select(MediaItem.place).where(MediaItem.place.is_not(None))
+                                        .group_by(MediaItem.place).limit(limit)))
+
     def items_by_id(self, ids: Sequence[int]) -> dict[int, MediaItem]:
         """The items with these ids, with their roots and labels (ids with no row are left out)."""
         found: dict[int, MediaItem] = {}

@@ -66,6 +66,19 @@ class MediaItem(Base):
     # Videos only: the length, and the moment whose frame best stands for the whole (its poster).
     duration_s: Mapped[float | None] = mapped_column(Float)
     poster_s: Mapped[float | None] = mapped_column(Float)
+    # When it was taken, as the wall clock read there (taken_offset_min from UTC, when known); from
+    # EXIF/XMP or a video's container, else the file's mtime in UTC ("mtime"): see media/photo_facts.
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), index=True)
+    taken_offset_min: Mapped[int | None] = mapped_column(Integer)
+    taken_source: Mapped[str | None] = mapped_column(String(10))
+    camera: Mapped[str | None] = mapped_column(String(100))
+    lens: Mapped[str | None] = mapped_column(String(100))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    place: Mapped[str | None] = mapped_column(Text)
+    # The facts reader's version and the mtime it read: either changed, the facts are read again.
+    facts_version: Mapped[int | None] = mapped_column(Integer)
+    facts_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
 
     root: Mapped[MediaRoot | None] = relationship()
     labels: Mapped[list["ItemLabel"]] = relationship(order_by="ItemLabel.rank", lazy="raise",

@@ -43,6 +43,8 @@ def format_matches(fmt: str, head: bytes) -> bool:
         return head[:4] == b"RIFF" and head[8:12] == b"AVI "
     if fmt in ("MKV", "WEBM"):
         return head.startswith(_EBML)
+    if fmt in ("HEIF", "AVIF"):  # ISO base media too: an ftyp box first
+        return head[4:8] == b"ftyp"
     if fmt in ("MP4", "M4A"):
         return head[4:8] in _ISO_BOXES
     if fmt == "WAV":
