@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from spyglass.search.catalog.db import create_db_engine, session_factory
 from spyglass.search.catalog.queries import live_generation
-from spyglass.search.catalog.schema import SkippedFile
+from spyglass.search.catalog.schema import SkippedFile, utcnow
 from spyglass.search.display import printable
 from spyglass.search.failpoints import failpoint
 from spyglass.search.model.encoder import Encoder, encoder_for, model_identity
@@ -28,6 +28,7 @@ from spyglass.search.store.index_choice import is_auto
 
 from .decode import LoadedFile
 from .facts import update_facts
+from .thumbnails import make_run_thumbnails
 from .labelling import update_labels
 from .maintain import maintain_index
 from .model_check import decide_model
@@ -117,6 +118,7 @@ class IndexJob:
         check_factory(setting, live.model.dim if live is not None and not rebuild else self.encoder().dim)
 
     def _index(self, run: RunStart, roots: list[str], rebuild: bool, text_swap: bool, target: TargetIndex) -> None:
+        started = utcnow()
         found = self._scan(roots, run)
         with self.sessions() as session:
             plan = plan_run(session, list(found.values()), roots, rebuild)
@@ -136,7 +138,9 @@ class IndexJob:
         self.summary.generation_id = generation or self.summary.generation_id
         label_set = LabelSet.read(self.settings.labels) if self.settings.labels else None
         self.summary.labelled = update_labels(self.sessions, label_set, lambda: target.store, self.encoder)
-        self.summary.facts_line = update_facts(self.sessions, roots, self.echo, self.progress).line()
+        self.summary.facts_line = "\n".join(filter(None, [
+            update_facts(self.sessions, roots, self.echo, self.progress).line(),
+            make_run_thumbnails(self.sessions, self.settings, roots, started, run.media, self.progress).line()]))
         self.summary.words_line = update_texts(self.sessions, self.settings, roots, self.echo, self.progress).line()
 
     def _scan(self, roots: list[str], run: RunStart) -> dict[str, FoundFile]:

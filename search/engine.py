@@ -23,6 +23,7 @@ from spyglass.search.hybrid import WordSearch, resolve_mode
 from spyglass.search.media.images import decode_gate, decode_image
 from spyglass.search.live import LiveIndex, Snapshot
 from spyglass.search.media.files import MediaRoots, read_regular_file
+from spyglass.search.crops import crop_vector
 from spyglass.search.query import MAX_QUERY_PARTS, Filters, QueryPart
 from spyglass.search.catalog.schema import MediaItem
 from spyglass.search.store.segmented import SegmentedStore
@@ -195,6 +196,8 @@ class SearchEngine:
             if norm == 0:
                 raise BadQuery("the embedding is all zeros")
             return vector / norm
+        if part.item_id is not None and part.crop is not None:
+            return crop_vector(self, snapshot, part.item_id, part.crop)
         if part.item_id is not None:
             try:
                 if not 0 < part.item_id <= MAX_ITEM_ID:

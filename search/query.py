@@ -51,11 +51,14 @@ class QueryPart:
     item_id: int | None = None
     embedding: Sequence[float] | None = None
     weight: float = 1.0
+    crop: tuple[float, float, float, float] | None = None  # a box of the item_id's image (search/crops.py)
 
     def __post_init__(self) -> None:
         given = [v for v in (self.text, self.image, self.item_id, self.embedding) if v is not None]
         if len(given) != 1:
             raise BadQuery("each query part needs exactly one of text, image, image_id or embedding")
+        if self.crop is not None and self.item_id is None:
+            raise BadQuery("crop goes with image_id: it is a box of that indexed image")
         if self.text is not None:
             check_text(self.text)
         if not -MAX_WEIGHT <= self.weight <= MAX_WEIGHT:  # NaN fails this too

@@ -185,10 +185,13 @@ def known_places(catalog) -> list[str]:
 
 def interpreted(parts: list[QueryPart], filters: Filters, catalog, languages: tuple[str, ...],
                 now: datetime | None = None) -> tuple[list[QueryPart], Filters, Understood | None]:
-    """A lone text part's dates and places as filters (a filter given outright wins over a typed one)."""
-    if len(parts) != 1 or parts[0].text is None:
+    """The dates and places of the query's one text that pulls towards (its "without" texts and items
+    stay as they are) as filters; a filter given outright wins over a typed one."""
+    asking = [i for i, part in enumerate(parts) if part.text is not None and part.weight > 0]
+    if len(asking) != 1:
         return parts, filters, None
-    understood = understand(parts[0].text, known_places(catalog), languages, now)
+    at = asking[0]
+    understood = understand(parts[at].text, known_places(catalog), languages, now)
     chips = []
     for chip in understood.chips:
         if chip.kind == "date" and filters.taken_from is None and filters.taken_to is None:
@@ -198,5 +201,5 @@ def interpreted(parts: list[QueryPart], filters: Filters, catalog, languages: tu
         else:
             continue
         chips.append(chip)
-    understood = Understood(understood.text if chips else parts[0].text, chips)
-    return [replace(parts[0], text=understood.text)], filters, understood
+    understood = Understood(understood.text if chips else parts[at].text, chips)
+    return [*parts[:at], replace(parts[at], text=understood.text), *parts[at + 1:]], filters, understood

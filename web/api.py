@@ -18,7 +18,7 @@ from spyglass.search.arrange import arranged_search
 from spyglass.search.errors import BadQuery, SpyglassError
 from spyglass.search.media.images import decode_gate
 from spyglass.search.status import status_report
-from spyglass.search.media.thumbnails import ensure_thumbnail
+from spyglass.search.media.thumbnails import SIZES, ensure_thumbnail
 from spyglass.search.understand import interpreted
 
 from .auth import principal, within
@@ -76,13 +76,17 @@ def item(item_id: int):
 def thumbnail(item_id: int):
     """A JPEG thumbnail, made on first request and cached; only for a file /file would serve.
 
-    For a video, `t` picks the moment (seconds); without it, the poster frame.
+    For a video, `t` picks the moment (seconds); without it, the poster frame. `size=preview` is the
+    viewer's size (1280 px), `grid` (the default) the results' (320 px).
     """
     web = state()
     engine = web.engine()
     found = engine.item(item_id, within())
+    size = SIZES.get(request.args.get("size") or "grid")
+    if size is None:
+        raise BadQuery(f"size must be one of {', '.join(SIZES)}")
     made = ensure_thumbnail(web.thumbnails, found, engine.media(), web.settings.max_image_pixels,
-                            decode_gate(web.settings.decode_memory), at_s=_moment(request.args.get("t")))
+                            decode_gate(web.settings.decode_memory), size=size, at_s=_moment(request.args.get("t")))
     # Bytes when the cache could not keep it (a full disk): served all the same.
     response = send_file(io.BytesIO(made) if isinstance(made, bytes) else made, mimetype="image/jpeg",
                          max_age=86400)

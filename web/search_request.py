@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from flask import Request
 
 from spyglass.search.arrange import SORTS, Arrangement
+from spyglass.search.crops import check_crop
 from spyglass.search.display import printable
 from spyglass.search.errors import BadQuery
 from spyglass.search.hybrid import MODES
@@ -84,7 +85,9 @@ def _from_fields(fields: Mapping[str, str], uploaded: bytes | None) -> SearchReq
     if text is not None:
         parts.append(QueryPart(text=text))
     if fields.get("image_id"):
-        parts.append(QueryPart(item_id=_int(fields["image_id"], "image_id")))
+        crop = check_crop(_floats(fields["crop"], "crop")) if fields.get("crop") else None
+        parts.append(QueryPart(item_id=_int(fields["image_id"], "image_id"), crop=crop))
+    parts += _refinements(fields)
     if uploaded is not None:
         if not uploaded:
             raise BadQuery("the uploaded image is empty")
@@ -151,10 +154,39 @@ def _part(raw: Any, where: str) -> QueryPart:
             raise BadQuery(f"{where}.text must be a string")
         return QueryPart(text=value, weight=weight)
     if key == "image_id":
-        return QueryPart(item_id=_int(value, f"{where}.image_id"), weight=weight)
+        crop = check_crop(_floats(raw["crop"], f"{where}.crop")) if raw.get("crop") is not None else None
+        return QueryPart(item_id=_int(value, f"{where}.image_id"), weight=weight, crop=crop)
     if key == "embedding":
         return QueryPart(embedding=embedding(value, f"{where}.embedding"), weight=weight)
     return QueryPart(image=decode_base64(value, f"{where}.image_base64"), weight=weight)
+
+
+# A 👎 or a "without" pulls away half as hard as the query pulls towards what it asks for.
+PUSH_AWAY = -0.5
+
+
+def _refinements(fields) -> list[QueryPart]:
+    """The page's refinements in a query string: positive=ids (👍), negative=ids (👎), without=text (repeatable)."""
+    parts = [QueryPart(item_id=_int(i, "positive"), weight=1.0) for i in _ids(fields.get("positive"))]
+    parts += [QueryPart(item_id=_int(i, "negative"), weight=PUSH_AWAY) for i in _ids(fields.get("negative"))]
+    texts = fields.getlist("without") if hasattr(fields, "getlist") else [fields.get("without")]
+    parts += [QueryPart(text=_filter_text(text, "without"), weight=PUSH_AWAY) for text in texts if text]
+    return parts
+
+
+def _ids(value: Any) -> list[str]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, str) or len(value) > MAX_FILTER_CHARS:
+        raise BadQuery("positive and negative must be item ids separated by commas")
+    return [piece for piece in value.split(",") if piece.strip()]
+
+
+def _floats(value: Any, name: str) -> list[float]:
+    pieces = value.split(",") if isinstance(value, str) else value
+    if not isinstance(pieces, list):
+        raise BadQuery(f"{name} must be numbers separated by commas, or a list of numbers")
+    return [_float(piece, name) for piece in pieces[:8]]
 
 
 def embedding(value: Any, where: str) -> list[float]:

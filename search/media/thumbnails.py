@@ -22,6 +22,9 @@ from spyglass.search.media.thumbnail_cache import ThumbnailCache
 from spyglass.search.media.video_stills import frame_at
 
 THUMBNAIL_SIZE = 320
+# The viewer's size: a phone's screen at 2x, a third of a desktop's; never the multi-MB original.
+PREVIEW_SIZE = 1280
+SIZES = {"grid": THUMBNAIL_SIZE, "preview": PREVIEW_SIZE}
 # A video still decodes at most this much video past the keyframe it seeks to.
 STILL_DECODE_SECONDS = 20.0
 # Moments asked for, remembered per process with the frame they landed on: a repeated `t`
@@ -84,6 +87,33 @@ def ensure_thumbnail(cache: ThumbnailCache, item: MediaItem, media: MediaRoots, 
     encoded = io.BytesIO()
     image.save(encoded, "JPEG", quality=85)
     return cache.put(thumbnail_name(item, size, frame_ms), encoded.getvalue()) or encoded.getvalue()
+
+
+def make_thumbnails(cache: ThumbnailCache, item: MediaItem, media: MediaRoots, max_pixels: int,
+                    gate: DecodeGate | None = None) -> int:
+    """Both sizes of an item's thumbnail, ahead of any request (an image decoded once, at the
+    preview size); the bytes written, 0 when both were there."""
+    if item.kind == "audio":
+        return 0
+    if item.kind == "video":
+        made = [ensure_thumbnail(cache, item, media, max_pixels, gate, size) for size in (THUMBNAIL_SIZE, PREVIEW_SIZE)]
+        return sum(len(m) if isinstance(m, bytes) else 0 for m in made)
+    names = {size: thumbnail_name(item, size) for size in (PREVIEW_SIZE, THUMBNAIL_SIZE)}
+    missing = [size for size, name in names.items() if not cache.path(name).is_file()]
+    if not missing:
+        return 0
+    handle, _ = media.open_indexed(item.path, item.size, item.mtime_ns, item.format)
+    with handle:
+        data = handle.read(media.max_bytes + 1)
+    image = decode_image(data, max_pixels, draft_size=max(missing), gate=gate).image
+    written = 0
+    for size in sorted(missing, reverse=True):  # each smaller one from the larger
+        image.thumbnail((size, size))
+        encoded = io.BytesIO()
+        image.save(encoded, "JPEG", quality=85)
+        cache.put(names[size], encoded.getvalue())
+        written += encoded.tell()
+    return written
 
 
 def audio_tile(size: int = THUMBNAIL_SIZE) -> bytes:
