@@ -81,6 +81,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise ValueError("must be a number from 0 to 1")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     value = float(text)
     if not 0 < value < float("inf"):  # NaN fails this too
@@ -261,9 +268,9 @@ class Settings:
         "Languages dates typed into a query are read in (dateparser's codes, comma-separated): with `en,fr`, "
         "\"plage juillet 2023\" searches \"plage\" among photos taken in July 2023.", default="en")
     page_cutoff: float = setting(
-        "The page's default relevance cutoff: results scoring under this share of the best hit's score are "
-        "left out (the page's slider changes it per search; the API applies none unless `cutoff` is given).",
-        _fraction, default=0.5)
+        "The page's default closeness: results scoring under this share of the best hit's score are left "
+        "out (`0` shows everything; the page's slider changes it per search; the API applies no cutoff unless "
+        "asked with `cutoff`).", _share, default=0.5)
 
     def languages(self) -> tuple[str, ...]:
         """SPYGLASS_QUERY_LANGUAGES as a tuple of codes."""

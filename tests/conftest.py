@@ -211,7 +211,7 @@ def live_server(tmp_path_factory, tiny_model, encoder):
     labels = base / "labels.txt"
     labels.write_text("red\nblue\ngreen\nyellow\ncat\n")
     settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
-                        device="cpu", port=free_port(), labels=labels)
+                        device="cpu", port=free_port(), labels=labels, page_cutoff=0)
     run_index(settings, [str(media)], encoder=encoder, progress=False)
     with serving(settings, base / "server.log") as url:
         yield {"url": url, "media": media, "settings": settings}
@@ -231,7 +231,7 @@ def accounts_server(tmp_path_factory, tiny_model, encoder):
     media = base / "media"
     shutil.copytree(MEDIA, media)
     settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
-                        device="cpu", port=free_port(), auth="accounts")
+                        device="cpu", port=free_port(), auth="accounts", page_cutoff=0)
     run_index(settings, [str(media)], encoder=encoder, progress=False)
     engine = create_db_engine(settings.db_url, writer=True)
     accounts = Accounts(session_factory(engine))

@@ -16,7 +16,8 @@ def create_app(settings: Settings | None = None, background_reload: bool = False
     """Build the app; the search engine is created on first use, never at import or here.
 
     background_reload (what `spyglass serve` uses): a newly published generation is loaded
-    beside the live one, and requests go on with the live one until it is ready.
+    beside the live one, and requests go on with the live one until it is ready; and the index and
+    the model start loading in the background at once (WebState.warm_up).
     """
     app = Flask(__name__)
     settings = settings or Settings.from_env()
@@ -25,7 +26,7 @@ def create_app(settings: Settings | None = None, background_reload: bool = False
         MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
         MAX_FORM_PARTS=MAX_FORM_PARTS,
     )
-    app.extensions["spyglass"] = WebState(settings, background_reload)
+    app.extensions["spyglass"] = web = WebState(settings, background_reload)
     errors.init_app(app)
     security.init_app(app, settings)
     auth.init_app(app, settings)
@@ -34,4 +35,6 @@ def create_app(settings: Settings | None = None, background_reload: bool = False
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(login.blueprint)
+    if background_reload:  # under `serve`: the model loads now, not at the first search
+        web.warm_up()
     return app

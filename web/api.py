@@ -178,7 +178,13 @@ def status():
 
 @blueprint.get("/healthz")
 def healthz():
-    """Liveness: the process answers; `index` says whether a generation is loaded."""
+    """Liveness: the process answers; `generation` is the loaded one. 503 "loading" while `serve`
+    loads the index and the model at start."""
+    if state().loading:
+        response = jsonify(status="loading", generation=None)
+        response.status_code = 503
+        response.headers["Retry-After"] = "2"
+        return response
     try:
         generation = state().engine().live().generation.id
     except SpyglassError:

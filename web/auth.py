@@ -29,7 +29,7 @@ from .security import SAFE_METHODS
 from .state import state
 
 SESSION_COOKIE = "spyglass_session"
-PUBLIC = frozenset({"static", "login.form", "login.submit", "api.healthz", "api.openapi"})
+PUBLIC = frozenset({"static", "pages.favicon", "login.form", "login.submit", "api.healthz", "api.openapi"})
 ADMIN = frozenset({"metrics.metrics"})
 CHALLENGE = 'Bearer realm="spyglass"'
 

@@ -43,9 +43,11 @@ JSON_PREFIXES = ("/api/", "/knn-service", "/metadata", "/indices-list", "/metric
 
 
 def wants_json() -> bool:
-    """API paths always get JSON; other paths get it when the client prefers it to HTML."""
+    """Pages get HTML unless the client prefers JSON; API paths get JSON, except for a browser that
+    opened the URL itself (it names text/html outright, as a navigation does; fetch() sends */*)."""
     if request.path.startswith(JSON_PREFIXES):
-        return True
+        named = dict(request.accept_mimetypes)
+        return not ("text/html" in named and named["text/html"] >= request.accept_mimetypes["application/json"])
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json"
 

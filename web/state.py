@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from flask import current_app
@@ -15,6 +16,8 @@ from spyglass.search.media.thumbnail_cache import ThumbnailCache
 
 from .limits import FairUse
 from .metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 class WebState:
@@ -31,6 +34,23 @@ class WebState:
         self.limits = FairUse(settings.expensive_per_minute if settings.auth == "accounts" else 0,
                               settings.web_workers)
         self._lock = threading.Lock()
+        self.loading = False  # True while warm_up loads the index and the model
+
+    def warm_up(self) -> None:
+        """Load the live index and its model now, in the background, so the first search is as fast
+        as the rest; /api/v1/healthz answers 503 "loading" until it is done."""
+        self.loading = True
+
+        def load() -> None:
+            try:
+                engine = self.engine()
+                engine.encoder(engine.live()).encode_texts(["a photo"])
+            except Exception as exc:  # noqa: BLE001 - no index yet, a model that fails: the first search says so
+                log.info("nothing warmed up: %s", exc)
+            finally:
+                self.loading = False
+
+        threading.Thread(target=load, name="spyglass-warm-up", daemon=True).start()
 
     def accounts(self) -> Accounts:
         """People, tokens and sessions, in the engine's catalog (its schema checked once)."""
