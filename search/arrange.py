@@ -19,7 +19,7 @@ SORTS = ("relevance", "date")
 # A date order sorts at most this many hits: the best ones that pass the cutoff.
 DATE_WINDOW = 500
 # Items whose vectors are this close are the same photo to a person (a burst shot, a re-saved copy,
-# a resize): measured on the tests' re-encoded and resized copies, which score above 0.99.
+# a resize): SPYGLASS_DUPLICATE_COSINE's default.
 DUPLICATE_COSINE = 0.97
 
 
@@ -31,6 +31,7 @@ class Arrangement:
     sort: str = "relevance"
     cutoff: float | None = None
     collapse: bool = False
+    duplicate_cosine: float = DUPLICATE_COSINE  # SPYGLASS_DUPLICATE_COSINE
 
     def __post_init__(self) -> None:
         if self.sort not in SORTS:
@@ -64,7 +65,7 @@ def arrange(hits: Sequence, k: int, offset: int, arrangement: Arrangement,
         kept = [hit for hit in kept if hit.score >= floor]
     found = vectors([hit.item.id for hit in kept]) if arrangement.collapse and len(kept) > 1 and vectors else None
     if found is not None:
-        kept = collapsed(kept, found)
+        kept = collapsed(kept, found, arrangement.duplicate_cosine)
     if arrangement.sort == "date":
         kept.sort(key=_taken_key, reverse=True)
     page = kept[offset:offset + k]

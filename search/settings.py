@@ -195,6 +195,10 @@ class Settings:
     video_duplicate_cosine: float = setting(
         "A sampled frame whose vector has at least this cosine with the last kept frame's is dropped, so a "
         "static shot costs one vector (0 to 1).", _fraction, default=0.97)
+    duplicate_cosine: float = setting(
+        "Two photos whose vectors have at least this cosine are near-duplicates (a burst shot, a re-saved or "
+        "resized copy): results fold them into one tile, and `spyglass duplicates` lists them (0 to 1).",
+        _fraction, default=0.97)
     follow_symlinks: str = setting(
         "Symbolic links in the library: `inside` (only links whose target lies inside a media folder), "
         "`all`, or `none`. Applies to indexing, importing and serving.",

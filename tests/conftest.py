@@ -138,7 +138,8 @@ def spyglass_env(settings: Settings) -> dict[str, str]:
                SPYGLASS_MODEL=settings.model, SPYGLASS_PRETRAINED=settings.pretrained,
                SPYGLASS_DEVICE=settings.device, SPYGLASS_PRECISION=settings.precision,
                SPYGLASS_BATCH_SIZE=str(settings.batch_for(settings.device)), SPYGLASS_OCR=settings.ocr,
-               SPYGLASS_AUTH=settings.auth)
+               SPYGLASS_AUTH=settings.auth, SPYGLASS_PAGE_CUTOFF=str(settings.page_cutoff),
+               SPYGLASS_DUPLICATE_COSINE=str(settings.duplicate_cosine))
     return env
 
 

@@ -53,7 +53,8 @@ def search():
             engine.live()  # no index yet: 503 before the catalog is asked for its places
             parts, filters, understood = interpreted(parts, filters, engine.catalog, web.settings.languages())
         with web.limits.costly(key, when=not early and costly(query.parts, query.k, query.offset)):
-            result = arranged_search(engine, parts, query.k, query.offset, query.arrangement,
+            arrangement = replace(query.arrangement, duplicate_cosine=web.settings.duplicate_cosine)
+            result = arranged_search(engine, parts, query.k, query.offset, arrangement,
                                      min_score=query.min_score, filters=replace(filters, within=within()),
                                      mode=query.mode)
     return jsonify(

@@ -1,5 +1,5 @@
 // The Spyglass search page: plain JS over the JSON API. The URL carries the whole query (text,
-// "more like this", a region, 👍/👎, "leave out", filters, order, closeness), so Back and
+// "more like this", a region, more/less like a result (👍/👎), "leave out", filters, order, closeness), so Back and
 // bookmarks work; only a dropped or pasted image cannot travel in it.
 (() => {
   "use strict";
@@ -141,11 +141,12 @@
     results.append(li);
   }
 
-  // 👍 adds the item to the query (pull towards it), 👎 pushes away from it.
+  // + (👍) adds the item to the query, pulling towards it; − (👎) pushes away from it.
   function votes(hit) {
     const box = document.createElement("div");
     box.className = "votes";
-    for (const [sign, label, key] of [["👍", "more like this one", "positive"], ["👎", "less like this one", "negative"]]) {
+    // Plain signs, not emoji: they render in every font (a server's headless browser has no emoji font).
+    for (const [sign, label, key] of [["+", "more like this one", "positive"], ["−", "less like this one", "negative"]]) {
       const button = document.createElement("button");
       button.type = "button";
       button.className = key;
@@ -368,9 +369,9 @@
       if (url.get(key)) add(`${words} ${url.get(key)}`, (n) => n.delete(key));
     }
     if (url.get("crop")) add(`a region of #${url.get("like")}`, (n) => n.delete("crop"));
-    for (const [key, sign] of [["positive", "👍"], ["negative", "👎"]]) {
+    for (const [key, words] of [["positive", "more like"], ["negative", "less like"]]) {
       for (const id of (url.get(key) || "").split(",").filter(Boolean)) {
-        add(`${sign} #${id}`, (n) => {
+        add(`${words} #${id}`, (n) => {
           const rest = (n.get(key) || "").split(",").filter((x) => x && x !== id);
           rest.length ? n.set(key, rest.join(",")) : n.delete(key);
         });
@@ -430,20 +431,24 @@
     if (q || like || url.get("positive")) return run({ params: Object.fromEntries(asked(url)), search: asked(url) });
     results.replaceChildren();
     hits = [];
+    current = null;
     more.hidden = true;
     greet();
   }
 
   // Before any search: how many items, or that the model is still loading, or how to index.
   async function greet() {
+    const asked = current;  // a search started meanwhile speaks for itself
     try {
       const health = await fetch("/api/v1/healthz");
+      if (current !== asked) return;
       if (health.status === 503) {
         say("Loading the model… searches start in a moment.");
         setTimeout(greet, 2000);
         return;
       }
       const status = await (await fetch("/api/v1/status")).json();
+      if (current !== asked) return;
       say(status.items ? `${status.items.toLocaleString()} items indexed. Type what you are looking for.`
                        : "Nothing is indexed yet: run `spyglass index <folder>`, then reload.");
     } catch { say(""); }
