@@ -252,58 +252,6 @@ def check(settings: Settings, repair) -> None:
 
 
 @cli.command()
-@click.argument("query", required=False)
-@click.option("--image", "image", type=click.Path(dir_okay=False), help="Find images like this one.")
-@click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="How many results.")
-@click.option("--label", help="Only items whose best zero-shot label is this (SPYGLASS_LABELS).")
-@click.option("--kind", type=click.Choice(["image", "video"]), help="Only images, or only videos.")
-@click.option("--mode", type=click.Choice(["hybrid", "visual", "words"]),
-              help="For a text: hybrid (default) fuses what the images show with the words the media holds "
-                   "(names, captions, text read from images, subtitles); visual or words alone.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
-@click.pass_obj
-def search(settings: Settings, query, image, k, label, kind, mode, as_json) -> None:
-    """Search by text (QUERY) or by example (--image); prints score and path, best first.
-
-    A video prints once a moment that matches (at most 3), with its time range:
-    `0.3120  /media/beach.mp4  01:12–01:19`. A result found by its words prints the text that
-    matched under it, the words in [brackets]: `    ocr: Wi-Fi password: [tangerine42]`.
-    """
-    from spyglass.search.engine import SearchEngine
-    from spyglass.search.moments import format_range
-    from spyglass.search.query import Filters
-    from spyglass.search.results import hit_record
-    from spyglass.search.words.snippets import plain_snippet
-
-    if bool(query) == bool(image):
-        raise click.UsageError("give either a QUERY text or --image PATH (one of them)")
-    if image and mode == "words":
-        raise click.UsageError("--mode words needs a QUERY text: an image is searched visually")
-    engine = SearchEngine(settings)
-    filters = Filters(label=label, kind=kind) if label or kind else None
-    try:
-        result = (engine.search_image(image, k, filters) if image else engine.search_text(query, k, filters, mode))
-    finally:
-        engine.close()
-    if as_json:
-        click.echo(json.dumps({"query": query, "image": image, "generation": result.generation_id,
-                               "total": result.total, "results": [hit_record(h, expose_paths=True) for h in result.hits]},
-                              indent=2, ensure_ascii=False))
-        return
-    if not result.hits:
-        click.echo("no results", err=True)
-    for hit in result.hits:
-        if not hit.moments:
-            click.echo(f"{hit.score:.4f}  {printable(hit.item.path)}")
-        for moment in hit.moments:
-            score = moment.score or hit.score  # a moment found by its words has no cosine of its own
-            click.echo(f"{score:.4f}  {printable(hit.item.path)}  {format_range(moment.start_s, moment.end_s)}")
-        for match in hit.matches:
-            click.echo(f"    {match.field}: {printable(plain_snippet(match.snippet))}")
-
-
-@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_obj
 def status(settings: Settings, as_json) -> None:
@@ -381,9 +329,10 @@ def db_upgrade(settings: Settings) -> None:
 
 def _add_commands() -> None:
     from spyglass.cli_accounts import token, user
+    from spyglass.cli_search import duplicates, search
     from spyglass.cli_training import eval_command, finetune
 
-    for command in (eval_command, finetune, user, token):
+    for command in (search, duplicates, eval_command, finetune, user, token):
         cli.add_command(command)
 
 

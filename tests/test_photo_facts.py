@@ -5,6 +5,7 @@ the EXIF the test writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from datetime import datetime
@@ -170,7 +171,7 @@ def test_dates_in_another_locale(settings, library):
 
 
 def test_video_container_tags_give_its_date_and_place(tmp_path):
-    import av  # noqa: F401 - ffmpeg writes the tags; PyAV reads them
+    pytest.importorskip("av")  # ffmpeg writes the tags; PyAV reads them
 
     path = tmp_path / "clip.mp4"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5:duration=1",
@@ -203,3 +204,22 @@ def test_a_mangled_exif_block_gives_no_facts_and_no_error(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(bytes(data))
     assert image_facts(broken.open("rb")).latitude is None
+
+
+def test_the_cli_reads_dates_from_the_query_and_takes_the_filters(settings, library):
+    from conftest import run_spyglass, spyglass_env
+
+    run_index(settings, [str(library)], progress=False)
+    env = spyglass_env(settings)
+    typed = run_spyglass("search", "sunset July 2023", "--mode", "visual", env=env)
+    assert typed.returncode == 0, typed.stderr
+    assert "understood: date 'July 2023'; searching for 'sunset'" in typed.stderr
+    assert [line.split("  ")[1] for line in typed.stdout.splitlines()] == [str(library / "IMG_0001.HEIC")]
+    literal = run_spyglass("search", "sunset July 2023", "--literal", env=env)
+    assert len(literal.stdout.splitlines()) == 3 and "understood" not in literal.stderr
+    canon = run_spyglass("search", "a photo", "--camera", "eos", "--taken-to", "2019-12-31", "--json", env=env)
+    assert [hit["name"] for hit in json.loads(canon.stdout)["results"]] == ["beach.jpg"]
+    near = run_spyglass("search", "a photo", "--near", "48.86,2.29,10", "--sort", "date", env=env)
+    assert near.stdout.count("\n") == 1 and "IMG_0001.HEIC" in near.stdout
+    bad = run_spyglass("search", "a photo", "--near", "north", env=env)
+    assert bad.returncode == 2 and "LATITUDE,LONGITUDE,KM" in bad.stderr

@@ -72,7 +72,7 @@ def _package_of(module: str) -> str:
 CORE = {f"spyglass.search.{name}" for name in ("errors", "settings", "display", "failpoints", "model", "catalog",
                                                "store", "media", "words", "accounts")}
 QUERY_SIDE = {f"spyglass.search.{name}" for name in ("engine", "hybrid", "live", "moments", "query", "results",
-                                                     "status", "arrange", "understand", "crops")}
+                                                     "status", "arrange", "understand", "crops", "duplicates")}
 OURS = ("spyglass.",)
 
 
@@ -91,6 +91,7 @@ def _ours(names: set[str]) -> set[str]:
     ("search/status.py", CORE | QUERY_SIDE), ("search/results.py", CORE | QUERY_SIDE),
     ("search/hybrid.py", CORE | QUERY_SIDE), ("search/arrange.py", CORE | QUERY_SIDE),
     ("search/understand.py", CORE | QUERY_SIDE), ("search/crops.py", CORE | QUERY_SIDE),
+    ("search/duplicates.py", CORE | QUERY_SIDE),
     ("indexer", CORE | {"spyglass.indexer"}), ("training", CORE | {"spyglass.training"}),
     ("web", CORE | QUERY_SIDE | {"spyglass.web"}),
     ("migrations", CORE | {"spyglass.migrations"}),
