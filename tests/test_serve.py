@@ -56,3 +56,26 @@ def test_a_busy_port_is_one_line_naming_it_and_the_fix(sqlite_settings):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"Error: port {port} on 127.0.0.1 is in use by another program (pick another with --port or SPYGLASS_PORT)"]
+
+
+def test_the_model_loads_at_start_and_health_says_loading_until_then(sqlite_settings, media, encoder):
+    import time
+
+    from spyglass.web import create_app
+
+    run_index(sqlite_settings, [str(media)], encoder=encoder, progress=False)
+    app = create_app(sqlite_settings, background_reload=True)  # what `serve` builds in each worker
+    client = app.test_client()
+    web = app.extensions["spyglass"]
+    first = client.get("/api/v1/healthz")
+    if web.loading:  # on a fast machine the load may be done already: then it says ok at once
+        assert first.status_code == 503 and first.json == {"status": "loading", "generation": None}
+        assert first.headers["Retry-After"] == "2"
+    deadline = time.monotonic() + 60
+    while web.loading and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ready = client.get("/api/v1/healthz")
+    assert ready.status_code == 200 and ready.json["status"] == "ok" and ready.json["generation"] == 1
+    engine = web.engine()
+    assert engine._encoders, "the model was loaded before any search"
+    assert client.get("/api/v1/search?q=red").status_code == 200

@@ -315,3 +315,16 @@ def test_openapi_document_covers_every_route(client):
     assert served == openapi_document()
     documented = {(path, method) for path, ops in served["paths"].items() for method in ops}
     assert _route_paths(client.application) == documented
+
+
+def test_a_browser_opening_an_api_url_gets_the_error_as_a_page(client):
+    navigation = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
+    page = client.get("/api/v1/items/99999", headers={"Accept": navigation})
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    assert "99999" in page.get_data(as_text=True) and "Back to search" in page.get_data(as_text=True)
+    bad = client.get("/api/v1/search?k=0&q=x", headers={"Accept": navigation})
+    assert bad.status_code == 400 and bad.mimetype == "text/html"
+    # fetch() and API clients send */* or ask for JSON: they get JSON, as before.
+    for accept in ("*/*", "application/json", "application/json, text/html;q=0.5"):
+        answer = client.get("/api/v1/items/99999", headers={"Accept": accept})
+        assert answer.status_code == 404 and answer.json["error"] == "not_found", accept

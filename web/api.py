@@ -52,7 +52,9 @@ def search():
         if query.interpret:
             engine.live()  # no index yet: 503 before the catalog is asked for its places
             parts, filters, understood = interpreted(parts, filters, engine.catalog, web.settings.languages())
-        with web.limits.costly(key, when=not early and costly(query.parts, query.k, query.offset)):
+        # Folding and date order score a window from the first hit: its size is what it costs.
+        fetched = query.arrangement.window(query.k, query.offset) if query.arrangement.active() else query.k
+        with web.limits.costly(key, when=not early and costly(query.parts, fetched, query.offset)):
             arrangement = replace(query.arrangement, duplicate_cosine=web.settings.duplicate_cosine)
             result = arranged_search(engine, parts, query.k, query.offset, arrangement,
                                      min_score=query.min_score, filters=replace(filters, within=within()),

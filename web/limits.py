@@ -85,5 +85,6 @@ def known_costly(content_length: int | None) -> bool:
 
 def costly(parts, k: int, offset: int) -> bool:
     """Whether a search costs more than a text query's normal page: an image or an embedding to
-    decode and encode, or a long or deep page to score."""
-    return k > CHEAP_K or offset > CHEAP_OFFSET or any(p.image is not None or p.embedding is not None for p in parts)
+    decode and encode (a region of an indexed image too), or a long or deep page to score."""
+    return k > CHEAP_K or offset > CHEAP_OFFSET or any(
+        p.image is not None or p.embedding is not None or p.crop is not None for p in parts)

@@ -59,12 +59,39 @@ SEARCH_FIELDS = [
      "Only items whose best zero-shot label is this (SPYGLASS_LABELS)."),
     ("mtime_from", {"type": "string"}, "Only files modified at or after this ISO date or epoch second."),
     ("mtime_to", {"type": "string"}, "Only files modified at or before this ISO date or epoch second."),
+    ("taken_from", {"type": "string", "format": "date"},
+     "Only items taken at or after this ISO date or date-time (the wall clock where taken: EXIF, XMP or a "
+     "video's tags; else the file's mtime in UTC)."),
+    ("taken_to", {"type": "string", "format": "date"}, "Only items taken at or before this (a date: to its end)."),
+    ("camera", {"type": "string", "maxLength": MAX_FILTER_CHARS}, "Only items whose camera's name holds this."),
+    ("place", {"type": "string", "maxLength": MAX_FILTER_CHARS},
+     "Only items whose place name (GeoNames, from GPS) holds this."),
+    ("near", {"type": "string", "pattern": r"^-?[0-9.]+,-?[0-9.]+,[0-9.]+$"},
+     "Only items taken within km of a point: `latitude,longitude,km`."),
+    ("sort", {"type": "string", "enum": ["relevance", "date"]},
+     "`date`: the best matches (the first 500 that pass `cutoff`), newest first."),
+    ("cutoff", {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+     "Leave out results scoring under this share of the best result's score."),
+    ("collapse", {"type": "boolean"},
+     "Fold near-duplicates into the best of them (`duplicates` lists the folded ids)."),
+    ("interpret", {"type": "boolean"},
+     "Read dates and known places out of `q` as filters (default true); `understood` says what was read."),
+    ("crop", {"type": "string", "pattern": r"^[0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+$"},
+     "With image_id: search by this box of the image, `x,y,width,height` as shares of it (0 to 1)."),
+    ("positive", {"type": "string", "pattern": r"^[0-9,]*$"},
+     "Item ids (comma-separated) to pull the results towards (the page's +)."),
+    ("negative", {"type": "string", "pattern": r"^[0-9,]*$"},
+     "Item ids to push the results away from, at half the query's weight (the page's −)."),
+    ("without", {"type": "string", "maxLength": MAX_FILTER_CHARS},
+     "A text to push the results away from (repeatable)."),
 ]
 
 PART = {"type": "object", "properties": {
     "text": {"type": "string"}, "image_base64": {"type": "string", "contentEncoding": "base64"},
     "image_id": {"type": "integer"}, "embedding": {"type": "array", "items": {"type": "number"}},
-    "weight": {"type": "number", "default": 1}},
+    "weight": {"type": "number", "default": 1},
+    "crop": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+             "description": "With image_id: x, y, width, height of a box of the image, as shares of it."}},
     "description": "Exactly one of text, image_base64, image_id, embedding; negative weights push away."}
 
 SEARCH_BODY = {"type": "object", "properties": {
@@ -73,15 +100,29 @@ SEARCH_BODY = {"type": "object", "properties": {
               "description": "Weighted parts: their unit embeddings are summed and renormalised."},
     "k": {"type": "integer"}, "offset": {"type": "integer"}, "min_score": {"type": "number"},
     "mode": {"type": "string", "enum": list(MODES)},
+    "sort": {"type": "string", "enum": ["relevance", "date"]},
+    "cutoff": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}, "collapse": {"type": "boolean"},
+    "interpret": {"type": "boolean"},
     "filters": {"type": "object", "properties": {
         "folder": {"type": "string"}, "kind": {"type": "string"}, "label": {"type": "string"},
-        "mtime_from": {"type": ["string", "number"]}, "mtime_to": {"type": ["string", "number"]}}}}}
+        "mtime_from": {"type": ["string", "number"]}, "mtime_to": {"type": ["string", "number"]},
+        "taken_from": {"type": "string"}, "taken_to": {"type": "string"}, "camera": {"type": "string"},
+        "place": {"type": "string"},
+        "near": {"description": "`latitude,longitude,km`, or a list of the three numbers.",
+                 "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "number"}}]}}}}}
+
+CHIP = {"type": "object", "properties": {
+    "kind": {"type": "string", "enum": ["date", "place"]}, "text": {"type": "string", "description": "As typed."},
+    "taken_from": {"type": "string"}, "taken_to": {"type": "string"}, "place": {"type": "string"}}}
 
 SEARCH_RESPONSE = {"type": "object", "properties": {
     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
     "k": {"type": "integer"}, "offset": {"type": "integer"},
     "next_offset": {"type": ["integer", "null"]}, "total_considered": {"type": "integer"},
-    "generation": {"type": "integer"}, "took_ms": {"type": "number"}}}
+    "generation": {"type": "integer"}, "took_ms": {"type": "number"},
+    "understood": {"type": ["object", "null"], "description": "The dates and places read out of q, and the "
+                   "text left to search for (null when q was not read: interpret=false, or no lone text).",
+                   "properties": {"text": {"type": "string"}, "chips": {"type": "array", "items": CHIP}}}}}
 
 ITEM = {"type": "object", "properties": {
     "id": {"type": "integer"}, "path": {"type": "string", "description": "Relative to its media root."},
@@ -97,7 +138,14 @@ ITEM = {"type": "object", "properties": {
     "labels": {"type": "array", "description": "Best zero-shot labels first (empty without SPYGLASS_LABELS).",
                "items": {"type": "object", "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}},
     "duration_s": {"type": "number", "description": "Videos only: the length in seconds."},
-    "poster_s": {"type": "number", "description": "Videos only: the moment whose frame is the video's thumbnail."}}}
+    "poster_s": {"type": "number", "description": "Videos only: the moment whose frame is the video's thumbnail."},
+    "taken_at": {"type": ["string", "null"], "description": "When it was taken, the wall clock where it was."},
+    "taken_offset_min": {"type": ["integer", "null"], "description": "taken_at's offset from UTC, when known."},
+    "taken_source": {"type": ["string", "null"], "enum": ["exif", "xmp", "container", "mtime", None],
+                     "description": "Where taken_at comes from; `mtime`: the file's, no date in the file."},
+    "camera": {"type": ["string", "null"]}, "lens": {"type": ["string", "null"]},
+    "place": {"type": ["string", "null"], "description": "GeoNames names near its GPS position."},
+    "latitude": {"type": ["number", "null"]}, "longitude": {"type": ["number", "null"]}}}
 
 SEGMENT = {"type": "object", "properties": {
     "start_s": {"type": "number"}, "end_s": {"type": "number"}, "best_s": {"type": "number"},
@@ -112,7 +160,7 @@ MATCH = {"type": "object", "properties": {
 
 
 # Answered without credentials: liveness and this document.
-PUBLIC_PATHS = ("/api/v1/healthz", "/api/v1/openapi.json", "/login")
+PUBLIC_PATHS = ("/api/v1/healthz", "/api/v1/openapi.json", "/login", "/favicon.ico")
 # Rationed per principal (web/limits.py).
 RATIONED_PATHS = ("/api/v1/search", "/knn-service")
 LOGIN_FORM = {"type": "object", "properties": {"name": {"type": "string"}, "password": {"type": "string"},
@@ -140,6 +188,8 @@ def _document() -> dict:
                  "description": "Cross-modal search over a media library."},
         "paths": {
             "/": {"get": {"summary": "The search page (HTML).", "responses": _ok("The page", media="text/html")}},
+            "/favicon.ico": {"get": {"summary": "The icon: a redirect to the SVG one.",
+                                     "responses": {"301": {"description": "To /static/favicon.svg"}}}},
             "/api/v1/search": {
                 "get": {"summary": "Search by text or by item.",
                         "parameters": [{"name": n, "in": "query", "schema": t, "description": d}
@@ -160,7 +210,10 @@ def _document() -> dict:
                 "summary": "A JPEG thumbnail of the item; of a video, its frame at t (default: its poster frame).",
                 "parameters": [ITEM_ID, {"name": "t", "in": "query", "required": False,
                                          "schema": {"type": "number", "minimum": 0},
-                                         "description": "Videos only: the moment, in seconds."}],
+                                         "description": "Videos only: the moment, in seconds."},
+                               {"name": "size", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["grid", "preview"]},
+                                "description": "grid (320 px, the default) or preview (1280 px, the viewer's)."}],
                 "responses": {**_ok("JPEG", {"type": "string", "format": "binary"}, "image/jpeg"),
                               **_errors(400, 404, 415, 422, 503)}}},
             "/api/v1/items/{item_id}/file": {"get": {
@@ -231,7 +284,9 @@ def _document() -> dict:
                 "start_s": {"type": "number", "description": "Videos: the best segment's start."},
                 "end_s": {"type": "number"}, "best_s": {"type": "number", "description": "Its best frame's time."},
                 "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"},
-                             "description": "Videos: at most 3 matching moments, best first."}}}]},
+                             "description": "Videos: at most 3 matching moments, best first."},
+                "duplicates": {"type": "array", "items": {"type": "integer"},
+                               "description": "With collapse: the near-identical items folded into this one."}}}]},
             "Segment": SEGMENT,
             "Match": MATCH,
         }},
