@@ -41,7 +41,7 @@ fuzz: setup
 # indexed and served on http://127.0.0.1:$(PORT). Everything lands in demo/.
 DEMO := $(CURDIR)/demo
 demo: setup
-	$(BIN)/python benchmarks/tuxpaint.py --work $(DEMO)
+	$(BIN)/python benchmarks/tuxpaint.py --work $(DEMO)  # reuses demo/model when it is there
 	SPYGLASS_HOME=$(DEMO)/home SPYGLASS_MODEL=$(CURDIR)/benchmarks/small-clip.json SPYGLASS_PRETRAINED=$(DEMO)/model \
 		$(BIN)/spyglass index $(DEMO)/stamps
 	SPYGLASS_HOME=$(DEMO)/home $(BIN)/spyglass serve --port "$(PORT)"
