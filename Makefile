@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast fuzz docs bench bench-ann bench-words bench-fair demo clean
+.PHONY: setup run test test-fast fuzz docs bench bench-ann bench-words bench-fair bench-photos demo clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,9 @@ bench-ann: setup
 	$(BIN)/python benchmarks/ann.py --items 1000000
 
 # Words in the media: recall@5 by search mode, what OCR and speech cost, hybrid query latency at 1M items.
+bench-photos: setup
+	$(BIN)/python benchmarks/photo_stages.py
+
 bench-words: setup
 	$(BIN)/python benchmarks/words.py
 

@@ -140,7 +140,8 @@ class IndexJob:
         self.summary.labelled = update_labels(self.sessions, label_set, lambda: target.store, self.encoder)
         self.summary.facts_line = "\n".join(filter(None, [
             update_facts(self.sessions, roots, self.echo, self.progress).line(),
-            make_run_thumbnails(self.sessions, self.settings, roots, started, run.media, self.progress).line()]))
+            make_run_thumbnails(self.sessions, self.settings, roots, started, run.media, self.progress).line()
+            if self.settings.index_thumbnails else ""]))
         self.summary.words_line = update_texts(self.sessions, self.settings, roots, self.echo, self.progress).line()
 
     def _scan(self, roots: list[str], run: RunStart) -> dict[str, FoundFile]:

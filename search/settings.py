@@ -185,6 +185,10 @@ class Settings:
     thumbnail_cache: int = setting(
         "Disk the thumbnail cache (`$SPYGLASS_HOME/thumbnails`) may take; the least recently used "
         "thumbnails go first.", _byte_size, default=1024 * 1024 * 1024, shown="`1G`")
+    index_thumbnails: bool = setting(
+        "`1`: each run makes both thumbnail sizes (grid and viewer) of what it embedded, up to 80% of the cache, "
+        "so a first grid is never grey; `0`: they are made on first view (a library searched from the command "
+        "line only).", _flag, default=True, shown="`1`")
     max_video_seconds: float = setting(
         "Videos longer than this (by their header, by a frame's time, or by the length that would be "
         "stored) are skipped with a reason. Videos are streamed, never read whole, so "

@@ -109,6 +109,7 @@ def test_a_phone_folder_is_indexed_with_dates_cameras_and_places(settings, libra
             assert (cache / name[:2] / name).is_file(), (item.path, size)
 
     # A run with nothing changed reads no facts again; a file touched is read again.
+    assert "Thumbnails: 3 items" in summary.line()
     assert "Photo facts" not in run_index(settings, [str(library)], progress=False).line()
     os.utime(library / "beach.jpg", (1_700_000_000, 1_700_000_000))
     assert "Photo facts: 1 read" in run_index(settings, [str(library)], progress=False).line()
@@ -223,3 +224,11 @@ def test_the_cli_reads_dates_from_the_query_and_takes_the_filters(settings, libr
     assert near.stdout.count("\n") == 1 and "IMG_0001.HEIC" in near.stdout
     bad = run_spyglass("search", "a photo", "--near", "north", env=env)
     assert bad.returncode == 2 and "LATITUDE,LONGITUDE,KM" in bad.stderr
+
+
+def test_thumbnails_can_wait_for_their_first_view(settings, library):
+    from dataclasses import replace
+
+    summary = run_index(replace(settings, index_thumbnails=False), [str(library)], progress=False)
+    assert summary.added == 3 and "Thumbnails" not in summary.line()
+    assert not list((settings.home / "thumbnails").rglob("*.jpg"))

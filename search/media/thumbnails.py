@@ -108,7 +108,8 @@ def make_thumbnails(cache: ThumbnailCache, item: MediaItem, media: MediaRoots, m
     image = decode_image(data, max_pixels, draft_size=max(missing), gate=gate).image
     written = 0
     for size in sorted(missing, reverse=True):  # each smaller one from the larger
-        image.thumbnail((size, size))
+        # Bilinear (antialiased, as all of Pillow's resizes): half of bicubic's 40 ms on a 3 MP draft.
+        image.thumbnail((size, size), Image.Resampling.BILINEAR)
         encoded = io.BytesIO()
         image.save(encoded, "JPEG", quality=85)
         cache.put(names[size], encoded.getvalue())
