@@ -62,10 +62,11 @@ bench-fair: setup
 bench-ann: setup
 	$(BIN)/python benchmarks/ann.py --items 1000000
 
-# Words in the media: recall@5 by search mode, what OCR and speech cost, hybrid query latency at 1M items.
+# What reading photo facts and making thumbnails at index time add to a run (~3 minutes).
 bench-photos: setup
 	$(BIN)/python benchmarks/photo_stages.py
 
+# Words in the media: recall@5 by search mode, what OCR and speech cost, hybrid query latency at 1M items.
 bench-words: setup
 	$(BIN)/python benchmarks/words.py
 
