@@ -20,7 +20,7 @@ from spyglass.search.catalog.schema import CatalogState, MediaItem, MediaRoot
 from spyglass.search.display import printable
 from spyglass.search.errors import BadInput, MediaFileError, ModelMismatch
 from spyglass.search.media.hashing import content_hash
-from spyglass.search.media.images import IMAGE_EXTENSIONS, SUPPORTED_FORMATS
+from spyglass.search.media.images import IMAGE_EXTENSIONS, SUPPORTED_FORMATS, register_heif
 from spyglass.search.media.video_frames import is_video
 from spyglass.search.model.encoder import embedding_dim, encoder_for, model_identity
 from spyglass.search.model.zero_shot import LabelSet
@@ -271,6 +271,7 @@ def _header(data: bytes) -> tuple[str | None, int, int]:
     """The image format and upright size from the header alone (nothing is decoded)."""
     from PIL import Image
 
+    register_heif()
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format not in SUPPORTED_FORMATS:

@@ -135,6 +135,12 @@ def test_the_api_filters_by_date_camera_place_and_distance(settings, library):
     hit = client.get("/api/v1/search", query_string={"q": "x", "camera": "iphone"}).json["results"][0]
     assert hit["taken_at"] == "2023-07-14T18:30:00" and hit["taken_offset_min"] == 120
     assert hit["place"].startswith("Vanves, Paris") and hit["lens"].startswith("iPhone")
+    # The original HEIC is served as what it is; browsers, which cannot show it, get JPEG thumbnails.
+    heic = client.get(f"/api/v1/items/{hit['id']}/file")
+    assert heic.status_code == 200 and heic.mimetype == "image/heic"
+    preview = client.get(f"/api/v1/items/{hit['id']}/thumbnail?size=preview")
+    assert preview.mimetype == "image/jpeg" and preview.data[:3] == b"\xff\xd8\xff"
+    assert client.get(f"/api/v1/items/{hit['id']}/thumbnail?size=huge").status_code == 400
     for bad in ({"near": "91,0,5"}, {"near": "1,2"}, {"taken_from": "last week"}, {"sort": "size"},
                 {"cutoff": "0"}, {"cutoff": "1.5"}):
         response = client.get("/api/v1/search", query_string={"q": "x", **bad})

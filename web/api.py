@@ -30,7 +30,7 @@ from .state import state
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 MIMETYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-             "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff",
+             "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff", "HEIF": "image/heic", "AVIF": "image/avif",
              "MP4": "video/mp4", "MKV": "video/x-matroska", "WEBM": "video/webm", "AVI": "video/x-msvideo",
              "MP3": "audio/mpeg", "M4A": "audio/mp4", "WAV": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg",
              "OPUS": "audio/ogg"}
