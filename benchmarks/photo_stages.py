@@ -16,14 +16,15 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from timed_index import timed_index  # noqa: E402
 
 
 def write_library(folder: Path, count: int) -> None:
@@ -42,18 +43,10 @@ def write_library(folder: Path, count: int) -> None:
 
 
 def run(folder: Path, home: Path, checkpoint: Path, thumbnails: bool) -> tuple[float, str]:
-    shutil.rmtree(home, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
-    env.update(SPYGLASS_HOME=str(home), SPYGLASS_MODEL="ViT-B-32", SPYGLASS_PRETRAINED=str(checkpoint),
-               SPYGLASS_DEVICE="cpu", SPYGLASS_PRECISION="fp32", SPYGLASS_OCR="off",
-               SPYGLASS_INDEX_THUMBNAILS="1" if thumbnails else "0")
-    started = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).with_name("spyglass")), "index", "--no-progress", str(folder)],
-                          capture_output=True, text=True, env=env, timeout=3600)
-    elapsed = time.perf_counter() - started
-    if done.returncode:
-        sys.exit(f"spyglass index failed:\n{done.stderr[-2000:]}")
-    facts = re.search(r"Photo facts: [^\n]*", done.stdout + done.stderr)
+    """(whole-job seconds, the run's facts line) with thumbnails made by the run or not."""
+    elapsed, output = timed_index(folder, home, checkpoint, PRECISION="fp32", OCR="off",
+                                  INDEX_THUMBNAILS="1" if thumbnails else "0")
+    facts = re.search(r"Photo facts: [^\n]*", output)
     return elapsed, facts[0] if facts else "no facts line"
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +22,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timed_index import timed_index  # noqa: E402
 
 NTSC = Fraction(30000, 1001)
 
@@ -57,17 +58,7 @@ def write_film(path: Path, seconds: float, shot_seconds: float, size=(1280, 720)
 
 def index_round(folder: Path, home: Path, checkpoint: Path) -> tuple[float, float, int, int]:
     """(whole-job s, the run's own s, frames kept, frames sampled) of `spyglass index` into a fresh home."""
-    shutil.rmtree(home, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
-    env.update(SPYGLASS_HOME=str(home), SPYGLASS_MODEL="ViT-B-32", SPYGLASS_PRETRAINED=str(checkpoint),
-               SPYGLASS_DEVICE="cpu")
-    started = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).with_name("spyglass")), "index", "--no-progress", str(folder)],
-                          capture_output=True, text=True, env=env, timeout=3600)
-    elapsed = time.perf_counter() - started
-    if done.returncode:
-        sys.exit(f"spyglass index failed:\n{done.stderr[-2000:]}")
-    line = done.stdout + done.stderr
+    elapsed, line = timed_index(folder, home, checkpoint)
     own = re.search(r"unchanged \(([\d.]+) s", line)
     frames = re.search(r"([\d,]+) frames kept of ([\d,]+) sampled", line)
     return elapsed, float(own[1]), int(frames[1].replace(",", "")), int(frames[2].replace(",", ""))
