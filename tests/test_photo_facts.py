@@ -141,6 +141,11 @@ def test_the_api_filters_by_date_camera_place_and_distance(settings, library):
     preview = client.get(f"/api/v1/items/{hit['id']}/thumbnail?size=preview")
     assert preview.mimetype == "image/jpeg" and preview.data[:3] == b"\xff\xd8\xff"
     assert client.get(f"/api/v1/items/{hit['id']}/thumbnail?size=huge").status_code == 400
+    # The place and the camera are words too: the keyword half finds what the pixels cannot say.
+    words = client.get("/api/v1/search", query_string={"q": "paris", "mode": "words"}).json["results"]
+    assert [h["name"] for h in words] == ["IMG_0001.HEIC"] and words[0]["matches"][0]["field"] == "place"
+    canon = client.get("/api/v1/search", query_string={"q": "canon", "mode": "words"}).json["results"]
+    assert [(h["name"], h["matches"][0]["field"]) for h in canon] == [("beach.jpg", "camera")]
     for bad in ({"near": "91,0,5"}, {"near": "1,2"}, {"taken_from": "last week"}, {"sort": "size"},
                 {"cutoff": "0"}, {"cutoff": "1.5"}):
         response = client.get("/api/v1/search", query_string={"q": "x", **bad})

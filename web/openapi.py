@@ -153,7 +153,7 @@ SEGMENT = {"type": "object", "properties": {
 
 
 MATCH = {"type": "object", "properties": {
-    "field": {"type": "string", "enum": ["name", "caption", "keywords", "ocr", "speech", "subtitle"]},
+    "field": {"type": "string", "enum": ["name", "caption", "keywords", "ocr", "speech", "subtitle", "place", "camera"]},
     "snippet": {"type": "string", "description": "HTML-escaped text around the match, the words in <mark>."},
     "start_s": {"type": "number", "description": "A timed text (a subtitle): where it starts."},
     "end_s": {"type": "number"}}}

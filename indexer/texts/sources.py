@@ -47,6 +47,8 @@ class ItemFacts:
     caption: str | None
     local: bool  # a file in a media folder (an import may bring a url alone)
     duration_s: float | None = None  # a video's or an audio file's length
+    place: str | None = None  # from the facts stage (GPS named offline)
+    camera: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,22 @@ class CaptionSource:
 
     def read(self, item: ItemFacts, folder: FolderListing) -> list[Piece]:
         return [Piece("caption", item.caption or "")]
+
+
+class PlaceSource:
+    """Where and with what it was taken (the facts stage's place and camera), as words: "paris" and
+    "iphone" find what a photo's pixels cannot say."""
+
+    name = "place"
+    extractor = "place 1"
+
+    def signature(self, item: ItemFacts, folder: FolderListing) -> str | None:
+        if not item.place and not item.camera:
+            return None
+        return hashlib.blake2b(f"{item.place}|{item.camera}".encode("utf-8", "replace"), digest_size=16).hexdigest()
+
+    def read(self, item: ItemFacts, folder: FolderListing) -> list[Piece]:
+        return [Piece(field, text) for field, text in (("place", item.place), ("camera", item.camera)) if text]
 
 
 class SidecarSource:

@@ -31,7 +31,8 @@ from ..scan import video_support
 from .ocr import OcrSource, ocr_available
 from .speech import SpeechSource
 from .tracks import TrackSource
-from .sources import CaptionSource, FolderListing, ItemFacts, NameSource, SidecarSource, TextSource, TextUnreadable
+from .sources import (CaptionSource, FolderListing, ItemFacts, NameSource, PlaceSource, SidecarSource, TextSource,
+                      TextUnreadable)
 
 log = logging.getLogger(__name__)
 # Items looked at per transaction: a kill costs at most this many items' reading.
@@ -56,10 +57,10 @@ class TextSummary:
 
 
 def text_sources(settings: Settings) -> list[TextSource]:
-    """The sources this run uses: names, captions, sidecars and photo metadata always; a video's own
+    """The sources this run uses: names, captions, sidecars, photo metadata, place and camera always; a video's own
     subtitle tracks with PyAV; OCR as SPYGLASS_OCR says;
     speech when SPYGLASS_SPEECH_MODEL names a model."""
-    sources: list[TextSource] = [NameSource(), CaptionSource(), SidecarSource(), MetadataSource()]
+    sources: list[TextSource] = [NameSource(), CaptionSource(), SidecarSource(), MetadataSource(), PlaceSource()]
     if video_support():
         sources.append(TrackSource())
     if settings.ocr == "on" and not ocr_available():
@@ -104,7 +105,8 @@ def update_texts(sessions: sessionmaker[Session], settings: Settings, roots: Seq
 def _facts(item: MediaItem) -> ItemFacts:
     # An import may bring a url alone: then the url is its path, and there is no file to read.
     return ItemFacts(item.id, item.path, item.relative_path, item.kind, item.content_hash, item.caption,
-                     local=not (item.url and item.path == item.url), duration_s=item.duration_s)
+                     local=not (item.url and item.path == item.url), duration_s=item.duration_s,
+                     place=item.place, camera=item.camera)
 
 
 def _update_chunk(session: Session, items: list[ItemFacts], sources: list[TextSource], folder: FolderListing,

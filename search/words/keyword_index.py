@@ -22,7 +22,8 @@ from .terms import WordQuery
 
 # How much a match in each field counts, against the database's score of the text. A name or a
 # caption says what the item is about; text read from a photo or heard in a video may be incidental.
-FIELD_WEIGHTS = {"name": 1.5, "caption": 1.5, "keywords": 1.3, "subtitle": 1.0, "speech": 1.0, "ocr": 1.0}
+FIELD_WEIGHTS = {"name": 1.5, "caption": 1.5, "keywords": 1.3, "place": 1.3, "subtitle": 1.0, "speech": 1.0,
+                 "ocr": 1.0, "camera": 1.0}
 # Matching texts fetched per item wanted: one item can hold many (each line read, each spoken stretch).
 ROWS_PER_ITEM = 4
 # When no text holds every word of a query, texts holding at least this share of them match,
