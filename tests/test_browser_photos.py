@@ -67,6 +67,11 @@ def test_no_overflow_even_tiles_and_a_viewer_that_fits(browser, photo_server, si
         name = page.locator("#results .name", has_text="very_long").first
         assert name.evaluate("(el) => el.scrollWidth > el.clientWidth")  # cut short with an ellipsis
         page.screenshot(path=str(ARTIFACTS / f"photos-{size['width']}.png"), full_page=True)
+        page.click("#filters-box summary")  # the filters panel open: still no sideways scrolling
+        expect(page.locator("#f-camera")).to_be_visible()
+        no_overflow(page, size["width"])
+        page.screenshot(path=str(ARTIFACTS / f"filters-{size['width']}.png"))
+        page.click("#filters-box summary")
         page.locator("#results li a").first.click()
         page.wait_for_selector("#viewer[open]")
         expect(page.locator("#viewer-image")).to_have_js_property("complete", True)
