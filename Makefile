@@ -34,7 +34,7 @@ test-fast: setup
 # Long fuzzing and kill -9 soak runs; the suite runs a bounded version of each.
 fuzz: setup
 	SPYGLASS_FUZZ_EXAMPLES=1000 SPYGLASS_HOSTILE_UPLOADS=20000 SPYGLASS_HOSTILE_IMPORTS=2000 SPYGLASS_TEST_KILLS=40 \
-		$(BIN)/python -m pytest tests/test_api_fuzz.py tests/test_hostile_uploads.py tests/test_paths.py \
+		$(BIN)/python -m pytest tests/test_api_fuzz.py tests/test_hostile_uploads.py tests/test_paths.py tests/test_understand.py \
 		tests/test_import_fuzz.py tests/test_crash_and_swap.py -s
 
 # The whole loop offline: Debian's tuxpaint stamps, a dual encoder trained on them from scratch,
