@@ -20,6 +20,8 @@ from spyglass.search.catalog.schema import MediaItem
 from spyglass.search.store.ids import frame_vector_ids, item_mask
 
 # Neighbours looked at per photo: a burst of more near-identical shots still joins, through its neighbours.
+# Only the pairs close enough are kept, and only their items' rows read: memory follows the duplicates,
+# not the library.
 NEIGHBOURS = 8
 QUERY_BATCH = 4096
 # Videos: lengths within this share of each other, and this share of frames matched both ways.
@@ -79,24 +81,22 @@ def same_bytes(sessions) -> list[DuplicateSet]:
 def look_alike(engine, min_cosine: float, progress: Callable[[int], None] = lambda n: None) -> list[DuplicateSet]:
     """Photos and videos whose vectors say they are the same picture or film (same bytes left out)."""
     snapshot = engine.live()
-    with engine.catalog.sessions() as session:
-        kinds = dict(session.execute(select(MediaItem.id, MediaItem.kind)).all())
-        hashes = dict(session.execute(select(MediaItem.id, MediaItem.content_hash)).all())
-        lengths = dict(session.execute(select(MediaItem.id, MediaItem.duration_s).where(MediaItem.kind == "video")).all())
-    union = _Union()
-    videos = _Union()
+    pairs: list[tuple[int, int]] = []  # close enough, each once; only these items' rows are read
     for ids, vectors in _item_vectors(snapshot.stored):
         scores, neighbours = snapshot.searcher.search(vectors, NEIGHBOURS + 1)
-        for row, item_id in enumerate(ids.tolist()):
-            kind = kinds.get(item_id)
-            for score, other in zip(scores[row].tolist(), neighbours[row].tolist()):
-                if other <= item_id or score < min_cosine or kinds.get(other) != kind or kind not in ("image", "video"):
-                    continue  # each pair once; frames, other kinds and weak matches left out
-                if hashes.get(other) == hashes.get(item_id):
-                    continue  # the same bytes: said by same_bytes
-                (union if kind == "image" else videos).join(item_id, other)
+        close = (scores >= min_cosine) & (neighbours > ids[:, None]) & item_mask(neighbours)
+        rows, columns = np.nonzero(close)
+        pairs += zip(ids[rows].tolist(), neighbours[rows, columns].tolist())
         progress(len(ids))
+    facts = _facts(engine, sorted({item for pair in pairs for item in pair}))
+    union, videos = _Union(), _Union()
+    for a, b in pairs:
+        (kind_a, hash_a, _), (kind_b, hash_b, _) = facts.get(a, (None,) * 3), facts.get(b, (None,) * 3)
+        if kind_a != kind_b or kind_a not in ("image", "video") or hash_a == hash_b:
+            continue  # other kinds, frames, or the same bytes (said by same_bytes)
+        (union if kind_a == "image" else videos).join(a, b)
     found = [DuplicateSet("look alike", ids) for ids in union.sets()]
+    lengths = {item: length for item, (_, _, length) in facts.items()}
     confirmed = _Union()
     for group in videos.sets():
         for a in group:
@@ -104,6 +104,18 @@ def look_alike(engine, min_cosine: float, progress: Callable[[int], None] = lamb
                 if a < b and _same_film(engine, snapshot, a, b, lengths, min_cosine):
                     confirmed.join(a, b)
     return found + [DuplicateSet("same film, frame by frame", ids) for ids in confirmed.sets()]
+
+
+def _facts(engine, item_ids: list[int]) -> dict[int, tuple[str, str, float | None]]:
+    """(kind, content hash, length) of these items, a thousand at a time."""
+    found = {}
+    with engine.catalog.sessions() as session:
+        for start in range(0, len(item_ids), 1000):
+            chunk = item_ids[start:start + 1000]
+            query = select(MediaItem.id, MediaItem.kind, MediaItem.content_hash, MediaItem.duration_s).where(
+                MediaItem.id.in_(chunk))
+            found.update((row[0], (row[1], row[2], row[3])) for row in session.execute(query))
+    return found
 
 
 def _item_vectors(stored) -> Iterator[tuple[np.ndarray, np.ndarray]]:
