@@ -23,7 +23,8 @@ def test_metrics_count_across_gunicorn_workers(sqlite_settings, media, encoder, 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))  # so the test can see each worker's file
     started = []
     with serving(settings, tmp_path / "server.log", "--workers", "2", started=started) as url:
-        assert len(worker_pids(started[0].pid)) == 2
+        workers = worker_pids(started[0].pid)
+        assert len(workers) == 2
 
         def ask(first: int) -> None:
             for i in range(first, first + 4):
@@ -41,6 +42,10 @@ def test_metrics_count_across_gunicorn_workers(sqlite_settings, media, encoder, 
     assert counts == {32.0}, counts  # every scrape, whichever worker answers it, sees all 32
     assert {metric(text, "spyglass_query_seconds_count") for text in scrapes} == {32.0}
     assert all(metric(text, "spyglass_index_vectors") > 0 for text in scrapes)
+    # Each worker's own memory, by pid: the two workers, and never the master.
+    residents = {line.split('pid="')[1].split('"')[0] for line in scrapes[-1].splitlines()
+                 if line.startswith("spyglass_worker_resident_bytes{")}
+    assert residents <= {str(pid) for pid in workers} and len(residents) >= 1
 
 
 def test_a_busy_port_is_one_line_naming_it_and_the_fix(sqlite_settings):

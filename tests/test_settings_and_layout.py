@@ -70,7 +70,7 @@ def _package_of(module: str) -> str:
 # imports the core; indexer and training import only the core (never the query side nor each
 # other); web imports the query side and the core; only the CLI imports everything.
 CORE = {f"spyglass.search.{name}" for name in ("errors", "settings", "display", "failpoints", "model", "catalog",
-                                               "store", "media", "words", "accounts")}
+                                               "store", "media", "words", "accounts", "memory")}
 QUERY_SIDE = {f"spyglass.search.{name}" for name in ("engine", "hybrid", "live", "moments", "query", "results",
                                                      "status", "arrange", "understand", "crops", "duplicates")}
 OURS = ("spyglass.",)
@@ -85,7 +85,7 @@ def _ours(names: set[str]) -> set[str]:
     ("search/catalog", CORE | {"spyglass.migrations"}),  # Alembic's scripts
     ("search/store", CORE), ("search/media", CORE), ("search/words", CORE), ("search/accounts", CORE),
     ("search/errors.py", CORE), ("search/settings.py", CORE), ("search/display.py", CORE),
-    ("search/failpoints.py", CORE),
+    ("search/failpoints.py", CORE), ("search/memory.py", CORE),
     ("search/engine.py", CORE | QUERY_SIDE), ("search/live.py", CORE | QUERY_SIDE),
     ("search/moments.py", CORE | QUERY_SIDE), ("search/query.py", CORE | QUERY_SIDE),
     ("search/status.py", CORE | QUERY_SIDE), ("search/results.py", CORE | QUERY_SIDE),

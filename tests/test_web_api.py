@@ -186,6 +186,22 @@ def test_status_healthz_and_metrics(client):
     assert 'spyglass_queries_total{endpoint="search",outcome="error"} 1.0' in text
     assert 'spyglass_query_seconds_bucket{le="+Inf"} 2.0' in text
     assert f"spyglass_index_vectors {float(len(GOOD_IMAGES))}" in text
+    # The answering worker's memory, and the index's share: a flat index is all mapped, none loaded.
+    import os
+
+    worker = status["worker"]
+    assert worker["pid"] == os.getpid() and worker["resident_bytes"] >= worker["anonymous_bytes"] > 0
+    assert worker["index_loaded_bytes"] == 0 and worker["index_mapped_bytes"] == status["index"]["bytes"]
+    resident = metric_value(text, "spyglass_worker_resident_bytes")
+    assert resident > 100 * 2**20  # torch and the model are in this process
+    assert metric_value(text, "spyglass_index_mapped_bytes") == status["index"]["bytes"]
+    assert metric_value(text, "spyglass_index_loaded_bytes") == 0
+
+
+def metric_value(text: str, name: str) -> float:
+    """The value of a metric's first line, labels or not."""
+    line = next(line for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+    return float(line.rsplit(" ", 1)[1])
 
 
 @pytest.mark.parametrize("request_args, status, error", [

@@ -17,6 +17,7 @@ from werkzeug.wsgi import wrap_file
 from spyglass.search.arrange import arranged_search
 from spyglass.search.errors import BadQuery, SpyglassError
 from spyglass.search.media.images import decode_gate
+from spyglass.search.memory import worker_memory
 from spyglass.search.status import status_report
 from spyglass.search.media.thumbnails import SIZES, ensure_thumbnail
 from spyglass.search.understand import interpreted
@@ -176,6 +177,11 @@ def status():
     report = public_status(status_report(web.settings, web.engine().db), web.settings.expose_paths)
     # This worker's text encoder, once a query has loaded it (none before: status loads nothing).
     report["query_encoder"] = (web.engine().loaded_precisions() or [None])[0]
+    # The answering worker's memory and the live index's share of it (SPYGLASS_INDEX_MEMORY's subject).
+    try:
+        report["worker"] = worker_memory(web.engine().live().generation)
+    except SpyglassError:
+        report["worker"] = worker_memory()
     return jsonify(report)
 
 

@@ -42,6 +42,24 @@ class Metrics:
                             registry=self.registry, multiprocess_mode="mostrecent")
         self.tuned_ms = Gauge("spyglass_index_query_milliseconds", "Median time of one index search at tuning.",
                               registry=self.registry, multiprocess_mode="mostrecent")
+        # Each live worker's own memory (a pid label under serve), sampled after every search and scrape.
+        self.resident = Gauge("spyglass_worker_resident_bytes", "A worker's resident memory.",
+                              registry=self.registry, multiprocess_mode="liveall")
+        self.anonymous = Gauge("spyglass_worker_anonymous_bytes", "A worker's anonymous memory (heap, the model, "
+                               "a loaded approximate index).", registry=self.registry, multiprocess_mode="liveall")
+        self.index_loaded = Gauge("spyglass_index_loaded_bytes", "The approximate index each worker reads into "
+                                  "its memory (0 for exact search).", registry=self.registry, multiprocess_mode="max")
+        self.index_mapped = Gauge("spyglass_index_mapped_bytes", "The stored vectors, memory-mapped and shared "
+                                  "by the workers.", registry=self.registry, multiprocess_mode="max")
+
+    def sample_memory(self) -> None:
+        """This worker's resident and anonymous memory, now."""
+        from spyglass.search.memory import process_memory
+
+        found = process_memory()
+        if found:
+            self.resident.set(found["resident_bytes"])
+            self.anonymous.set(found.get("anonymous_bytes", 0))
 
     @contextmanager
     def timed(self, endpoint: str):
@@ -54,12 +72,19 @@ class Metrics:
         finally:
             self.queries.labels(endpoint=endpoint, outcome=outcome).inc()
             self.latency.observe(time.perf_counter() - started)
+            self.sample_memory()
 
     def render(self, generation) -> tuple[bytes, str]:
         """The exposition text and its content type; all workers' counts in multiprocess mode."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+        self.sample_memory()
         if generation is not None:
+            from spyglass.search.memory import index_memory
+
+            shares = index_memory(generation)
+            self.index_loaded.set(shares["index_loaded_bytes"])
+            self.index_mapped.set(shares["index_mapped_bytes"])
             self.vectors.set(generation.vector_count)
             self.generation.set(generation.id)
             if generation.ann_factory:
