@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast fuzz docs bench bench-ann bench-words bench-fair bench-photos demo clean
+.PHONY: setup run test test-fast fuzz docs bench bench-ann bench-words bench-fair bench-photos bench-memory demo clean
 
 setup: $(STAMP)
 
@@ -65,6 +65,10 @@ bench-ann: setup
 # What reading photo facts and making thumbnails at index time add to a run (~3 minutes).
 bench-photos: setup
 	$(BIN)/python benchmarks/photo_stages.py
+
+# A serving worker's anonymous memory on 300,000 vectors under a 256 MiB index budget (~10 minutes).
+bench-memory: setup
+	$(BIN)/python benchmarks/worker_memory.py
 
 # Words in the media: recall@5 by search mode, what OCR and speech cost, hybrid query latency at 1M items.
 bench-words: setup
