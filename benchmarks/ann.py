@@ -51,6 +51,19 @@ def rows(start: int, count: int, root_id: int, vectors: np.ndarray) -> list[tupl
               "width": 640, "height": 480}, vectors[i - start]) for i in range(start, start + count)]
 
 
+def empty_library(settings, checkpoint: Path):
+    """A fresh catalog holding a ViT-B-32 model row and the /synthetic root: (engine, sessions, model id, root id)."""
+    engine = create_db_engine(settings.db_url, writer=True)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions.begin() as session:
+        model = EmbeddingModel(architecture="ViT-B-32", pretrained=str(checkpoint), dim=DIM)
+        root = MediaRoot(path="/synthetic")
+        session.add_all([model, root])
+        session.flush()
+        return engine, sessions, model.id, root.id
+
+
 def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / RECALL_K for f, t in zip(found, truth, strict=True)]))
 
@@ -93,15 +106,7 @@ def main() -> None:
         checkpoint = work / "vit-b-32.safetensors"
         if not args.no_http:
             write_checkpoint(checkpoint)
-        engine = create_db_engine(settings.db_url, writer=True)
-        upgrade(engine)
-        sessions = session_factory(engine)
-        with sessions.begin() as session:
-            model = EmbeddingModel(architecture="ViT-B-32", pretrained=str(checkpoint), dim=DIM)
-            root = MediaRoot(path="/synthetic")
-            session.add_all([model, root])
-            session.flush()
-            model_id, root_id = model.id, root.id
+        engine, sessions, model_id, root_id = empty_library(settings, checkpoint)
         store = SegmentedStore.empty(DIM)
         began = time.perf_counter()
         publish(sessions, store, settings.index_dir, model_id, "auto",

@@ -29,15 +29,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ann import DIM, rows  # noqa: E402
+from ann import DIM, empty_library, rows  # noqa: E402
 from query_latency import _free_port, _wait_until_up, write_checkpoint  # noqa: E402
 from spyglass.indexer.ann_build import build_to_target  # noqa: E402
 from spyglass.indexer.ann_carry import CarriedAnn  # noqa: E402
 from spyglass.indexer.publish import PendingChanges, publish, publish_index  # noqa: E402
-from spyglass.search.catalog.db import create_db_engine, session_factory  # noqa: E402
-from spyglass.search.catalog.migrate import upgrade  # noqa: E402
 from spyglass.search.catalog.queries import live_generation  # noqa: E402
-from spyglass.search.catalog.schema import EmbeddingModel, MediaRoot  # noqa: E402
 from spyglass.search.settings import Settings, _byte_size  # noqa: E402
 from spyglass.search.store.segmented import SegmentedStore  # noqa: E402
 from synthetic_vectors import clustered_vectors  # noqa: E402
@@ -48,15 +45,7 @@ MiB = 2**20
 def library(home: Path, items: int, checkpoint: Path, memory: int) -> str:
     """A catalog and an index of `items` vectors in home; the index type auto chose."""
     settings = Settings(home=home, index_memory=memory)
-    engine = create_db_engine(settings.db_url, writer=True)
-    upgrade(engine)
-    sessions = session_factory(engine)
-    with sessions.begin() as session:
-        model = EmbeddingModel(architecture="ViT-B-32", pretrained=str(checkpoint), dim=DIM)
-        root = MediaRoot(path="/synthetic")
-        session.add_all([model, root])
-        session.flush()
-        model_id, root_id = model.id, root.id
+    engine, sessions, model_id, root_id = empty_library(settings, checkpoint)
     vectors = clustered_vectors(items, DIM, clusters=max(10, items // 2000))
     store = SegmentedStore.empty(DIM)
     publish(sessions, store, settings.index_dir, model_id, "auto", PendingChanges(new=rows(0, items, root_id, vectors)))
