@@ -178,10 +178,10 @@ def status():
     # This worker's text encoder, once a query has loaded it (none before: status loads nothing).
     report["query_encoder"] = (web.engine().loaded_precisions() or [None])[0]
     # The answering worker's memory and the live index's share of it (SPYGLASS_INDEX_MEMORY's subject).
-    try:
-        report["worker"] = worker_memory(web.engine().live().generation)
-    except SpyglassError:
-        report["worker"] = worker_memory()
+    # The catalog's live generation, not engine.live(): status loads no index file (a damaged one would
+    # be marked bad here, and the next search would lose the message saying where).
+    live = web.engine().catalog.live_generation() if report.get("index") else None
+    report["worker"] = worker_memory(live)
     return jsonify(report)
 
 
