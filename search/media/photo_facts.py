@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
@@ -119,11 +119,6 @@ def parse_date(text: str) -> tuple[datetime, int | None] | None:
     if match[7] == "Z":  # a UTC instant (MP4's creation_time): the wall time where it was taken is unknown
         return wall, 0
     return wall, offset
-
-
-def utc_instant(taken_at: datetime, offset_min: int | None) -> datetime:
-    """The UTC instant of a wall time; without an offset the wall time is taken as UTC."""
-    return (taken_at - timedelta(minutes=offset_min or 0)).replace(tzinfo=timezone.utc)
 
 
 def _exif_date(facts: PhotoFacts, details, exif) -> None:
