@@ -106,6 +106,8 @@ class IndexJob:
             self.echo(f"Loading model {self.settings.model} ({self.settings.pretrained})...")
             self._encoder = encoder_for(self.settings)
             self.echo(f"Encoder precision: {self._encoder.precision_check.describe()}.")
+            if self._encoder.runtime is not None:
+                self.echo(f"Encoder runtime: {self._encoder.runtime.describe()}.")
         return self._encoder
 
     def _check_index_setting(self, rebuild: bool) -> None:

@@ -111,7 +111,7 @@ class SearchEngine:
 
     def _load_encoder(self, architecture: str, pretrained: str | None) -> Encoder:
         return load_encoder(architecture, pretrained, self.settings.device, self.settings.model_cache,
-                            self.settings.precision)
+                            self.settings.precision, self.settings.runtime, self.settings.home / "runtimes")
 
     def encoder(self, snapshot: Snapshot | None = None) -> Encoder:
         """The encoder of the model a generation was built with, loaded once."""
@@ -125,10 +125,11 @@ class SearchEngine:
     def loaded_precisions(self) -> list[dict]:
         """The precision each loaded encoder embeds queries in, and what its fidelity check measured."""
         with self._encoder_lock:
-            checks = [getattr(encoder, "precision_check", None) for encoder in self._encoders.values()]
+            loaded = [(getattr(e, "precision_check", None), getattr(e, "runtime", None)) for e in self._encoders.values()]
         return [{"precision": c.precision, "wanted": c.wanted,
                  "min_cosine": None if c.min_cosine is None else round(c.min_cosine, 6)}
-                for c in checks if c is not None]
+                | ({"runtime": runtime.as_json()} if runtime is not None else {})
+                for c, runtime in loaded if c is not None]
 
     def search(self, parts: Sequence[QueryPart], k: int = 10, offset: int = 0,
                min_score: float | None = None, filters: Filters | None = None,

@@ -120,6 +120,8 @@ def _flag(text: str) -> bool:
 
 # SPYGLASS_PRECISION's values (search.precision says what each means on which device).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# SPYGLASS_RUNTIME's values (search.model.runtimes says how auto chooses).
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 @dataclass(frozen=True)
 class Settings:
@@ -150,6 +152,12 @@ class Settings:
         "with AMX or AVX512-BF16, else `fp32`; or `fp32`, `bf16`, `fp16`. A reduced precision is used only if "
         "a calibration batch's vectors stay within cosine 0.999 of fp32's; else fp32, with a warning.",
         _choice(*PRECISIONS), default="auto")
+    runtime: str = setting(
+        "What runs the encoder's towers: `auto` times PyTorch and ONNX Runtime (fp32, and int8 on a CPU) once per "
+        "model and machine (cached under `$SPYGLASS_HOME/runtimes`) and runs each tower on the fastest whose "
+        "calibration vectors stay within cosine 0.999 of PyTorch fp32's; or `torch`, `onnx`, `onnx-int8` (still "
+        "checked: one that fails falls back, with a warning).", _choice(*RUNTIMES),
+        default="auto")
     index_factory: str = setting(
         "The FAISS index searched: `auto` chooses from the vector count, `SPYGLASS_INDEX_MEMORY` and "
         "`SPYGLASS_INDEX_RECALL`; or any FAISS factory string (inner product on unit vectors): `Flat` is "

@@ -23,7 +23,7 @@ def shared(tmp_path_factory, tiny_model, encoder):
 
     base = tmp_path_factory.mktemp("web-api")
     shutil.copytree(MEDIA, base / "media")
-    settings = Settings(home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+    settings = Settings(runtime="torch", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                         device="cpu", precision="fp32", batch_size=3, decode_workers=2)
     run_index(settings, [str(base / "media")], encoder=encoder, progress=False)
     return settings, base / "media"
@@ -178,7 +178,11 @@ def test_status_healthz_and_metrics(client):
     status = client.get("/api/v1/status").json
     assert status["items"] == len(GOOD_IMAGES) and "database" not in status
     assert status["index"]["precision"] == "fp32" and "precision_min_cosine" not in status["index"]
-    assert status["query_encoder"] == {"precision": "fp32", "wanted": "fp32", "min_cosine": None}
+    encoder = status["query_encoder"]
+    assert {k: encoder[k] for k in ("precision", "wanted", "min_cosine")} == {
+        "precision": "fp32", "wanted": "fp32", "min_cosine": None}
+    assert encoder["runtime"]["image"] == encoder["runtime"]["text"] == "torch-fp32"
+    assert "asked for" in encoder["runtime"]["text_why"]
     health = client.get("/api/v1/healthz").json
     assert health["status"] == "ok" and health["generation"] == status["index"]["generation"]
     text = client.get("/metrics").data.decode()

@@ -7,23 +7,16 @@ import functools
 import hashlib
 import json
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 from typing import Protocol, Sequence
 
 import numpy as np
 
 from spyglass.search.errors import ModelUnavailable
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
-# The names open_clip and the Hugging Face hub give a model's weights, best first.
-_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
-                     "model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin")
-OFFLINE_HINT = ("offline? fetch the weights on a machine that is online, copy them here and set "
-                "SPYGLASS_PRETRAINED=/path/to/open_clip_model.safetensors")
-
+from spyglass.search.model.weights import (
+    explain_load_failure, is_tag, looks_like_path, offline_unless_hub_reachable, random_init_skipped,
+    register_architecture, resolve_weights)
 
 class Encoder(Protocol):
     """What the indexer and the query engine need from a model."""
@@ -63,6 +56,8 @@ class OpenClipEncoder:
         self.precision = "fp32"
         self.precision_check = None  # a PrecisionCheck once reduce_precision has run
         self._dtype = None  # the model's dtype; None is fp32
+        self._onnx = {}  # tower -> OnnxTower, for the towers ONNX Runtime runs (search.model.runtimes)
+        self.runtime = None  # a RuntimeReport once apply_runtime has run
         size = getattr(model.visual, "image_size", 224)
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         self.dim = int(self.encode_texts(["a photo"]).shape[1])
@@ -80,6 +75,15 @@ class OpenClipEncoder:
         self.precision = precision
         self._dtype = None if precision == "fp32" else torch_dtype(precision)
 
+    def use_onnx(self, tower: str, session) -> None:
+        """Run a tower ("image" or "text") in this ONNX Runtime session from now on."""
+        self._onnx[tower] = session
+
+    def release_torch_model(self) -> None:
+        """Free the PyTorch weights once ONNX Runtime runs both towers (the image tower's checksum stays)."""
+        self.image_tower  # noqa: B018 - computed from the weights before they go
+        self.model = None
+
     def preprocess(self, image):
         """Resize, crop and normalise one RGB image the way the model was trained."""
         return self._preprocess(image)
@@ -88,6 +92,8 @@ class OpenClipEncoder:
         """Embed a batch of preprocessed images."""
         import torch
 
+        if "image" in self._onnx:
+            return self._onnx["image"].run(pixels.detach().cpu().float().numpy())
         if self.device.startswith("cuda") and not pixels.is_cuda:
             pixels = pixels.pin_memory()  # so the copy to the GPU runs by DMA, off the CPU's back
         with torch.inference_mode():
@@ -103,10 +109,15 @@ class OpenClipEncoder:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts; open_clip's tokenizers truncate past the context length."""
+        _bound_word_cache(self.tokenizer)
+        return self.encode_tokens(self.tokenizer(list(texts)))
+
+    def encode_tokens(self, tokens) -> np.ndarray:
+        """Embed a batch of tokenised texts."""
         import torch
 
-        _bound_word_cache(self.tokenizer)
-        tokens = self.tokenizer(list(texts))
+        if "text" in self._onnx:
+            return self._onnx["text"].run(tokens.cpu().numpy())
         with torch.inference_mode():
             features = self.model.encode_text(tokens.to(self.device), normalize=True)
         return _as_float32(features)
@@ -149,12 +160,7 @@ def model_identity(architecture: str, pretrained: str | None) -> tuple[str, str]
 
 
 def _absolute_if_path(value: str) -> str:
-    return str(Path(value).expanduser().resolve()) if _looks_like_path(value) else value
-
-
-def _looks_like_path(value: str) -> bool:
-    return (os.sep in value or value.startswith(("~", "."))
-            or value.endswith(CHECKPOINT_SUFFIXES + (".json",)) or os.path.exists(value))
+    return str(Path(value).expanduser().resolve()) if looks_like_path(value) else value
 
 
 @dataclass
@@ -186,15 +192,15 @@ def load_open_clip(architecture: str, pretrained: str | None, device: str = "aut
     """Build the open_clip model and load its weights; pretrained=None means random weights."""
     import open_clip
 
-    name = _register_architecture(open_clip, architecture)
-    checkpoint = _resolve_weights(open_clip, name, pretrained)
+    name = register_architecture(open_clip, architecture)
+    checkpoint = resolve_weights(open_clip, name, pretrained)
     if checkpoint and checkpoint.startswith("local-dir:"):
         name, checkpoint = checkpoint, None
     device = resolve_device(device)
-    hub_check = _offline_unless_hub_reachable if _is_tag(checkpoint) else contextlib.nullcontext
+    hub_check = offline_unless_hub_reachable if is_tag(checkpoint) else contextlib.nullcontext
     # Weights that are loaded overwrite every parameter (open_clip loads strictly): drawing
     # random ones first only costs time, about a second for ViT-B-32 on a CPU.
-    no_init = _random_init_skipped if checkpoint or name.startswith(("local-dir:", "hf-hub:")) else contextlib.nullcontext
+    no_init = random_init_skipped if checkpoint or name.startswith(("local-dir:", "hf-hub:")) else contextlib.nullcontext
     try:
         with hub_check(), no_init():
             model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
@@ -204,26 +210,33 @@ def load_open_clip(architecture: str, pretrained: str | None, device: str = "aut
     except ModelUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - open_clip signals every failure as a bare exception
-        raise _explain_load_failure(architecture, pretrained, exc) from None
+        raise explain_load_failure(architecture, pretrained, exc) from None
     return OpenClipModel(model, preprocess_train, preprocess_val, tokenizer, name, device)
 
 
 def encoder_for(settings, architecture: str | None = None, pretrained: str | None = None) -> OpenClipEncoder:
-    """The configured model (or the one named), on the configured device, cache and precision:
-    the one way code that holds settings loads an encoder."""
+    """The configured model (or the one named), on the configured device, cache, precision and
+    runtime: the one way code that holds settings loads an encoder."""
     return load_encoder(architecture or settings.model, settings.pretrained if architecture is None else pretrained,
-                        settings.device, settings.model_cache, settings.precision)
+                        settings.device, settings.model_cache, settings.precision, settings.runtime,
+                        settings.home / "runtimes")
 
 
 def load_encoder(architecture: str, pretrained: str | None, device: str = "auto",
-                 cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> OpenClipEncoder:
+                 cache_dir: str | os.PathLike | None = None, precision: str = "fp32",
+                 runtime: str = "torch", runtime_dir: Path | None = None) -> OpenClipEncoder:
     """The model, ready to embed; pretrained None or "" means random weights.
 
     Random weights are for tests and benchmarks only: their embeddings mean nothing.
     precision other than fp32 (auto, bf16, fp16) runs the reduced precision only if a
     fidelity check against fp32 passes (see search.precision); encoder.precision_check says.
+    runtime other than torch may move a tower to ONNX Runtime (search.model.runtimes), its graphs
+    and probe cached under runtime_dir; encoder.runtime says which and why.
     """
-    from spyglass.search.model.precision import chosen_precision, reduce_precision
+    import torch
+
+    from spyglass.search.model.precision import chosen_precision
+    from spyglass.search.model.runtimes import apply_runtime
 
     pretrained = pretrained or None  # "" is no weights, never Path(""), the current folder
     loaded = load_open_clip(architecture, pretrained, device, cache_dir)
@@ -231,7 +244,7 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
                               architecture, pretrained)
     if pretrained is not None and chosen_precision(precision, encoder.device) != "fp32":
         encoder.image_tower  # noqa: B018 - of the fp32 weights, the ones the checkpoint holds
-    encoder.precision_check = reduce_precision(encoder, precision)
+    encoder.runtime = apply_runtime(encoder, runtime, precision, runtime_dir, torch.get_num_threads())
     return encoder
 
 
@@ -240,7 +253,7 @@ def embedding_dim(architecture: str, pretrained: str | None) -> int:
     import open_clip
 
     pretrained = pretrained or None
-    name = _register_architecture(open_clip, architecture)
+    name = register_architecture(open_clip, architecture)
     folder = Path(pretrained).expanduser() if pretrained else None
     if folder is not None and (folder / "open_clip_config.json").is_file():
         return int(json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"])
@@ -261,120 +274,3 @@ def image_tower_checksum(model) -> str:
             digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
             digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()
-
-
-_RANDOM_INITS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
-                 "xavier_uniform_", "xavier_normal_", "orthogonal_")
-
-
-@contextlib.contextmanager
-def _random_init_skipped():
-    """torch.nn.init's random initialisers do nothing inside the block (the weights are loaded next)."""
-    import torch.nn.init as init
-
-    saved = {name: getattr(init, name) for name in _RANDOM_INITS if hasattr(init, name)}
-    for name in saved:
-        setattr(init, name, lambda tensor, *args, **kwargs: tensor)
-    try:
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(init, name, function)
-
-
-def _is_tag(checkpoint: str | None) -> bool:
-    return bool(checkpoint) and not os.path.exists(checkpoint) and not checkpoint.startswith("local-dir:")
-
-
-@contextlib.contextmanager
-def _offline_unless_hub_reachable(timeout: float = 3.0):
-    """Use only the local weights cache when the hub cannot be reached.
-
-    Without this, huggingface_hub retries each file for about a minute before it gives up.
-    """
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    if constants.HF_HUB_OFFLINE:
-        yield
-        return
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        reachable = True
-    except OSError:
-        reachable = False
-    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, not reachable
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
-def _register_architecture(open_clip, architecture: str) -> str:
-    """Accept a built-in name, an hf-hub:/local-dir: name, or a path to a model-config JSON."""
-    if architecture.startswith(("hf-hub:", "local-dir:")):
-        return architecture
-    if architecture.endswith(".json"):
-        path = Path(architecture).expanduser()
-        if not path.is_file():
-            raise ModelUnavailable(f"model config {path} does not exist",
-                                   "set SPYGLASS_MODEL to an open_clip architecture name or config file")
-        open_clip.add_model_config(str(path))
-        return path.stem
-    if architecture not in open_clip.list_models():
-        close = [m for m in open_clip.list_models() if architecture.lower()[:5] in m.lower()][:8]
-        raise ModelUnavailable(
-            f"{architecture!r} is not an open_clip architecture",
-            "set SPYGLASS_MODEL to one of open_clip.list_models()"
-            + (f", e.g. {', '.join(close)}" if close else ", e.g. ViT-B-32"))
-    return architecture
-
-
-def _resolve_weights(open_clip, name: str, pretrained: str | None) -> str | None:
-    """A checkpoint file, a local-dir: model name, or an open_clip pretrained tag."""
-    if pretrained is None or name.startswith(("hf-hub:", "local-dir:")):
-        return None
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        if (path / "open_clip_config.json").is_file():
-            return f"local-dir:{path.resolve()}"
-        found = [path / n for n in _CHECKPOINT_NAMES if (path / n).is_file()]
-        found += sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
-        if not found:
-            raise ModelUnavailable(f"no checkpoint file in folder {path}",
-                                   f"expected one of {', '.join(_CHECKPOINT_NAMES)}")
-        return str(found[0])
-    if path.is_file():
-        return str(path)
-    if _looks_like_path(pretrained):
-        raise ModelUnavailable(f"checkpoint {path} does not exist",
-                               "set SPYGLASS_PRETRAINED to an existing open_clip checkpoint file")
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if pretrained not in tags:
-        raise ModelUnavailable(
-            f"{pretrained!r} is not a pretrained tag of {name}",
-            f"known tags: {', '.join(tags) or 'none'}; or set SPYGLASS_PRETRAINED to a checkpoint file")
-    return pretrained
-
-
-def _explain_load_failure(architecture: str, pretrained: str | None, exc: Exception) -> ModelUnavailable:
-    text = str(exc)
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    if any(sign in text for sign in ("Error(s) in loading state_dict", "size mismatch", "width changed")):
-        return ModelUnavailable(
-            f"checkpoint {pretrained} does not fit architecture {architecture}: {first[:300]}",
-            "set SPYGLASS_MODEL to the architecture the checkpoint was trained as")
-    if "Unsupported global" in text:
-        return ModelUnavailable(
-            f"refused to load {pretrained}: it is not a plain weights file and pickled code is never run",
-            "convert the checkpoint to .safetensors or a plain state_dict")
-    if pretrained and os.path.isfile(os.path.expanduser(pretrained)):
-        return ModelUnavailable(f"checkpoint {pretrained} is not a readable checkpoint file "
-                                "(truncated or corrupt?)", "download it again")
-    if "download" in text.lower() or "connect" in text.lower() or "offline" in text.lower():
-        return ModelUnavailable(
-            f"could not download the {pretrained!r} weights for {architecture}, and they are not "
-            "in the local weights cache",
-            OFFLINE_HINT)
-    return ModelUnavailable(f"could not load model {architecture} with weights {pretrained}: "
-                            f"{first[:300]}", "check SPYGLASS_MODEL and SPYGLASS_PRETRAINED")

@@ -1,0 +1,185 @@
+"""The encoder's towers as ONNX graphs: exported once per weights, runtime and CPU, and run by ONNX Runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TOWERS = ("image", "text")
+# ONNX opset 17 has LayerNormalization as one op, which ONNX Runtime fuses; every exporter and
+# runtime we support knows it.
+OPSET = 17
+
+
+def weights_checksum(model) -> str:
+    """BLAKE2b of every weight (names, dtypes, shapes, bytes): equal sums export equal graphs."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=20)
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        if data.numel():
+            digest.update(data.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags: ONNX Runtime picks its kernels (AVX2, AVX512, VNNI) by them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return platform.machine() + " " + platform.processor()
+
+
+def cache_key(weights: str) -> str:
+    """The folder name for one model on this machine: weights, exporter, runtime and CPU flags."""
+    import onnxruntime
+    import torch
+
+    parts = (weights, torch.__version__, onnxruntime.__version__, cpu_flags(), str(OPSET))
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, wait: bool = True):
+    """One process at a time exports into a folder (two `serve` workers warming up at once).
+    Yields whether the lock is held (always, when waiting)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _Tower:
+    """One tower of an open_clip model as a module with one input, for the exporter."""
+
+    @staticmethod
+    def of(model, tower: str):
+        import torch
+
+        class Tower(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, x):
+                if tower == "image":
+                    return self.model.encode_image(x, normalize=True)
+                return self.model.encode_text(x, normalize=True)
+
+        return Tower().eval()
+
+
+def export_tower(encoder, tower: str, path: Path) -> Path:
+    """Write one fp32 tower as ONNX at path (atomically: a killed export leaves no half file)."""
+    import torch
+
+    if path.is_file():
+        return path
+    if tower == "image":
+        example = torch.zeros(2, 3, encoder.image_size, encoder.image_size)
+    else:
+        example = encoder.tokenizer(["a photo", "a photo of a dog"])
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.part", delete=False) as part:
+        temporary = Path(part.name)
+    try:
+        # With gradients on: without them nn.MultiheadAttention takes a fused fast path that has no
+        # ONNX form. Nothing is trained; the graph holds the weights as constants.
+        with torch.inference_mode(False), torch.enable_grad(), _quiet_exporter():
+            torch.onnx.export(_Tower.of(encoder.model, tower), (example,), str(temporary),
+                              input_names=["input"], output_names=["vectors"], opset_version=OPSET,
+                              dynamic_axes={"input": {0: "n"}, "vectors": {0: "n"}}, dynamo=False)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def quantize_tower(source: Path, path: Path) -> Path:
+    """Weights of the matrix products in int8 (ONNX Runtime's dynamic quantisation); activations stay float."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if path.is_file():
+        return path
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.part", delete=False) as part:
+        temporary = Path(part.name)
+    try:
+        with _quiet_exporter():
+            quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter warns about every traced branch and the quantiser logs every tensor at INFO on
+    the root logger; both are expected here."""
+    import warnings
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def providers(device: str) -> list[str]:
+    """ONNX Runtime's execution providers for a torch device, best first, among those installed."""
+    import onnxruntime
+
+    available = set(onnxruntime.get_available_providers())
+    if device.startswith("cuda"):
+        wanted = ["CUDAExecutionProvider"]
+    else:
+        wanted = ["OpenVINOExecutionProvider"]
+    return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+
+
+class OnnxTower:
+    """An ONNX Runtime session for one tower: numpy in, unit float32 vectors out."""
+
+    def __init__(self, path: Path, device: str, threads: int):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Do not spin between calls: the decode threads need those cores while a batch is assembled.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.path = path
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers(device))
+        self.provider = self.session.get_providers()[0]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Vectors of one batch (pixels float32 or tokens int64)."""
+        (vectors,) = self.session.run(["vectors"], {"input": batch})
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
