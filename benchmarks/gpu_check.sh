@@ -2,7 +2,8 @@
 # GPU checks, as one short script (under 5 minutes on one GPU): FAISS's GPU copy of a 1 M-vector
 # Flat index gives the same top 10 as the CPU from many threads at once, k past 2048 falls back to
 # the CPU, batched QPS on both; an IVF index tuned by the indexer answers alike on GPU and CPU;
-# ViT-B-32 indexing img/s in fp16 (model-only and `spyglass index`) with fidelity against CPU fp32;
+# ViT-B-32 indexing img/s in fp16 (model-only and `spyglass index`) with fidelity against CPU fp32, and each
+# encoder runtime (PyTorch, ONNX Runtime) on CUDA;
 # then `spyglass finetune --from-scratch` trains on the GPU (benchmarks/finetune_recall.py, one seed);
 # and, with the ray extra, the Ray runner with a GPU encoder actor against the local runner.
 # Run it where Spyglass is installed with the gpu extra: pip install -e '.[gpu]'.

@@ -82,6 +82,15 @@ def main() -> int:
               f"{fp16.precision} {model_rate(fp16, batch):,.0f} img/s")
         del fp32, fp16
         torch.cuda.empty_cache()
+        # Each runtime on the GPU: ONNX Runtime's CUDA provider when the installed onnxruntime has it
+        # (onnxruntime-gpu), else its CPU one, which the probe then loses to PyTorch.
+        for runtime in ("onnx", "auto"):
+            encoder = load_encoder("ViT-B-32", str(checkpoint), device="cuda", precision="auto", runtime=runtime,
+                                   runtime_dir=work / "runtimes")
+            print(f"runtime {runtime} on CUDA: {encoder.runtime.describe()}")
+            print(f"model-only, batch {args.batch_size}, runtime {runtime}: {model_rate(encoder, batch):,.0f} img/s")
+            del encoder
+            torch.cuda.empty_cache()
 
         home = work / "home"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}

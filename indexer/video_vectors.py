@@ -25,12 +25,13 @@ class VideoRules:
     max_seconds: float
     duplicate_cosine: float
     max_pixels: int  # a frame obeys the image limit, SPYGLASS_MAX_IMAGE_PIXELS
+    every_frame: bool = False  # decode every frame, not only the reference frames
 
     @classmethod
     def of(cls, settings) -> "VideoRules":
         """The rules these settings set."""
         return cls(settings.video_max_gap, settings.max_video_seconds, settings.video_duplicate_cosine,
-                   settings.max_image_pixels)
+                   settings.max_image_pixels, settings.video_every_frame)
 
 
 @dataclass
@@ -67,7 +68,7 @@ def frame_chunks(source: BinaryIO, cover: int, preprocess: Callable, batch_size:
 
     pixels, times, reasons = [], [], []
     for frame in sample_frames(source, cover, rules.max_gap_s, rules.max_seconds, stats=stats,
-                               max_pixels=rules.max_pixels):
+                               max_pixels=rules.max_pixels, every_frame=rules.every_frame):
         pixels.append(preprocess(frame.image))
         times.append(frame.time_s)
         reasons.append(frame.reason)

@@ -22,7 +22,8 @@ def shot_frame(kind: str, colour: tuple[int, int, int], t: float, size: tuple[in
 
 
 def write_video(path: Path, shots: list[tuple[float, str, tuple[int, int, int]]], fps: Fraction = NTSC,
-                size: tuple[int, int] = (160, 96), times: list[float] | None = None) -> list[float]:
+                size: tuple[int, int] = (160, 96), times: list[float] | None = None,
+                x264_params: str | None = None) -> list[float]:
     """Write the shots (duration s, kind, colour) back to back; returns every frame's presentation time.
 
     `times`, when given, are the frames' presentation times (a variable frame rate), in seconds;
@@ -38,6 +39,8 @@ def write_video(path: Path, shots: list[tuple[float, str, tuple[int, int, int]]]
         stream = container.add_stream("libx264" if path.suffix != ".webm" else "libvpx-vp9",
                                       rate=fps if times is None else None)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        if x264_params:
+            stream.options = {"x264-params": x264_params}
         time_base = Fraction(1, 1000) if path.suffix == ".mkv" else 1 / fps
         stream.codec_context.time_base = time_base
         for i, t in enumerate(times):

@@ -140,3 +140,35 @@ def test_an_index_run_says_which_runtime_and_status_reports_it(settings, media, 
     assert engine.search_image(first, k=1).hits[0].item.path == str(first)
     (loaded,) = engine.loaded_precisions()
     assert loaded["runtime"]["image"] == "onnx-fp32" and loaded["precision"] == "onnx-fp32"
+
+
+def test_a_cache_folder_that_cannot_be_written_leaves_pytorch(tiny_model, encoder, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")  # as a read-only or absent home on a Ray worker would
+    loaded = _load(tiny_model, blocked / "runtimes", "auto")
+    assert loaded.runtime.image.chosen == "torch-fp32" and "not writable" in loaded.runtime.image.why
+    np.testing.assert_array_equal(loaded.encode_texts(TEXTS), encoder.encode_texts(TEXTS))
+
+
+def test_the_weights_checksum_is_remembered_per_checkpoint_file(tiny_model, tmp_path, monkeypatch):
+    first = _load(tiny_model, tmp_path, "onnx")
+
+    def never(model):
+        raise AssertionError("the weights were hashed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx_export, "weights_checksum", never)
+        again = _load(tiny_model, tmp_path, "onnx")
+    assert again.runtime.folder == first.runtime.folder and again.runtime.probe_cached
+    # A checkpoint rewritten in place (another mtime) is hashed again, and lands in the same folder.
+    before = tiny_model[1].stat()
+    os.utime(tiny_model[1], ns=(1, 1))
+    seen = []
+    try:
+        with monkeypatch.context() as patch:
+            real = onnx_export.weights_checksum
+            patch.setattr(onnx_export, "weights_checksum", lambda model: seen.append(1) or real(model))
+            assert _load(tiny_model, tmp_path, "onnx").runtime.folder == first.runtime.folder
+    finally:
+        os.utime(tiny_model[1], ns=(before.st_atime_ns, before.st_mtime_ns))  # a session-wide file
+    assert seen == [1]

@@ -48,6 +48,32 @@ def test_variable_frame_rate_times_are_the_frames_own(tmp_path):
     assert all(b - a <= 2.0 + 0.07 for a, b in zip(kept, kept[1:]))  # never more than the gap (plus a frame)
 
 
+def test_cuts_on_skipped_frames_are_found_at_their_own_first_frame(tmp_path):
+    """Only reference frames are decoded at first; a cut whose first frame the decoder skipped (a
+    B-frame, with x264's scene-cut key frames off, as a fixed-GOP encoder makes them) is found by
+    decoding that stretch again, at the same frame as decoding every frame finds it."""
+    path = tmp_path / "fixed-gop.mp4"
+    shots = [(1.3, "texture", (200, 40, 40)), (1.1, "texture", (40, 200, 40)), (0.9, "solid", (40, 40, 200)),
+             (1.7, "texture", (220, 220, 60)), (1.0, "solid", (20, 20, 20))]
+    times = write_video(path, shots, fps=Fraction(30),
+                        x264_params="scenecut=0:keyint=300:bframes=3:b-pyramid=none:b-adapt=0")
+    every = list(sample_frames(path, cover=32, max_gap_s=4.0, every_frame=True))
+    fast = list(sample_frames(path, cover=32, max_gap_s=4.0))
+    import numpy as np
+
+    shot_of = np.searchsorted(np.cumsum([0.0] + [d for d, _, _ in shots]), times, side="right")  # as written
+    truth = [t for t, a, b in zip(times[1:], shot_of, shot_of[1:]) if a != b]
+    assert len(truth) == 4
+    assert [f.time_s for f in every if f.reason == "cut"] == pytest.approx(truth, abs=1e-6)
+    assert [(f.time_s, f.reason) for f in fast] == [(f.time_s, f.reason) for f in every]
+    # Two of three frames are non-reference B-frames here: most of them were never decoded.
+    from spyglass.search.media.video_frames import SamplingStats
+
+    stats = SamplingStats()
+    list(sample_frames(path, cover=32, stats=stats))
+    assert stats.decoded < len(times) / 2
+
+
 def test_a_static_shot_costs_one_frame_per_gap(tmp_path):
     path = tmp_path / "static.mp4"
     write_video(path, [(60, "solid", (90, 90, 90))], fps=Fraction(30), size=(64, 36))

@@ -78,7 +78,7 @@ def probe(path: str | Path, max_seconds: float, max_pixels: int = DEFAULT_MAX_PI
 
 def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.0, max_seconds: float = 4 * 3600,
                   cut_score: float = CUT_SCORE, stats: SamplingStats | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[SampledFrame]:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, every_frame: bool = False) -> Iterator[SampledFrame]:
     """Yield the frames to embed, in order: the first, the first after every cut, and one whenever
     max_gap_s has passed since the last kept one. Each is scaled so its short side is `cover`.
 
@@ -87,6 +87,12 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
     be an open binary file. `stats`, when given, is filled in as frames are decoded. Frames
     obey the image pixel limit: a stream over `max_pixels` is refused before a frame is decoded,
     and one whose frames grow past it, at the first such frame.
+
+    Unless every_frame, the decoder skips the frames no other frame is predicted from (FFmpeg's
+    skip_frame NONREF): about half of an x264 stream's frames, and the cheapest to skip since
+    nothing else needs them. A cut is then seen at the first decoded frame of the new shot: its
+    own first frame whenever that is a reference frame (a key frame, as x264 puts at a scene
+    change, or any frame of a stream without B-frames), else a frame or two later.
     """
     av = _av()
     stats = stats if stats is not None else SamplingStats()
@@ -98,10 +104,13 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
         facts = stats.facts = _facts(container, max_seconds, max_pixels)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame and slice threads inside FFmpeg, off the GIL
+        if not every_frame:
+            stream.codec_context.skip_frame = "NONREF"
         size = _covering(facts.width, facts.height, cover)
-        previous, last_kept = None, None
+        recent = None if every_frame else RecentPackets()
+        previous, previous_time, last_kept = None, None, None
         try:
-            for frame in container.decode(stream):
+            for frame in _decoded(container, stream, recent):
                 _check_frame_size(frame.width, frame.height, max_pixels)
                 if frame.pts is None:
                     continue  # no presentation time: it cannot be placed, so it is not kept
@@ -114,7 +123,13 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
                 stats.last_time_s = max(stats.last_time_s, time_s)
                 small = frame.to_ndarray(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="rgb24")
                 score = 1.0 if previous is None else change_score(previous, small)
-                previous = small
+                image = None
+                if previous is not None and score >= cut_score and recent is not None:
+                    # Skipped frames lie between the last decoded one and this: the shot may start among them.
+                    first = recent.first_of_shot(stream, previous_time, frame.pts, previous, cut_score, size)
+                    if first is not None:
+                        time_s, image = first
+                previous, previous_time = small, frame.pts
                 if last_kept is None:
                     reason = "first"
                 elif score >= cut_score:
@@ -124,9 +139,73 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
                 else:
                     continue
                 last_kept = time_s
-                yield SampledFrame(time_s, reason, frame.to_image(width=size[0], height=size[1]))
+                yield SampledFrame(time_s, reason, image or frame.to_image(width=size[0], height=size[1]))
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise VideoRefused(f"video breaks off after {last_kept or 0:.1f} s: {_reason(exc)}") from None
+
+
+def _decoded(container, stream, recent: "RecentPackets | None"):
+    """The stream's frames, each packet remembered first when skipped frames may need decoding again."""
+    for packet in container.demux(stream):
+        if recent is not None and packet.size:
+            recent.add(packet)
+        yield from packet.decode()
+
+
+class RecentPackets:
+    """The packets since the key frame before last: enough to decode again, in full, the frames the
+    decoder skipped between two it kept. Bounded: past MAX_BYTES nothing is kept until the next key frame."""
+
+    MAX_BYTES = 64 * 1024 * 1024
+
+    def __init__(self):
+        self.packets: list = []
+        self.bytes = 0
+
+    def add(self, packet) -> None:
+        """Remember one packet (its data stays referenced, not copied)."""
+        if packet.is_keyframe:
+            keys = [i for i, p in enumerate(self.packets) if p.is_keyframe]
+            if len(keys) >= 2:  # keep the previous group: open-GOP frames may lean on it
+                self.packets = self.packets[keys[-1]:]
+                self.bytes = sum(p.size for p in self.packets)
+        elif not self.packets:
+            return  # nothing decodable starts before the first key frame
+        if self.bytes + packet.size > self.MAX_BYTES:
+            self.packets, self.bytes = [], 0
+            return
+        self.packets.append(packet)
+        self.bytes += packet.size
+
+    def first_of_shot(self, stream, after_pts: int, until_pts: int, before: np.ndarray, cut_score: float,
+                      size: tuple[int, int]):
+        """(time, image) of the first frame strictly between two decoded frames that differs from its
+        predecessor by a cut, decoding the remembered packets again with nothing skipped; None when
+        no frame was skipped there, the cut is at until_pts itself, or the packets cannot tell."""
+        import av
+
+        if not any(p.pts is not None and after_pts < p.pts < until_pts for p in self.packets):
+            return None
+        starts = [i for i, p in enumerate(self.packets) if p.is_keyframe and p.pts is not None and p.pts <= after_pts]
+        if not starts:
+            return None
+        decoder = av.CodecContext.create(stream.codec_context.name, "r")
+        decoder.extradata = stream.codec_context.extradata
+        between = []
+        try:
+            for packet in [*self.packets[starts[-1]:], None]:
+                for frame in decoder.decode(packet):
+                    if frame.pts is not None and after_pts < frame.pts < until_pts:
+                        between.append(frame)
+        except (av.FFmpegError, ValueError):
+            return None
+        previous = before
+        for frame in sorted(between, key=lambda f: f.pts):
+            small = frame.to_ndarray(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="rgb24")
+            if change_score(previous, small) >= cut_score:
+                return float(frame.pts * stream.time_base), frame.to_image(width=size[0], height=size[1])
+            previous = small
+        return None
 
 
 def container_format(path: str | Path, head: bytes) -> str:

@@ -63,7 +63,7 @@ class TowerChoice:
             if chosen.min_cosine is not None:
                 head += f", min cosine {chosen.min_cosine:.5f}"
         others = [f"{c.name} {c.per_second:.1f}" if c.passed and c.per_second else f"{c.name} {_failure(c)}"
-                  for c in self.candidates if c.name != self.chosen]
+                  for c in self.candidates if c.name != self.chosen and not self.why.startswith(c.name)]
         return f"{head} ({self.why}" + (f"; {', '.join(others)}" if others else "") + ")"
 
 
@@ -146,12 +146,18 @@ def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, th
         log.warning("runtime %s needs onnxruntime and onnx (%s): using PyTorch", setting, exc)
         return torch_only(encoder, "onnxruntime or onnx missing: pip install onnxruntime onnx")
     encoder.image_tower  # noqa: B018 - checksum the fp32 weights before anything converts them
-    place = folder / onnx_export.cache_key(onnx_export.weights_checksum(encoder.model))
+    place = folder / onnx_export.cache_key(onnx_export.file_weights_checksum(encoder.model, encoder.pretrained, folder))
+    try:
+        place.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a Ray worker on another machine may not have the driver's home
+        encoder.precision_check = reduce_precision(encoder, precision)
+        log.warning("runtime %s: cannot write its cache folder %s (%s): using PyTorch", setting, place, exc)
+        return torch_only(encoder, f"cache folder not writable: {exc.strerror or exc}")
     with onnx_export.folder_lock(place):
         probe = _read_probe(place, threads, encoder.device)
         if probe is not None and probe.torch_precision != chosen_precision(precision, encoder.device):
             probe = None
-        batch = _calibration(encoder)
+        batch = _calibration(encoder) if probe is None else None
         # While the model is still fp32: the graphs, and PyTorch fp32's vectors for a new probe.
         wanted = _chosen_graphs(probe, setting) if probe is not None else _all_graphs(encoder)
         graphs, errors = _export(encoder, place, wanted)
@@ -161,6 +167,7 @@ def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, th
         if not cached:
             if reference is None:  # the precision the probe was made with fell back: fp32 again
                 graphs, errors = _export(encoder, place, _all_graphs(encoder))
+                batch = _calibration(encoder)
                 reference = _reference(encoder, *batch)
             log.info("timing the encoder's runtimes once for this machine (cached in %s)", place)
             probe = _measure(encoder, graphs, errors, threads, batch, reference)
