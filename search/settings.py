@@ -206,9 +206,10 @@ class Settings:
                                    "seconds.", _positive_seconds, default=4.0, shown="`4`")
     video_every_frame: bool = setting(
         "Decode every frame of a video to find its cuts. Off: only the frames other frames are predicted from "
-        "(about half of an x264 stream's; all of a stream without B-frames) are decoded, a quarter less work; a "
-        "cut is found at its own first frame when that is such a frame (x264 starts a new scene with a key "
-        "frame), else at the next one, a frame or two late.", _flag, default=False, shown="`0`")
+        "(about half of an x264 stream's) are decoded, and where a cut falls among skipped frames that stretch "
+        "is decoded again in full, so a cut is still found at its own first frame (where the packets carry no "
+        "presentation times, at the next decoded frame).",
+        _flag, default=False, shown="`0`")
     video_duplicate_cosine: float = setting(
         "A sampled frame whose vector has at least this cosine with the last kept frame's is dropped, so a "
         "static shot costs one vector (0 to 1).", _fraction, default=0.97)

@@ -41,9 +41,18 @@ def test_onnx_runs_both_towers_true_to_fp32_and_frees_the_torch_weights(tiny_mod
     assert loaded.precision_check.precision == "onnx-fp32" and loaded.precision_check.min_cosine >= 0.9999
     _close_to_fp32(loaded, encoder, bound=0.9999)
     assert "onnx-fp32" in report.describe() and "images/s" in report.describe()
-    # Only the graphs a tower runs on stay on disk.
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert sorted(p.name for p in folder.glob("*.onnx")) == ["image-fp32.onnx", "text-fp32.onnx"]
+    assert {"image-fp32.onnx", "text-fp32.onnx"} <= {p.name for p in folder.glob("*.onnx")}
+    assert not list(folder.glob("*.part"))
+
+
+def test_loaders_with_other_runtimes_share_a_folder_without_pulling_graphs_from_under_each_other(
+        tiny_model, encoder, tmp_path):
+    """Sessions are built at first use: a later load choosing otherwise must not delete their graphs."""
+    onnx = _load(tiny_model, tmp_path, "onnx")
+    _load(tiny_model, tmp_path, "onnx-int8")
+    _load(tiny_model, tmp_path, "auto")
+    _close_to_fp32(onnx, encoder, bound=0.9999)  # its sessions are built only now
 
 
 def test_auto_times_every_candidate_once_and_the_next_load_reads_the_cache(tiny_model, encoder, tmp_path):
@@ -172,3 +181,18 @@ def test_the_weights_checksum_is_remembered_per_checkpoint_file(tiny_model, tmp_
     finally:
         os.utime(tiny_model[1], ns=(before.st_atime_ns, before.st_mtime_ns))  # a session-wide file
     assert seen == [1]
+
+
+def test_a_second_loader_waits_for_the_export_in_progress(tiny_model, encoder, tmp_path):
+    """Two `serve` workers warming up at once: the second waits on the folder's lock, then reads the cache."""
+    import threading
+
+    place = tmp_path / onnx_export.cache_key(onnx_export.weights_checksum(encoder.model))
+    loaded = []
+    with onnx_export.folder_lock(place):
+        loader = threading.Thread(target=lambda: loaded.append(_load(tiny_model, tmp_path, "onnx")))
+        loader.start()
+        loader.join(timeout=2.0)
+        assert loader.is_alive() and not loaded  # blocked while another process exports
+    loader.join(timeout=120)
+    assert loaded and loaded[0].runtime.folder == str(place)

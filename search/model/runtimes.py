@@ -183,7 +183,7 @@ def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, th
                     continue
                 session = onnx_export.OnnxTower(graphs[(tower, choice.chosen)], encoder.device, threads)
                 encoder.use_onnx(tower, session)
-        _prune(place, {graphs[(t, c.chosen)].name for t, c in choices.items() if (t, c.chosen) in graphs})
+        _prune(place)
     image = next((c for c in choices["image"].candidates if c.name == choices["image"].chosen), None)
     if image is not None and image.name.startswith("onnx-"):
         encoder.precision_check = PrecisionCheck(image.name, image.min_cosine, image.name)
@@ -222,14 +222,14 @@ def _export(encoder, place: Path, wanted: list[tuple[str, str]]) -> tuple[dict, 
     return graphs, errors
 
 
-def _prune(place: Path, keep: set[str]) -> None:
-    """Graphs no tower runs on are deleted (a ViT-B-32's four take 760 MB); another choice exports again.
-    Folders of other weights go too, but the newest few: tests and fine-tuning make many."""
+def _prune(place: Path) -> None:
+    """Killed exports' leftovers go, and the folders of other weights but the most recent few (tests
+    and fine-tuning make many). A folder's graphs all stay, even those no tower runs on: a process
+    that chose another runtime may build its session from them later."""
     from spyglass.search.model.onnx_export import folder_lock
 
-    for path in [*place.glob("*.onnx"), *place.glob("*.part")]:  # a .part is a killed export's
-        if path.name not in keep:
-            path.unlink(missing_ok=True)
+    for path in place.glob("*.part"):
+        path.unlink(missing_ok=True)
     if (place / "probe.json").exists():
         (place / "probe.json").touch()  # this folder was used now
     others = sorted((p for p in place.parent.iterdir() if p.is_dir() and p != place),
