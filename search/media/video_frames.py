@@ -108,9 +108,10 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
             stream.codec_context.skip_frame = "NONREF"
         size = _covering(facts.width, facts.height, cover)
         recent = None if every_frame else RecentPackets()
+        ends = _LastTimes()
         previous, previous_time, last_kept = None, None, None
         try:
-            for frame in _decoded(container, stream, recent):
+            for frame in _decoded(container, stream, recent, ends):
                 _check_frame_size(frame.width, frame.height, max_pixels)
                 if frame.pts is None:
                     continue  # no presentation time: it cannot be placed, so it is not kept
@@ -142,11 +143,31 @@ def sample_frames(path: str | Path | BinaryIO, cover: int, max_gap_s: float = 4.
                 yield SampledFrame(time_s, reason, image or frame.to_image(width=size[0], height=size[1]))
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise VideoRefused(f"video breaks off after {last_kept or 0:.1f} s: {_reason(exc)}") from None
+        if ends.last is not None:  # the stream's last frame and the step before it, skipped or not
+            stats.last_time_s = max(stats.last_time_s, float(ends.last * stream.time_base))
+            if ends.before is not None:
+                stats.frame_step_s = float((ends.last - ends.before) * stream.time_base)
 
 
-def _decoded(container, stream, recent: "RecentPackets | None"):
+class _LastTimes:
+    """The two latest presentation times among a stream's packets (decode order is not display order)."""
+
+    def __init__(self):
+        self.last: int | None = None
+        self.before: int | None = None
+
+    def add(self, pts: int) -> None:
+        if self.last is None or pts > self.last:
+            self.last, self.before = pts, self.last
+        elif pts != self.last and (self.before is None or pts > self.before):
+            self.before = pts
+
+
+def _decoded(container, stream, recent: "RecentPackets | None", ends: _LastTimes):
     """The stream's frames, each packet remembered first when skipped frames may need decoding again."""
     for packet in container.demux(stream):
+        if packet.size and packet.pts is not None:
+            ends.add(packet.pts)
         if recent is not None and packet.size:
             recent.add(packet)
         yield from packet.decode()
