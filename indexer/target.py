@@ -49,12 +49,13 @@ class TargetIndex:
             if live is not None and not self.fresh:
                 self._store = SegmentedStore.load(self.settings.index_dir, live.base_file(), live.manifest(),
                                                   mmap=True)
+                self._store.storage = self.settings.vector_storage  # new deltas, and the next compaction
                 self.ann = CarriedAnn.of_generation(live, self.settings.index_dir)
                 self.precision = live.precision_mix()
                 self.model_id = self._model_row(live.model.dim) if self.new_model else live.model_id
             else:
                 dim = self._dim()
-                self._store = SegmentedStore.empty(dim)
+                self._store = SegmentedStore.empty(dim, self.settings.vector_storage)
                 self.ann = None  # built once the new vectors are live
                 self.model_id = self._model_row(dim)
         return self._store

@@ -122,6 +122,8 @@ def _flag(text: str) -> bool:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # SPYGLASS_RUNTIME's values (search.model.runtimes says how auto chooses).
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+# SPYGLASS_VECTOR_STORAGE's values: the number format of the stored exact vectors.
+VECTOR_STORAGES = ("float16", "float32")
 
 @dataclass(frozen=True)
 class Settings:
@@ -158,6 +160,11 @@ class Settings:
         "calibration vectors stay within cosine 0.999 of PyTorch fp32's; or `torch`, `onnx`, `onnx-int8` (still "
         "checked: one that fails falls back, with a warning).", _choice(*RUNTIMES),
         default="auto")
+    vector_storage: str = setting(
+        "How the exact vectors are stored: `float16` takes half the disk and page cache of `float32` (scores "
+        "are computed in float32 from the decoded values; a stored vector's cosine to the embedded one stays "
+        "above 0.9999); `float32` keeps them bit for bit. New segments take the setting at once, the rest at "
+        "the next compaction.", _choice(*VECTOR_STORAGES), default="float16")
     index_factory: str = setting(
         "The FAISS index searched: `auto` chooses from the vector count, `SPYGLASS_INDEX_MEMORY` and "
         "`SPYGLASS_INDEX_RECALL`; or any FAISS factory string (inner product on unit vectors): `Flat` is "

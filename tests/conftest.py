@@ -116,19 +116,21 @@ def _postgres_database():
 def settings(tmp_path, tiny_model, database_url) -> Settings:
     """Settings for a test: its own home and database, the tiny model, small batches.
 
-    fp32, so that vectors compare exactly with the `encoder` fixture's; test_precision covers bf16.
+    fp32 in PyTorch, stored as float32, so that vectors compare exactly with the `encoder` fixture's;
+    test_precision covers bf16, test_runtimes ONNX Runtime, test_vector_storage float16.
     No OCR (a third of a second an image): test_words turns it on.
     """
     return Settings(home=tmp_path / "home", database_url=database_url, model=str(tiny_model[0]),
-                    pretrained=str(tiny_model[1]), device="cpu", precision="fp32", runtime="torch", batch_size=3,
-                    decode_workers=2, ocr="off")
+                    pretrained=str(tiny_model[1]), device="cpu", precision="fp32", runtime="torch",
+                    vector_storage="float32", batch_size=3, decode_workers=2, ocr="off")
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path, tiny_model) -> Settings:
     """Settings on SQLite only, for tests whose subject is not the database (fp32, as `settings`)."""
     return Settings(home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
-                    device="cpu", precision="fp32", runtime="torch", batch_size=3, decode_workers=2, ocr="off")
+                    device="cpu", precision="fp32", runtime="torch", vector_storage="float32", batch_size=3,
+                    decode_workers=2, ocr="off")
 
 
 def spyglass_env(settings: Settings) -> dict[str, str]:
@@ -137,6 +139,7 @@ def spyglass_env(settings: Settings) -> dict[str, str]:
     env.update(SPYGLASS_HOME=str(settings.home), SPYGLASS_DATABASE_URL=settings.db_url,
                SPYGLASS_MODEL=settings.model, SPYGLASS_PRETRAINED=settings.pretrained,
                SPYGLASS_DEVICE=settings.device, SPYGLASS_PRECISION=settings.precision, SPYGLASS_RUNTIME=settings.runtime,
+               SPYGLASS_VECTOR_STORAGE=settings.vector_storage,
                SPYGLASS_BATCH_SIZE=str(settings.batch_for(settings.device)), SPYGLASS_OCR=settings.ocr,
                SPYGLASS_AUTH=settings.auth, SPYGLASS_PAGE_CUTOFF=str(settings.page_cutoff),
                SPYGLASS_DUPLICATE_COSINE=str(settings.duplicate_cosine))

@@ -48,7 +48,7 @@ def team(request, tmp_path_factory, tiny_model, encoder):
         (media / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(MEDIA / source, media / target)
     with (contextlib.contextmanager(_postgres_database)() if request.param == "postgresql" else _nothing()) as url:
-        settings = Settings(runtime="torch", home=base / "home", database_url=url, model=str(tiny_model[0]),
+        settings = Settings(runtime="torch", vector_storage="float32", home=base / "home", database_url=url, model=str(tiny_model[0]),
                             pretrained=str(tiny_model[1]), device="cpu", precision="fp32", batch_size=3,
                             ocr="off", auth="accounts")
         run_index(settings, [str(media)], encoder=encoder, progress=False)

@@ -157,7 +157,7 @@ def video_server(tmp_path_factory, tiny_model, encoder):
     shutil.copy(MEDIA / "red.jpg", media / "red.jpg")
     write_video(media / "film.webm", [(3, "solid", (200, 0, 0)), (4, "texture", (0, 0, 200)),
                                       (5, "texture", (0, 200, 0)), (4, "solid", (240, 240, 0))])
-    settings = Settings(runtime="torch", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+    settings = Settings(runtime="torch", vector_storage="float32", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                         device="cpu", port=free_port(), page_cutoff=0)
     run_index(settings, [str(media)], encoder=encoder, progress=False)
     with serving(settings, base / "server.log") as url:

@@ -35,7 +35,7 @@ def photo_server(tmp_path_factory, tiny_model, encoder):
               make="Apple" if july else "Canon", model="iPhone 15" if july else "Canon EOS R5",
               position=EIFFEL if july else SHIBUYA)
     shutil.copy(media / "IMG_0002.jpg", media / "IMG_0002 (1).jpg")  # a re-saved copy
-    settings = Settings(runtime="torch", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+    settings = Settings(runtime="torch", vector_storage="float32", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                         device="cpu", port=free_port(), page_cutoff=0,
                         # The tests' random model finds every flat-coloured photo alike: only copies fold.
                         duplicate_cosine=0.9999)

@@ -37,7 +37,7 @@ def search(url: str, vector) -> tuple[int, dict]:
 
 @pytest.mark.slow
 def test_a_segment_truncated_under_the_server_costs_a_503_not_the_worker(tmp_path, tiny_model):
-    settings = Settings(runtime="torch", home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+    settings = Settings(runtime="torch", vector_storage="float32", home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                         device="cpu", precision="fp32", port=free_port(), index_factory="Flat")
     run_import(settings, embeddings(tmp_path / "first", 20_000, 1, "a.test"), progress=False)
     newest = embeddings(tmp_path / "second", 50, 2, "b.test")
@@ -74,7 +74,7 @@ def test_a_segment_truncated_under_the_server_costs_a_503_not_the_worker(tmp_pat
 
 @pytest.mark.slow
 def test_a_damaged_base_answers_503_until_repaired(tmp_path, tiny_model):
-    settings = Settings(runtime="torch", home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+    settings = Settings(runtime="torch", vector_storage="float32", home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                         device="cpu", precision="fp32", port=free_port(), index_factory="Flat")
     source = embeddings(tmp_path / "only", 20_000, 3, "c.test")
     run_import(settings, source, progress=False)

@@ -26,7 +26,7 @@ def folder_of(i: int) -> str:
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, tiny_model):
     home = tmp_path_factory.mktemp("scale")
-    settings = Settings(runtime="torch", home=home, model=str(tiny_model[0]), pretrained=str(tiny_model[1]), device="cpu")
+    settings = Settings(runtime="torch", vector_storage="float32", home=home, model=str(tiny_model[0]), pretrained=str(tiny_model[1]), device="cpu")
     engine = create_db_engine(settings.db_url, writer=True)
     upgrade(engine)
     sessions = session_factory(engine)

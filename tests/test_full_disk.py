@@ -41,7 +41,7 @@ def test_a_full_disk_at_any_stage_is_one_line_and_keeps_what_was_published(tmp_p
     first = embeddings(tmp_path / "first", ROWS, seed=1, prefix="a")
     second = embeddings(tmp_path / "second", ROWS, seed=2, prefix="b")
     with small_disk(tmp_path / "disk", "32m") as disk:
-        settings = Settings(runtime="torch", home=disk / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+        settings = Settings(runtime="torch", vector_storage="float32", home=disk / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                             device="cpu", precision="fp32", index_factory="Flat")
         env = spyglass_env(settings) | {"SPYGLASS_INDEX_FACTORY": "Flat"}
         done = spyglass("import", str(first), "--no-progress", env=env)

@@ -33,7 +33,7 @@ def client(tmp_path_factory, tiny_model, encoder):
 
     base = tmp_path_factory.mktemp("hostile")
     shutil.copytree(MEDIA, base / "media")
-    settings = Settings(runtime="torch", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]), device="cpu")
+    settings = Settings(runtime="torch", vector_storage="float32", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]), device="cpu")
     run_index(settings, [str(base / "media")], encoder=encoder, progress=False)
     return create_app(settings).test_client()
 
@@ -147,7 +147,7 @@ def test_a_selective_filter_on_a_big_library_does_not_overflow_sqlite(tmp_path, 
     """40,000 items and a folder filter that matches 4: the candidate list passes 32,766 ids."""
     from spyglass.search.settings import Settings
 
-    settings = Settings(runtime="torch", home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]), device="cpu")
+    settings = Settings(runtime="torch", vector_storage="float32", home=tmp_path / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]), device="cpu")
     engine = create_db_engine(settings.db_url, writer=True)
     upgrade(engine)
     sessions = session_factory(engine)

@@ -107,7 +107,7 @@ def test_a_full_disk_costs_the_cache_not_the_answer(tmp_path, tiny_model, encode
     with small_disk(tmp_path / "disk", "8m") as disk:
         write_video(library / "film.mp4", [(4, "texture", (200, 40, 40))])
         shutil.copy(MEDIA / "red.jpg", library / "red.jpg")
-        settings = Settings(runtime="torch", home=disk / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+        settings = Settings(runtime="torch", vector_storage="float32", home=disk / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                             device="cpu", precision="fp32", index_thumbnails=False)
         run_index(settings, [str(library)], encoder=encoder, progress=False)
         fill_disk(disk)

@@ -24,7 +24,7 @@ def vit_b32_checkpoint(tmp_path_factory):
 
 @pytest.mark.slow
 def test_vit_b32_from_local_checkpoint_indexes_and_searches(vit_b32_checkpoint, media, tmp_path):
-    settings = Settings(runtime="torch", home=tmp_path / "home", model="ViT-B-32", pretrained=str(vit_b32_checkpoint),
+    settings = Settings(runtime="torch", vector_storage="float32", home=tmp_path / "home", model="ViT-B-32", pretrained=str(vit_b32_checkpoint),
                         device="cpu")
     env = spyglass_env(settings)
 

@@ -23,7 +23,7 @@ def shared(tmp_path_factory, tiny_model, encoder):
 
     base = tmp_path_factory.mktemp("web-api")
     shutil.copytree(MEDIA, base / "media")
-    settings = Settings(runtime="torch", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+    settings = Settings(runtime="torch", vector_storage="float32", home=base / "home", model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                         device="cpu", precision="fp32", batch_size=3, decode_workers=2)
     run_index(settings, [str(base / "media")], encoder=encoder, progress=False)
     return settings, base / "media"

@@ -118,7 +118,7 @@ def indexed(request, tmp_path_factory, tiny_model, library):
     home = tmp_path_factory.mktemp("home")
     databases = iter([f"sqlite:///{home / 'catalog.db'}"]) if request.param == "sqlite" else _postgres_database()
     url = next(databases)
-    settings = Settings(runtime="torch", home=home, database_url=url, model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
+    settings = Settings(runtime="torch", vector_storage="float32", home=home, database_url=url, model=str(tiny_model[0]), pretrained=str(tiny_model[1]),
                         device="cpu", precision="fp32", batch_size=8, decode_workers=2, ocr="on",
                         speech_model=WHISPER_TINY_EN)
     summary = run_index(settings, [str(library)], progress=False)

@@ -16,6 +16,10 @@ import numpy as np
 from spyglass.search.errors import IndexFileError
 
 
+# SPYGLASS_VECTOR_STORAGE -> the FAISS factory of a segment.
+STORAGE_FACTORIES = {"float32": "IDMap2,Flat", "float16": "IDMap2,SQfp16"}
+
+
 class VectorIndex:
     """Inner-product search over unit vectors whose ids are MediaItem primary keys."""
 
@@ -24,11 +28,20 @@ class VectorIndex:
         self._sorted_ids: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, dim: int) -> "VectorIndex":
-        """A new segment of exact vectors: a flat index in an id map (see segments.SegmentedStore)."""
+    def empty(cls, dim: int, storage: str = "float32") -> "VectorIndex":
+        """A new segment of exact vectors: a flat index in an id map (see segments.SegmentedStore),
+        its vectors as float32 or float16 (FAISS's SQfp16, decoded to float32 to score)."""
         import faiss
 
-        return cls(faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT))
+        return cls(faiss.index_factory(dim, STORAGE_FACTORIES[storage], faiss.METRIC_INNER_PRODUCT))
+
+    @property
+    def storage(self) -> str:
+        """The number format its vectors are stored in: float32 or float16."""
+        import faiss
+
+        inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else self.index
+        return "float16" if isinstance(inner, faiss.IndexScalarQuantizer) else "float32"
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Which of these ids the segment holds (a boolean mask)."""
@@ -102,7 +115,10 @@ class VectorIndex:
         import faiss
 
         if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
-            return GpuIndex(faiss.index_cpu_to_all_gpus(self.index), self)
+            try:
+                return GpuIndex(faiss.index_cpu_to_all_gpus(self.index), self)
+            except RuntimeError:  # a type FAISS's GPU code does not copy: search it on the CPU
+                return self
         return self
 
 

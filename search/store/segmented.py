@@ -85,8 +85,10 @@ class SegmentedStore:
     """
 
     def __init__(self, dim: int, segments: list[VectorIndex], files: list[SegmentFile | None],
-                 removed: dict[int, int] | None = None, tombstones: SegmentFile | None = None):
+                 removed: dict[int, int] | None = None, tombstones: SegmentFile | None = None,
+                 storage: str = "float32"):
         self._dim = dim
+        self.storage = storage  # of the segments it writes from now on: float32 or float16
         self.segments = segments
         self.files = files  # None for the open segment
         self.removed = dict(removed or {})
@@ -94,9 +96,9 @@ class SegmentedStore:
         self._invalidate()
 
     @classmethod
-    def empty(cls, dim: int) -> "SegmentedStore":
+    def empty(cls, dim: int, storage: str = "float32") -> "SegmentedStore":
         """No segments yet: the first adds open the base."""
-        return cls(dim, [], [])
+        return cls(dim, [], [], storage=storage)
 
     @classmethod
     def single(cls, segment: VectorIndex) -> "SegmentedStore":
@@ -250,7 +252,7 @@ class SegmentedStore:
         if not len(ids):
             return
         if not self.segments or self.files[-1] is not None:
-            self.segments.append(VectorIndex.empty(self.dim))
+            self.segments.append(VectorIndex.empty(self.dim, self.storage))
             self.files.append(None)
         self.segments[-1].add(np.asarray(ids, dtype=np.int64), vectors)
         self._invalidate()
@@ -278,7 +280,7 @@ class SegmentedStore:
         """
         written = 0
         if not self.segments:  # an empty library still has a base
-            self.segments.append(VectorIndex.empty(self.dim))
+            self.segments.append(VectorIndex.empty(self.dim, self.storage))
             self.files.append(None)
         if self.files[-1] is None:
             filename = generation_filename()
@@ -321,11 +323,12 @@ class SegmentedStore:
         return gone, ids[alive], vectors[alive]
 
     def compacted(self) -> "SegmentedStore":
-        """A store of one open segment holding every live entry, and no tombstones."""
-        base = VectorIndex.empty(self.dim)
+        """A store of one open segment holding every live entry, and no tombstones: in this store's
+        storage, so segments written in another one are converted here."""
+        base = VectorIndex.empty(self.dim, self.storage)
         for ids, vectors in self.all_vectors():
             base.add(ids, vectors)
-        return SegmentedStore(self.dim, [base], [None])
+        return SegmentedStore(self.dim, [base], [None], storage=self.storage)
 
     # -- internals -----------------------------------------------------------------------
 
