@@ -196,3 +196,11 @@ def test_a_second_loader_waits_for_the_export_in_progress(tiny_model, encoder, t
         assert loader.is_alive() and not loaded  # blocked while another process exports
     loader.join(timeout=120)
     assert loaded and loaded[0].runtime.folder == str(place)
+
+
+def test_another_cpu_is_another_folder(tiny_model, tmp_path, monkeypatch):
+    """ONNX Runtime picks its kernels by the CPU's flags: a home copied to another machine probes again."""
+    here = _load(tiny_model, tmp_path, "onnx").runtime.folder
+    monkeypatch.setattr(onnx_export, "cpu_flags", lambda: "sse2 only")
+    there = _load(tiny_model, tmp_path, "onnx").runtime
+    assert there.folder != here and not there.probe_cached

@@ -100,24 +100,21 @@ def folder_lock(folder: Path, wait: bool = True):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class _Tower:
+def _tower_module(model, tower: str):
     """One tower of an open_clip model as a module with one input, for the exporter."""
+    import torch
 
-    @staticmethod
-    def of(model, tower: str):
-        import torch
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
 
-        class Tower(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
+        def forward(self, x):
+            if tower == "image":
+                return self.model.encode_image(x, normalize=True)
+            return self.model.encode_text(x, normalize=True)
 
-            def forward(self, x):
-                if tower == "image":
-                    return self.model.encode_image(x, normalize=True)
-                return self.model.encode_text(x, normalize=True)
-
-        return Tower().eval()
+    return Tower().eval()
 
 
 def export_tower(encoder, tower: str, path: Path) -> Path:
@@ -136,7 +133,7 @@ def export_tower(encoder, tower: str, path: Path) -> Path:
         # With gradients on: without them nn.MultiheadAttention takes a fused fast path that has no
         # ONNX form. Nothing is trained; the graph holds the weights as constants.
         with torch.inference_mode(False), torch.enable_grad(), _quiet_exporter():
-            torch.onnx.export(_Tower.of(encoder.model, tower), (example,), str(temporary),
+            torch.onnx.export(_tower_module(encoder.model, tower), (example,), str(temporary),
                               input_names=["input"], output_names=["vectors"], opset_version=OPSET,
                               dynamic_axes={"input": {0: "n"}, "vectors": {0: "n"}}, dynamo=False)
         os.replace(temporary, path)

@@ -97,6 +97,10 @@ class _Probe:
     towers: dict = field(default_factory=dict)  # tower -> [Candidate as dict]
     version: int = PROBE_VERSION
 
+    def choice(self, tower: str, setting: str) -> "TowerChoice":
+        """The tower's runtime under a setting, from these measurements."""
+        return choose([Candidate(**c) for c in self.towers[tower]], setting, tower)
+
 
 def _failure(candidate: Candidate) -> str:
     if candidate.error:
@@ -173,8 +177,7 @@ def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, th
             probe = _measure(encoder, graphs, errors, threads, batch, reference)
             if not any(e.startswith(("OSError", "PermissionError")) for e in errors.values()):
                 _write_probe(place, probe)  # a full disk is not a property of the machine
-        choices = {tower: choose([Candidate(**c) for c in probe.towers[tower]], setting, tower)
-                   for tower in ("image", "text")}
+        choices = {tower: probe.choice(tower, setting) for tower in ("image", "text")}
         for tower, choice in list(choices.items()):
             if choice.chosen.startswith("onnx-"):
                 if (tower, choice.chosen) not in graphs:
@@ -198,8 +201,8 @@ def _all_graphs(encoder) -> list[tuple[str, str]]:
 
 
 def _chosen_graphs(probe: "_Probe", setting: str) -> list[tuple[str, str]]:
-    return [(tower, choice.chosen) for tower in ("image", "text")
-            if (choice := choose([Candidate(**c) for c in probe.towers[tower]], setting, tower)).chosen.startswith("onnx-")]
+    chosen = [(tower, probe.choice(tower, setting).chosen) for tower in ("image", "text")]
+    return [(tower, name) for tower, name in chosen if name.startswith("onnx-")]
 
 
 def _export(encoder, place: Path, wanted: list[tuple[str, str]]) -> tuple[dict, dict]:
