@@ -340,8 +340,14 @@ _add_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="spyglass")
+    """Console-script entry point: exits without the interpreter's teardown (see spyglass.leave)."""
+    from spyglass.leave import leave
+
+    try:
+        cli(prog_name="spyglass")
+    except SystemExit as done:
+        leave(done.code)
+    leave(0)
 
 
 if __name__ == "__main__":

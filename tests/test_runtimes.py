@@ -159,7 +159,9 @@ def test_a_cache_folder_that_cannot_be_written_leaves_pytorch(tiny_model, encode
     np.testing.assert_array_equal(loaded.encode_texts(TEXTS), encoder.encode_texts(TEXTS))
 
 
-def test_the_weights_checksum_is_remembered_per_checkpoint_file(tiny_model, tmp_path, monkeypatch):
+def test_the_weights_checksums_are_remembered_per_checkpoint_file(tiny_model, encoder, tmp_path, monkeypatch):
+    from spyglass.search.model import encoder as encoder_module
+
     first = _load(tiny_model, tmp_path, "onnx")
 
     def never(model):
@@ -167,7 +169,9 @@ def test_the_weights_checksum_is_remembered_per_checkpoint_file(tiny_model, tmp_
 
     with monkeypatch.context() as patch:
         patch.setattr(onnx_export, "weights_checksum", never)
+        patch.setattr(encoder_module, "image_tower_checksum", never)
         again = _load(tiny_model, tmp_path, "onnx")
+        assert again.image_tower == encoder.image_tower  # read from the memo, as the weights give it
     assert again.runtime.folder == first.runtime.folder and again.runtime.probe_cached
     # A checkpoint rewritten in place (another mtime) is hashed again, and lands in the same folder.
     before = tiny_model[1].stat()
@@ -187,7 +191,7 @@ def test_a_second_loader_waits_for_the_export_in_progress(tiny_model, encoder, t
     """Two `serve` workers warming up at once: the second waits on the folder's lock, then reads the cache."""
     import threading
 
-    place = tmp_path / onnx_export.cache_key(onnx_export.weights_checksum(encoder.model))
+    place = tmp_path / onnx_export.cache_key(onnx_export.weights_checksum(encoder.model), str(tiny_model[0]))
     loaded = []
     with onnx_export.folder_lock(place):
         loader = threading.Thread(target=lambda: loaded.append(_load(tiny_model, tmp_path, "onnx")))
@@ -204,3 +208,17 @@ def test_another_cpu_is_another_folder(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "cpu_flags", lambda: "sse2 only")
     there = _load(tiny_model, tmp_path, "onnx").runtime
     assert there.folder != here and not there.probe_cached
+
+
+def test_the_same_weights_under_another_architecture_export_their_own_graphs(tiny_model, tmp_path):
+    """quick_gelu changes no weight but every vector: a graph made for one must not run the other."""
+    import json
+
+    quick = tmp_path / "tiny-quick.json"
+    quick.write_text(json.dumps({**json.loads(tiny_model[0].read_text()), "quick_gelu": True}))
+    reference = load_encoder(str(quick), str(tiny_model[1]), device="cpu")
+    graphs = tmp_path / "runtimes"
+    plain = _load(tiny_model, graphs, "onnx")
+    loaded = load_encoder(str(quick), str(tiny_model[1]), device="cpu", runtime="onnx", runtime_dir=graphs)
+    assert loaded.runtime.folder != plain.runtime.folder
+    _close_to_fp32(loaded, reference, bound=0.9999)

@@ -67,6 +67,10 @@ class OpenClipEncoder:
         """The checksum of the image tower: an index built by another model with the same one is valid."""
         return image_tower_checksum(self.model)
 
+    def remember_image_tower(self, checksum: str) -> None:
+        """Take image_tower from a memo of these weights (see onnx_export.remembered_checksums)."""
+        self.__dict__["image_tower"] = checksum  # what functools.cached_property reads first
+
     def use_model(self, model, precision: str) -> None:
         """Embed with this copy of the model from now on (the same weights in another precision)."""
         from spyglass.search.model.precision import torch_dtype

@@ -141,16 +141,17 @@ def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, th
         encoder.precision_check = reduce_precision(encoder, precision)
         return torch_only(encoder, "asked for" if setting == "torch" else "no cache folder")
     try:
-        import onnx  # noqa: F401 - the exporter needs it
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401 - onnx itself is imported only to export (0.6 s of start-up)
 
         from spyglass.search.model import onnx_export
     except ImportError as exc:
         encoder.precision_check = reduce_precision(encoder, precision)
-        log.warning("runtime %s needs onnxruntime and onnx (%s): using PyTorch", setting, exc)
-        return torch_only(encoder, "onnxruntime or onnx missing: pip install onnxruntime onnx")
-    encoder.image_tower  # noqa: B018 - checksum the fp32 weights before anything converts them
-    place = folder / onnx_export.cache_key(onnx_export.file_weights_checksum(encoder.model, encoder.pretrained, folder))
+        log.warning("runtime %s needs onnxruntime (%s): using PyTorch", setting, exc)
+        return torch_only(encoder, "onnxruntime missing: pip install onnxruntime onnx")
+    # Of the fp32 weights, before anything converts them.
+    weights, image_tower = onnx_export.remembered_checksums(encoder.model, encoder.pretrained, folder)
+    encoder.remember_image_tower(image_tower)
+    place = folder / onnx_export.cache_key(weights, encoder.architecture)
     try:
         place.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a Ray worker on another machine may not have the driver's home
