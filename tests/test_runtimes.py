@@ -222,3 +222,20 @@ def test_the_same_weights_under_another_architecture_export_their_own_graphs(tin
     loaded = load_encoder(str(quick), str(tiny_model[1]), device="cpu", runtime="onnx", runtime_dir=graphs)
     assert loaded.runtime.folder != plain.runtime.folder
     _close_to_fp32(loaded, reference, bound=0.9999)
+
+
+def test_a_cached_load_imports_no_exporter(tiny_model, tmp_path):
+    """onnx (0.6 s to import) and the quantiser are for exporting; a later start-up reads graphs only
+    (torch.onnx is not in question: open_clip imports it anyway)."""
+    import subprocess
+    import sys
+
+    _load(tiny_model, tmp_path, "onnx-int8")
+    code = (f"import sys\nfrom spyglass.search.model.encoder import load_encoder\n"
+            f"e = load_encoder({str(tiny_model[0])!r}, {str(tiny_model[1])!r}, device='cpu', runtime='onnx-int8', "
+            f"runtime_dir=__import__('pathlib').Path({str(tmp_path)!r}))\n"
+            f"e.encode_texts(['a cat'])\n"
+            f"print(e.runtime.probe_cached, sorted(m for m in sys.modules if m.split('.')[0] == 'onnx' or m.startswith('onnxruntime.quantization')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True []"
