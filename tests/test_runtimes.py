@@ -239,3 +239,37 @@ def test_a_cached_load_imports_no_exporter(tiny_model, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "True []"
+
+
+def test_a_load_onnx_runs_whole_builds_no_pytorch_model(tiny_model, tmp_path, monkeypatch):
+    """From the cache alone: the same vectors, checksums and report, without reading the weights."""
+    from spyglass.search.model import encoder as encoder_module
+
+    images = precision.calibration_images(count=3, size=48)
+    first = _load(tiny_model, tmp_path, "onnx")
+    with monkeypatch.context() as patch:
+        patch.setattr(encoder_module, "load_open_clip", lambda *a, **k: pytest.fail("the PyTorch model was built"))
+        again = _load(tiny_model, tmp_path, "onnx")
+    assert again.model is None and again.runtime.probe_cached and again.runtime.folder == first.runtime.folder
+    assert (again.dim, again.image_size, again.image_tower) == (first.dim, first.image_size, first.image_tower)
+    assert again.runtime.describe() == first.runtime.describe() + " (probe cached)"
+    assert again.precision_check == first.precision_check
+    np.testing.assert_array_equal(again.encode_images(images), first.encode_images(images))
+    np.testing.assert_array_equal(again.encode_texts(TEXTS), first.encode_texts(TEXTS))
+
+
+def test_the_full_load_runs_whenever_the_cache_cannot_stand_in(tiny_model, tmp_path, monkeypatch):
+    from spyglass.search.model import encoder as encoder_module
+
+    first = _load(tiny_model, tmp_path, "onnx")
+    place = onnx_export.Path(first.runtime.folder)
+    built = []
+    real = encoder_module.load_open_clip
+    monkeypatch.setattr(encoder_module, "load_open_clip", lambda *a, **k: built.append(1) or real(*a, **k))
+    assert _load(tiny_model, tmp_path, "torch").runtime.image.chosen == "torch-fp32"  # asked for PyTorch
+    (place / "encoder.json").unlink()
+    assert _load(tiny_model, tmp_path, "onnx").model is None  # a full load, which writes the facts again
+    assert (place / "encoder.json").is_file() and len(built) == 2
+    (place / "text-fp32.onnx").rename(place / "text-fp32.onnx.away")  # a graph gone: exported again
+    _load(tiny_model, tmp_path, "onnx")
+    assert len(built) == 3 and (place / "text-fp32.onnx").is_file()

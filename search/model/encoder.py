@@ -46,8 +46,10 @@ class OpenClipEncoder:
     """An open_clip model with its eval transform and tokenizer."""
 
     def __init__(self, model, preprocess, tokenizer, device: str, architecture: str,
-                 pretrained: str | None):
-        self.model = model.eval()
+                 pretrained: str | None, image_size: int | None = None, dim: int | None = None):
+        """model None (with image_size and dim given) is an encoder whose towers ONNX Runtime runs
+        (search.model.cached_load)."""
+        self.model = model.eval() if model is not None else None
         self._preprocess = preprocess
         self.tokenizer = tokenizer
         self.device = device
@@ -58,9 +60,9 @@ class OpenClipEncoder:
         self._dtype = None  # the model's dtype; None is fp32
         self._onnx = {}  # tower -> OnnxTower, for the towers ONNX Runtime runs (search.model.runtimes)
         self.runtime = None  # a RuntimeReport once apply_runtime has run
-        size = getattr(model.visual, "image_size", 224)
+        size = image_size if model is None else getattr(model.visual, "image_size", 224)
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
-        self.dim = int(self.encode_texts(["a photo"]).shape[1])
+        self.dim = int(dim if model is None else self.encode_texts(["a photo"]).shape[1])
 
     @functools.cached_property
     def image_tower(self) -> str:
@@ -239,13 +241,19 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
     """
     import torch
 
+    from spyglass.search.model.cached_load import cached_encoder
     from spyglass.search.model.precision import chosen_precision
     from spyglass.search.model.runtimes import apply_runtime
 
     pretrained = pretrained or None  # "" is no weights, never Path(""), the current folder
+    cached = cached_encoder(architecture, pretrained, resolve_device(device), precision, runtime, runtime_dir,
+                            torch.get_num_threads())
+    if cached is not None:
+        return cached
     loaded = load_open_clip(architecture, pretrained, device, cache_dir)
     encoder = OpenClipEncoder(loaded.model, loaded.preprocess_val, loaded.tokenizer, loaded.device,
                               architecture, pretrained)
+    encoder.open_clip_name = loaded.name  # what search.model.cached_load remembers for its tokenizer
     if pretrained is not None and chosen_precision(precision, encoder.device) != "fp32":
         encoder.image_tower  # noqa: B018 - of the fp32 weights, the ones the checkpoint holds
     encoder.runtime = apply_runtime(encoder, runtime, precision, runtime_dir, torch.get_num_threads())

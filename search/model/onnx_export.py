@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -36,34 +37,50 @@ def weights_checksum(model) -> str:
     return digest.hexdigest()
 
 
+def _memo_key(checkpoint: str | None) -> str | None:
+    """A checkpoint file's key in the memo: path, size and mtime; None for anything but a file."""
+    path = Path(checkpoint).expanduser() if checkpoint else None
+    if path is None or not path.is_file():
+        return None
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _read_memo(folder: Path) -> dict:
+    try:
+        known = json.loads((folder / "checksums.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def memo_checksums(checkpoint: str | None, folder: Path) -> tuple[str, str] | None:
+    """(weights_checksum, image tower checksum) of a checkpoint file as remembered, or None."""
+    key = _memo_key(checkpoint)
+    entry = _read_memo(folder).get(key) if key else None
+    if isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, str) for v in entry):
+        return entry[0], entry[1]
+    return None
+
+
 def remembered_checksums(model, checkpoint: str | None, folder: Path) -> tuple[str, str]:
     """(weights_checksum, the image tower's checksum), remembered per checkpoint file (path, size,
     mtime) in folder, so a load reads them instead of hashing every weight again."""
-    import json
-
     from spyglass.search.model.encoder import image_tower_checksum
 
-    path = Path(checkpoint).expanduser() if checkpoint else None
-    if path is None or not path.is_file():
-        return weights_checksum(model), image_tower_checksum(model)
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    memo = folder / "checksums.json"
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    known = known if isinstance(known, dict) else {}
-    entry = known.get(key)
-    if isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, str) for v in entry):
-        return entry[0], entry[1]
+    remembered = memo_checksums(checkpoint, folder)
+    if remembered is not None:
+        return remembered
     checksums = weights_checksum(model), image_tower_checksum(model)
-    known = {k: v for k, v in known.items() if Path(k.split("|")[0]).exists()}
+    key = _memo_key(checkpoint)
+    if key is None:
+        return checksums
+    known = {k: v for k, v in _read_memo(folder).items() if Path(k.split("|")[0]).exists()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         part = folder / f"checksums.json.{os.getpid()}.part"
         part.write_text(json.dumps({**known, key: list(checksums)}))
-        part.replace(memo)
+        part.replace(folder / "checksums.json")
     except OSError:
         pass  # not remembered: computed again next time
     return checksums

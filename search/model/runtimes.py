@@ -135,6 +135,7 @@ def choose(candidates: list[Candidate], setting: str, tower: str) -> TowerChoice
 
 def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, threads: int) -> RuntimeReport:
     """Give the encoder's towers the runtime the setting asks for; reduce_precision runs here too."""
+    from spyglass.search.model.cached_load import write_facts
     from spyglass.search.model.precision import chosen_precision, reduce_precision
 
     if setting == "torch" or folder is None:
@@ -159,7 +160,7 @@ def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, th
         log.warning("runtime %s: cannot write its cache folder %s (%s): using PyTorch", setting, place, exc)
         return torch_only(encoder, f"cache folder not writable: {exc.strerror or exc}")
     with onnx_export.folder_lock(place):
-        probe = _read_probe(place, threads, encoder.device)
+        probe = read_probe(place, threads, encoder.device)
         if probe is not None and probe.torch_precision != chosen_precision(precision, encoder.device):
             probe = None
         batch = _calibration(encoder) if probe is None else None
@@ -188,12 +189,20 @@ def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, th
                 session = onnx_export.OnnxTower(graphs[(tower, choice.chosen)], encoder.device, threads)
                 encoder.use_onnx(tower, session)
         _prune(place)
-    image = next((c for c in choices["image"].candidates if c.name == choices["image"].chosen), None)
-    if image is not None and image.name.startswith("onnx-"):
-        encoder.precision_check = PrecisionCheck(image.name, image.min_cosine, image.name)
+        if all(c.chosen.startswith("onnx-") for c in choices.values()):
+            write_facts(encoder, place, getattr(encoder, "open_clip_name", encoder.architecture))
+    encoder.precision_check = onnx_precision_check(choices["image"]) or encoder.precision_check
     if all(c.chosen.startswith("onnx-") for c in choices.values()):
         encoder.release_torch_model()  # ONNX Runtime holds its own copy of the weights
     return RuntimeReport(choices["image"], choices["text"], cached, str(place))
+
+
+def onnx_precision_check(choice: TowerChoice) -> PrecisionCheck | None:
+    """The image tower's fidelity as a PrecisionCheck, when ONNX Runtime runs it."""
+    chosen = next((c for c in choice.candidates if c.name == choice.chosen), None)
+    if chosen is None or not chosen.name.startswith("onnx-"):
+        return None
+    return PrecisionCheck(chosen.name, chosen.min_cosine, chosen.name)
 
 
 def _all_graphs(encoder) -> list[tuple[str, str]]:
@@ -245,7 +254,7 @@ def _prune(place: Path) -> None:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def _read_probe(place: Path, threads: int, device: str) -> _Probe | None:
+def read_probe(place: Path, threads: int, device: str) -> _Probe | None:
     try:
         probe = _Probe(**json.loads((place / "probe.json").read_text()))
     except (OSError, ValueError, TypeError):
