@@ -35,6 +35,7 @@ from spyglass.indexer.ann_build import build_to_target  # noqa: E402
 from spyglass.indexer.ann_carry import CarriedAnn  # noqa: E402
 from spyglass.indexer.publish import PendingChanges, publish, publish_index  # noqa: E402
 from spyglass.search.catalog.queries import live_generation  # noqa: E402
+from spyglass.search.model.encoder import load_encoder  # noqa: E402
 from spyglass.search.settings import Settings, _byte_size  # noqa: E402
 from spyglass.search.store.segmented import SegmentedStore  # noqa: E402
 from synthetic_vectors import clustered_vectors  # noqa: E402
@@ -59,8 +60,12 @@ def library(home: Path, items: int, checkpoint: Path, memory: int) -> str:
     return built.factory if built is not None else "Flat"
 
 
-def served_memory(home: Path, checkpoint: Path, memory: str, queries: int) -> dict:
-    """The worker's /api/v1/status memory after warm-up and `queries` text queries."""
+def served_memory(home: Path, checkpoint: Path, memory: str, queries: int, runtimes: Path) -> dict:
+    """The worker's /api/v1/status memory after warm-up and `queries` text queries, and what its
+    towers run on. The runtimes folder (graphs and probe) is shared, made before, as a restarted
+    worker finds it."""
+    if not (home / "runtimes").exists():
+        (home / "runtimes").symlink_to(runtimes)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
     env.update(SPYGLASS_HOME=str(home), SPYGLASS_MODEL="ViT-B-32", SPYGLASS_PRETRAINED=str(checkpoint),
@@ -74,7 +79,9 @@ def served_memory(home: Path, checkpoint: Path, memory: str, queries: int) -> di
         for i in range(queries):
             urllib.request.urlopen(f"{base}/api/v1/search?q=a+photo+of+thing+{i}&k=20&mode=visual", timeout=60).read()
         time.sleep(0.5)
-        return json.load(urllib.request.urlopen(f"{base}/api/v1/status", timeout=30))["worker"]
+        status = json.load(urllib.request.urlopen(f"{base}/api/v1/status", timeout=30))
+        runtime = (status.get("query_encoder") or {}).get("runtime") or {}
+        return {**status["worker"], "text_runtime": runtime.get("text", "?")}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -92,14 +99,17 @@ def main() -> None:
         work = Path(tmp)
         checkpoint = work / "vit-b-32.safetensors"
         write_checkpoint(checkpoint)
+        runtimes = work / "runtimes"
+        load_encoder("ViT-B-32", str(checkpoint), device="cpu", runtime="auto", runtime_dir=runtimes)  # export, probe
         found = {}
         for name, items in (("baseline", 1000), ("library", args.items)):
             began = time.perf_counter()
             kind = library(work / name, items, checkpoint, budget)
             print(f"{name}: {items:,} vectors, index {kind} ({time.perf_counter() - began:.0f} s to build)", flush=True)
             found[name] = {"items": items, "index": kind, **served_memory(work / name, checkpoint, args.memory,
-                                                                          args.queries)}
-    print(f"\nspyglass serve --workers 1, ViT-B-32 fp32 text tower, SPYGLASS_INDEX_MEMORY={args.memory}, "
+                                                                          args.queries, runtimes)}
+    print(f"\nspyglass serve --workers 1, ViT-B-32 (SPYGLASS_PRECISION=fp32, SPYGLASS_RUNTIME=auto: text tower on "
+          f"{found['library']['text_runtime']}), SPYGLASS_INDEX_MEMORY={args.memory}, "
           f"{args.queries} text queries, {os.cpu_count()} cores")
     print(f"{'':<10} {'vectors':>9} {'index':<22} {'resident MiB':>12} {'anonymous MiB':>13} {'loaded MiB':>10} "
           f"{'mapped MiB':>10}")
