@@ -48,7 +48,7 @@ def library(home: Path, items: int, checkpoint: Path, memory: int) -> str:
     settings = Settings(home=home, index_memory=memory)
     engine, sessions, model_id, root_id = empty_library(settings, checkpoint)
     vectors = clustered_vectors(items, DIM, clusters=max(10, items // 2000))
-    store = SegmentedStore.empty(DIM)
+    store = SegmentedStore.empty(DIM, settings.vector_storage)  # as the indexer writes them (float16 by default)
     publish(sessions, store, settings.index_dir, model_id, "auto", PendingChanges(new=rows(0, items, root_id, vectors)))
     del vectors
     built = build_to_target(store, "auto", memory, settings.index_recall, print, progress=False)
