@@ -20,12 +20,12 @@ log = logging.getLogger(__name__)
 FACTS = "encoder.json"
 
 
-def write_facts(encoder, place: Path, open_clip_name: str) -> None:
+def write_facts(encoder, place: Path) -> None:
     """What a later load needs to build this encoder without its PyTorch model."""
     config = getattr(getattr(encoder.model, "visual", None), "preprocess_cfg", None)
     if not isinstance(config, dict):
         return  # an architecture without one: later loads take the full path
-    facts = {"open_clip_name": open_clip_name, "preprocess": config, "image_size": encoder.image_size,
+    facts = {"open_clip_name": encoder.open_clip_name, "preprocess": config, "image_size": encoder.image_size,
              "dim": encoder.dim}
     try:
         part = place / f"{FACTS}.part"
@@ -69,12 +69,12 @@ def cached_encoder(architecture: str, pretrained: str | None, device: str, preci
     if facts is None or probe is None or probe.torch_precision != chosen_precision(precision, device):
         return None
     choices = {tower: probe.choice(tower, setting) for tower in onnx_export.TOWERS}
-    graphs = {tower: place / f"{tower}-{choice.chosen.removeprefix('onnx-')}.onnx" for tower, choice in choices.items()}
+    graphs = {tower: onnx_export.graph_path(place, tower, choice.chosen) for tower, choice in choices.items()}
     if not all(c.chosen.startswith("onnx-") for c in choices.values()) or not all(g.is_file() for g in graphs.values()):
         return None
     preprocess, tokenizer = _transform_and_tokenizer(architecture, facts)
     encoder = OpenClipEncoder(None, preprocess, tokenizer, device, architecture, pretrained,
-                              image_size=facts["image_size"], dim=facts["dim"])
+                              image_size=facts["image_size"], dim=facts["dim"], open_clip_name=facts["open_clip_name"])
     encoder.remember_image_tower(checksums[1])
     for tower, graph in graphs.items():
         encoder.use_onnx(tower, onnx_export.OnnxTower(graph, device, threads))

@@ -46,15 +46,17 @@ class OpenClipEncoder:
     """An open_clip model with its eval transform and tokenizer."""
 
     def __init__(self, model, preprocess, tokenizer, device: str, architecture: str,
-                 pretrained: str | None, image_size: int | None = None, dim: int | None = None):
+                 pretrained: str | None, image_size: int | None = None, dim: int | None = None,
+                 open_clip_name: str | None = None):
         """model None (with image_size and dim given) is an encoder whose towers ONNX Runtime runs
-        (search.model.cached_load)."""
+        (search.model.cached_load); open_clip_name is the name open_clip knows it by (its tokenizer's)."""
         self.model = model.eval() if model is not None else None
         self._preprocess = preprocess
         self.tokenizer = tokenizer
         self.device = device
         self.architecture = architecture
         self.pretrained = pretrained
+        self.open_clip_name = open_clip_name or architecture
         self.precision = "fp32"
         self.precision_check = None  # a PrecisionCheck once reduce_precision has run
         self._dtype = None  # the model's dtype; None is fp32
@@ -252,8 +254,7 @@ def load_encoder(architecture: str, pretrained: str | None, device: str = "auto"
         return cached
     loaded = load_open_clip(architecture, pretrained, device, cache_dir)
     encoder = OpenClipEncoder(loaded.model, loaded.preprocess_val, loaded.tokenizer, loaded.device,
-                              architecture, pretrained)
-    encoder.open_clip_name = loaded.name  # what search.model.cached_load remembers for its tokenizer
+                              architecture, pretrained, open_clip_name=loaded.name)
     if pretrained is not None and chosen_precision(precision, encoder.device) != "fp32":
         encoder.image_tower  # noqa: B018 - of the fp32 weights, the ones the checkpoint holds
     encoder.runtime = apply_runtime(encoder, runtime, precision, runtime_dir, torch.get_num_threads())

@@ -37,6 +37,11 @@ def weights_checksum(model) -> str:
     return digest.hexdigest()
 
 
+def graph_path(place: Path, tower: str, candidate: str) -> Path:
+    """Where one tower's graph for a candidate ("onnx-fp32", "onnx-int8") lives in a model's folder."""
+    return place / f"{tower}-{candidate.removeprefix('onnx-')}.onnx"
+
+
 def _memo_key(checkpoint: str | None) -> str | None:
     """A checkpoint file's key in the memo: path, size and mtime; None for anything but a file."""
     path = Path(checkpoint).expanduser() if checkpoint else None

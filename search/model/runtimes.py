@@ -190,7 +190,7 @@ def apply_runtime(encoder, setting: str, precision: str, folder: Path | None, th
                 encoder.use_onnx(tower, session)
         _prune(place)
         if all(c.chosen.startswith("onnx-") for c in choices.values()):
-            write_facts(encoder, place, getattr(encoder, "open_clip_name", encoder.architecture))
+            write_facts(encoder, place)
     encoder.precision_check = onnx_precision_check(choices["image"]) or encoder.precision_check
     if all(c.chosen.startswith("onnx-") for c in choices.values()):
         encoder.release_torch_model()  # ONNX Runtime holds its own copy of the weights
@@ -224,8 +224,8 @@ def _export(encoder, place: Path, wanted: list[tuple[str, str]]) -> tuple[dict, 
         if tower in errors:
             continue  # its fp32 export failed: no graph to quantise either
         try:
-            fp32 = place / f"{tower}-fp32.onnx"
-            int8 = place / f"{tower}-int8.onnx"
+            fp32 = onnx_export.graph_path(place, tower, "onnx-fp32")
+            int8 = onnx_export.graph_path(place, tower, "onnx-int8")
             if name == "onnx-fp32" or not int8.is_file():
                 onnx_export.export_tower(encoder, tower, fp32)
             graphs[(tower, name)] = fp32 if name == "onnx-fp32" else onnx_export.quantize_tower(fp32, int8)
